@@ -1,0 +1,28 @@
+# Everything set up from a fresh machine: the virtualenv is created on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+DEMO_OUT ?= out/demo
+
+.PHONY: venv demo test clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: venv
+	CZ_AGENT_STORE_URL=sqlite:///$(abspath $(DEMO_OUT))/runs.db $(BIN)/cz-agent allocate \
+		--bill demo/bill-2026-10.csv --rules demo/rules.yaml --usage demo/usage-2026-10.csv \
+		--period 2026-10 --out $(DEMO_OUT)/report-2026-10.csv
+
+test: venv
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -1,0 +1,37 @@
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from agent.money import largest_remainder, minor_unit, parse_amount, round_amount
+
+
+@pytest.mark.parametrize(("currency", "units"), [("USD", 2), ("KRW", 0), ("JPY", 0), ("KWD", 3), ("CLF", 4)])
+def test_minor_units_follow_iso_4217(currency, units):
+    assert minor_unit(currency) == units
+
+
+@pytest.mark.parametrize(("text", "amount"), [("12.5", "12.5"), (" -0.01 ", "-0.01"), ("5.64902E-05", "0.0000564902"),
+                                              ("0.00000080000", "8.0000E-7")])
+def test_parse_amount_is_exact(text, amount):
+    assert parse_amount(text) == Decimal(amount)
+
+
+@pytest.mark.parametrize("text", ["", "n/a", "NaN", "Infinity", "1,5", "12.5 USD"])
+def test_parse_amount_refuses_what_is_not_a_finite_number(text):
+    with pytest.raises(ValueError):
+        parse_amount(text)
+
+
+def test_round_half_away_from_zero():
+    assert round_amount(Decimal("2.345"), 2) == Decimal("2.35")
+    assert round_amount(Decimal("-2.345"), 2) == Decimal("-2.35")
+    assert round_amount(Fraction(1, 3), 0) == Decimal("0")
+
+
+def test_largest_remainder_gives_missing_units_to_largest_fractions_then_order():
+    rounded = largest_remainder({"a": Fraction(10, 3), "b": Fraction(10, 3), "c": Fraction(10, 3)}, 2)
+    assert rounded == {"a": Decimal("3.34"), "b": Decimal("3.33"), "c": Decimal("3.33")}
+    with_credit = largest_remainder({"a": Decimal("-0.005"), "b": Decimal("1.006")}, 2)
+    assert sum(with_credit.values()) == Decimal("1.00")
+    assert with_credit == {"a": Decimal("-0.01"), "b": Decimal("1.01")}
