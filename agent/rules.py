@@ -1,0 +1,161 @@
+"""The rules file (DESIGN section 4): companies, services, groups and policies, validated."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.errors import RulesError
+from agent.money import is_currency_code
+
+Weight = Annotated[Decimal, Field(allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ClusterSource(_Strict):
+    """Where a cluster's memory usage lives (live mode)."""
+
+    prometheus_url: str | None = None
+    selector: str = ""
+
+
+class BillColumns(_Strict):
+    """Overrides of the bill columns the importer would otherwise guess."""
+
+    format: Literal["auto", "native", "focus", "cur", "cur2", "azure"] = "auto"
+    cost: str | None = None
+    tag: str | None = None
+    currency: str | None = None
+    sub_account: str | None = None
+    workspace: str | None = None
+    api_key: str | None = None
+
+
+def _check_weights(weights: dict[str, Decimal]) -> dict[str, Decimal]:
+    for name, weight in weights.items():
+        if weight < 0:
+            raise ValueError(f"{name}: weight must be >= 0")
+    if weights and sum(weights.values()) <= 0:
+        raise ValueError("weights must not all be 0")
+    return weights
+
+
+class Rules(_Strict):
+    tag_key: str = "cz_container_bill"
+    namespace_label: str = "cz_container_bill"
+    currency: str | None = None
+    precision: int | None = Field(default=None, ge=0, le=12)
+    companies: dict[str, Weight] = Field(min_length=1)
+    services: dict[str, dict[str, Weight]] = Field(default_factory=dict)
+    common_groups: dict[str, list[str]] = Field(default_factory=dict)
+    namespaces: dict[str, str] = Field(default_factory=dict)
+    unmapped_namespaces: Literal["common", "proportional"] = "common"
+    unattributable: Literal["unallocated", "common"] = "unallocated"
+    clusters: dict[str, ClusterSource] = Field(default_factory=dict)
+    bill: BillColumns = Field(default_factory=BillColumns)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, currency: str | None) -> str | None:
+        if currency is not None and not is_currency_code(currency):
+            raise ValueError(f"must be a 3-letter ISO 4217 code, got {currency!r}")
+        return currency
+
+    @field_validator("companies")
+    @classmethod
+    def _company_weights(cls, companies: dict[str, Decimal]) -> dict[str, Decimal]:
+        return _check_weights(companies)
+
+    @field_validator("services")
+    @classmethod
+    def _service_weights(cls, services: dict[str, dict[str, Decimal]]) -> dict[str, dict[str, Decimal]]:
+        for service, weights in services.items():
+            if not weights:
+                raise ValueError(f"{service}: needs at least one company weight")
+            try:
+                _check_weights(weights)
+            except ValueError as e:
+                raise ValueError(f"{service}.{e}" if ":" in str(e) else f"{service}: {e}") from e
+        return services
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Rules:
+        problems = [
+            f"services.{service}.{company}: unknown company (not in companies)"
+            for service, weights in self.services.items()
+            for company in weights
+            if company not in self.companies
+        ]
+        for group, members in self.common_groups.items():
+            if not members:
+                problems.append(f"common_groups.{group}: needs at least one service")
+            problems += [
+                f"common_groups.{group}: unknown service {member!r}" for member in members if member not in self.services
+            ]
+        problems += [
+            f"namespaces.{namespace}: unknown service {service!r}"
+            for namespace, service in self.namespaces.items()
+            if service not in self.services
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def company_weights_of(self, service: str) -> dict[str, Decimal]:
+        return self.services[service]
+
+
+class _DecimalLoader(yaml.SafeLoader):
+    """YAML loader that reads floats as exact decimals: weights never pass through binary floats."""
+
+
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
+    return Decimal(loader.construct_scalar(node).replace("_", ""))
+
+
+_DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+
+
+def parse_rules(text: str, *, source: str = "<rules>") -> Rules:
+    """Rules from YAML text; RulesError naming the key and the reason."""
+    try:
+        document = yaml.load(text, Loader=_DecimalLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise RulesError(f"{source}: not valid YAML: {e}") from e
+    if not isinstance(document, dict):
+        raise RulesError(f"{source}: expected a mapping of rules at the top level")
+    try:
+        return Rules.model_validate(document)
+    except ValidationError as e:
+        raise RulesError(f"{source}: " + "; ".join(_describe(error) for error in e.errors())) from e
+
+
+def _describe(error: dict) -> str:
+    location = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    if not location or ":" in message.split(" ")[0]:
+        return f"{location + '.' if location else ''}{message}"
+    return f"{location}: {message}"
+
+
+def load_rules(path: Path) -> Rules:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RulesError(f"{path}: cannot read the rules file: {e.strerror or e}") from e
+    return parse_rules(text, source=str(path))
+
+
+def rules_digest(rules: Rules) -> str:
+    """sha256 of the rules' canonical JSON: the same rules give the same digest whatever the YAML layout."""
+    return hashlib.sha256(rules.model_dump_json().encode()).hexdigest()
