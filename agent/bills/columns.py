@@ -1,0 +1,107 @@
+"""Which header column holds which line-item field: format candidates, user overrides and the tag lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.bills.options import ImportOptions
+from agent.bills.spec import Candidates, FormatSpec
+from agent.errors import BillFormatError
+
+# Plain columns holding the tag value, then JSON object columns; `{key}` is the tag key.
+TAG_VALUE_COLUMNS = ("{key}", "tag:{key}", "user:{key}", "resourceTags/user:{key}")
+TAGS_JSON_COLUMNS = ("Tags", "tags", "resource_tags")
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """The header names a bill's line-item fields are read from; None where the bill has no such column."""
+
+    cost: str
+    currency: str | None
+    tag: str | None
+    tags_are_json: bool
+    billing_period: str | None
+    charge_period: str | None
+    sub_account: str | None
+    workspace: str | None
+    api_key: str | None
+    resource_id: str | None
+    service_name: str | None
+
+    def used(self) -> list[str]:
+        """Every column the import reads, once each, so readers can skip the others."""
+        names = [self.cost, self.currency, self.tag, self.billing_period, self.charge_period, self.sub_account,
+                 self.workspace, self.api_key, self.resource_id, self.service_name]
+        return list(dict.fromkeys(name for name in names if name is not None))
+
+
+def find_column(columns: Sequence[str], candidates: Iterable[str]) -> str | None:
+    """The first candidate present in the header: its exact spelling first, else ignoring case and spaces."""
+    for candidate in candidates:
+        if candidate in columns:
+            return candidate
+        wanted = candidate.strip().casefold()
+        for column in columns:
+            if column.strip().casefold() == wanted:
+                return column
+    return None
+
+
+def resolve_columns(header: Sequence[str], *, spec: FormatSpec, options: ImportOptions, source: str) -> ColumnMap:
+    """The column map of a bill; BillFormatError if a required column or an override is missing."""
+    cost = _pick(header, options.cost_column, spec.cost, field="cost", source=source)
+    if cost is None:
+        raise BillFormatError(f"required cost column {' or '.join(spec.cost)} is missing", source=source,
+                              column=spec.cost[0])
+    currency = _pick(header, options.currency_column, spec.currency, field="currency", source=source)
+    if currency is None and options.default_currency is None:
+        raise BillFormatError(f"no currency column (looked for {_names(spec.currency)}) and no default currency",
+                              source=source)
+    billing_period = find_column(header, spec.billing_period)
+    charge_period = find_column(header, spec.charge_period)
+    if billing_period is None and charge_period is None and options.period is None:
+        looked_for = _names(spec.billing_period + spec.charge_period)
+        raise BillFormatError(f"the bill has no period column (looked for {looked_for}): give the period (--period)",
+                              source=source)
+    tag, tags_are_json = _tag_column(header, options=options, source=source)
+    return ColumnMap(
+        cost=cost,
+        currency=currency,
+        tag=tag,
+        tags_are_json=tags_are_json,
+        billing_period=billing_period,
+        charge_period=charge_period,
+        sub_account=_pick(header, options.sub_account_column, spec.sub_account, field="sub-account", source=source),
+        workspace=_pick(header, options.workspace_column, spec.workspace, field="workspace", source=source),
+        api_key=_pick(header, options.api_key_column, spec.api_key, field="API key", source=source),
+        resource_id=find_column(header, spec.resource_id),
+        service_name=find_column(header, spec.service_name),
+    )
+
+
+def _pick(header: Sequence[str], override: str | None, candidates: Candidates, *, field: str,
+          source: str) -> str | None:
+    if override is None:
+        return find_column(header, candidates)
+    column = find_column(header, (override,))
+    if column is None:
+        raise BillFormatError(f"the {field} column given ({override!r}) is not in the header", source=source,
+                              column=override)
+    return column
+
+
+def _tag_column(header: Sequence[str], *, options: ImportOptions, source: str) -> tuple[str | None, bool]:
+    """The column the tag value comes from, and whether it holds JSON objects rather than the value."""
+    if options.tag_column is not None:
+        return _pick(header, options.tag_column, (), field="tag", source=source), False
+    plain = find_column(header, (name.format(key=options.tag_key) for name in TAG_VALUE_COLUMNS))
+    if plain is not None:
+        return plain, False
+    tags = find_column(header, TAGS_JSON_COLUMNS)
+    return tags, tags is not None
+
+
+def _names(candidates: Candidates) -> str:
+    return ", ".join(candidates) if candidates else "none known for this format"

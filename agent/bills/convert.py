@@ -1,0 +1,179 @@
+"""Turns a chunk of bill text into canonical line items, rows outside the period, and rejected rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from agent.bills.columns import ColumnMap
+from agent.bills.dates import months
+from agent.bills.options import ImportOptions
+from agent.bills.tags import TagReader
+from agent.lineitems import LINE_ITEM_COLUMNS, RejectedRow, empty_line_items
+from agent.money import parse_amount
+
+_CURRENCY_CODE = r"[A-Z]{3}"
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """What one chunk gave; items and out-of-period rows have LINE_ITEM_COLUMNS and a fresh index."""
+
+    input_rows: int
+    items: pd.DataFrame
+    out_of_period: pd.DataFrame
+    rejected: list[RejectedRow]
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One validation over a chunk: the reason each row fails it (missing where the row passes)."""
+
+    column: str
+    reasons: pd.Series
+
+
+def convert_chunk(chunk: pd.DataFrame, *, columns: ColumnMap, options: ImportOptions, source: str,
+                  tag_reader: TagReader) -> ChunkResult:
+    """Validate each row (cost first: a row reports its first problem) and build the line items."""
+    costs, cost_check = _costs(chunk, columns.cost)
+    currencies, currency_check = _currencies(chunk, columns=columns, default=options.default_currency)
+    tag_values, tag_check = _tags(chunk, columns=columns, tag_reader=tag_reader)
+    billing_month, billing_check = _months(chunk, columns.billing_period)
+    charge_month, charge_check = _months(chunk, columns.charge_period)
+    period = billing_month.fillna(charge_month)
+    if options.period is not None:
+        period = period.fillna(options.period)
+    period_check = _Check(columns.billing_period or columns.charge_period or "period",
+                          _reason_where(period.isna(), "no billing or charge date, and no period was requested"))
+    column, reason = _first_failures([cost_check, currency_check, tag_check, billing_check, charge_check,
+                                      period_check])
+    items = _line_items(chunk, columns=columns, source=source, fields={
+        "period": period, "cost": costs, "currency": currencies, "tag": tag_values})
+    accepted = reason.isna()
+    outside = _outside_period(billing_month, charge_month, options.period)
+    return ChunkResult(
+        input_rows=len(chunk),
+        items=items[accepted & ~outside].reset_index(drop=True),
+        out_of_period=items[accepted & outside].reset_index(drop=True),
+        rejected=_rejected_rows(chunk, columns=columns, source=source, failures=(column, reason)),
+    )
+
+
+def empty_items() -> pd.DataFrame:
+    return empty_line_items().astype({"row": "int64"})
+
+
+def _cells(chunk: pd.DataFrame, column: str | None) -> pd.Series:
+    """Stripped text of a column; missing where the cell is empty, the literal NULL, or the column absent."""
+    if column is None:
+        return pd.Series(np.nan, index=chunk.index, dtype="str")
+    text = chunk[column].str.strip()
+    return text.mask(text.isin(["", "NULL"]))
+
+
+def _reason_where(failing: pd.Series, reason: str | pd.Series) -> pd.Series:
+    return pd.Series(None, index=failing.index, dtype=object).mask(failing, reason)
+
+
+def _costs(chunk: pd.DataFrame, column: str) -> tuple[pd.Series, _Check]:
+    amounts: list[Decimal | None] = []
+    reasons: list[str | None] = []
+    for text in _cells(chunk, column):
+        amount, reason = _parse_cost(text)
+        amounts.append(amount)
+        reasons.append(reason)
+    return (pd.Series(amounts, index=chunk.index, dtype=object),
+            _Check(column, pd.Series(reasons, index=chunk.index, dtype=object)))
+
+
+def _parse_cost(text: object) -> tuple[Decimal | None, str | None]:
+    if not isinstance(text, str):
+        return None, "missing cost"
+    try:
+        return parse_amount(text), None
+    except ValueError as e:
+        return None, f"cost is {e}"
+
+
+def _currencies(chunk: pd.DataFrame, *, columns: ColumnMap, default: str | None) -> tuple[pd.Series, _Check]:
+    currencies = _cells(chunk, columns.currency).str.upper()
+    if default is not None:
+        currencies = currencies.fillna(default.strip().upper())
+    invalid = currencies.notna() & ~currencies.str.fullmatch(_CURRENCY_CODE).astype(bool)
+    reasons = _reason_where(currencies.isna(), "missing currency, and no default currency was given")
+    reasons = reasons.mask(invalid, "not a 3-letter currency code: '" + currencies + "'")
+    return currencies, _Check(columns.currency or "currency", reasons)
+
+
+def _tags(chunk: pd.DataFrame, *, columns: ColumnMap, tag_reader: TagReader) -> tuple[pd.Series, _Check]:
+    cells = _cells(chunk, columns.tag)
+    if not columns.tags_are_json:
+        return cells, _Check(columns.tag or "tag", pd.Series(None, index=chunk.index, dtype=object))
+    found = tag_reader.read(cells)
+    values = pd.Series([value for value, _ in found], index=chunk.index, dtype=object)
+    reasons = pd.Series([reason for _, reason in found], index=chunk.index, dtype=object)
+    return values, _Check(columns.tag or "tags", reasons)
+
+
+def _months(chunk: pd.DataFrame, column: str | None) -> tuple[pd.Series, _Check]:
+    dates = _cells(chunk, column)
+    month = months(dates) if column is not None else dates
+    reasons = _reason_where(dates.notna() & month.isna(), "not a date: '" + dates + "'")
+    return month, _Check(column or "date", reasons)
+
+
+def _first_failures(checks: list[_Check]) -> tuple[pd.Series, pd.Series]:
+    """The column and reason of each row's first failing check, in the order given; missing if none fails."""
+    index = checks[0].reasons.index
+    column = pd.Series(None, index=index, dtype=object)
+    reason = pd.Series(None, index=index, dtype=object)
+    for check in checks:
+        first = reason.isna() & check.reasons.notna()
+        column = column.mask(first, check.column)
+        reason = reason.mask(first, check.reasons)
+    return column, reason
+
+
+def _outside_period(billing_month: pd.Series, charge_month: pd.Series, period: str | None) -> pd.Series:
+    if period is None:
+        return pd.Series(False, index=billing_month.index)
+    outside_billing = billing_month.notna() & (billing_month != period)
+    outside_charge = charge_month.notna() & (charge_month != period)
+    return outside_billing | outside_charge
+
+
+def _line_items(chunk: pd.DataFrame, *, columns: ColumnMap, source: str,
+                fields: dict[str, pd.Series]) -> pd.DataFrame:
+    text_columns = {
+        "sub_account": columns.sub_account,
+        "workspace": columns.workspace,
+        "api_key": columns.api_key,
+        "resource_id": columns.resource_id,
+        "service_name": columns.service_name,
+    }
+    values = {**fields, **{field: _cells(chunk, column) for field, column in text_columns.items()}}
+    frame = pd.DataFrame({field: _optional(series) for field, series in values.items()}, index=chunk.index)
+    frame["source"] = pd.Series(source, index=chunk.index, dtype=object)
+    frame["row"] = chunk.index.to_numpy(dtype="int64")
+    return frame[LINE_ITEM_COLUMNS]
+
+
+def _optional(series: pd.Series) -> pd.Series:
+    """Object values with None, not NaN, where missing: consumers test `is None`."""
+    return series.astype(object).mask(series.isna(), None)
+
+
+def _rejected_rows(chunk: pd.DataFrame, *, columns: ColumnMap, source: str,
+                   failures: tuple[pd.Series, pd.Series]) -> list[RejectedRow]:
+    column, reason = failures
+    failing = reason.notna()
+    raw_costs = chunk[columns.cost].str.strip().fillna("")
+    return [
+        RejectedRow(source=source, row=int(row), column=failed_column, reason=failed_reason, raw_cost=raw_cost)
+        for row, failed_column, failed_reason, raw_cost in zip(
+            chunk.index[failing], column[failing], reason[failing], raw_costs[failing])
+    ]

@@ -1,0 +1,29 @@
+"""AWS Cost and Usage Reports: legacy CUR (`lineItem/...` headers) and CUR 2.0 (snake_case headers)."""
+
+from __future__ import annotations
+
+from agent.bills.spec import FormatSpec
+
+LEGACY_SPEC = FormatSpec(
+    name="cur",
+    markers=(("lineItem/UnblendedCost",),),
+    cost=("lineItem/UnblendedCost",),
+    currency=("lineItem/CurrencyCode",),
+    sub_account=("lineItem/UsageAccountId",),
+    billing_period=("bill/BillingPeriodStartDate",),
+    charge_period=("lineItem/UsageStartDate",),
+    resource_id=("lineItem/ResourceId",),
+    service_name=("lineItem/ProductCode",),
+)
+
+CUR2_SPEC = FormatSpec(
+    name="cur2",
+    markers=(("line_item_unblended_cost",),),
+    cost=("line_item_unblended_cost",),
+    currency=("line_item_currency_code",),
+    sub_account=("line_item_usage_account_id",),
+    billing_period=("bill_billing_period_start_date",),
+    charge_period=("line_item_usage_start_date",),
+    resource_id=("line_item_resource_id",),
+    service_name=("line_item_product_code",),
+)

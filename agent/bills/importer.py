@@ -1,0 +1,68 @@
+"""Reads one bill file of any supported format into canonical line items (DESIGN section 3)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from agent.bills import reader
+from agent.bills.columns import resolve_columns
+from agent.bills.convert import convert_chunk, empty_items
+from agent.bills.detect import SPECS, detect_format
+from agent.bills.options import ImportOptions
+from agent.bills.tags import TagReader
+from agent.errors import BillFormatError
+from agent.lineitems import BillImport
+from agent.money import is_currency_code
+
+log = logging.getLogger(__name__)
+
+_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def read_bill(path: Path, *, options: ImportOptions) -> BillImport:
+    """The line items of a bill file; BillFormatError if the file as a whole cannot be imported.
+
+    Rows that cannot be imported are listed in `rejected` and the rest of the file is still read.
+    """
+    source = str(path)
+    _check_options(options, source=source)
+    if not path.is_file():
+        raise BillFormatError("no such file", source=source)
+    header = reader.read_header(path, source=source)
+    bill_format = detect_format(header, source=source) if options.bill_format == "auto" else options.bill_format
+    columns = resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
+    tag_reader = TagReader(options.tag_key)
+    results = [convert_chunk(chunk, columns=columns, options=options, source=source, tag_reader=tag_reader)
+               for chunk in reader.read_chunks(path, columns=columns.used(), source=source)]
+    bill = BillImport(
+        source=source,
+        sha256=reader.file_sha256(path),
+        bill_format=bill_format,
+        input_rows=sum(result.input_rows for result in results),
+        items=_concat([result.items for result in results]),
+        rejected=[row for result in results for row in result.rejected],
+        out_of_period=_concat([result.out_of_period for result in results]),
+    )
+    log.info("read %s bill %s: %d rows, %d items, %d out of period, %d rejected", bill_format, source,
+             bill.input_rows, len(bill.items), len(bill.out_of_period), len(bill.rejected))
+    return bill
+
+
+def _check_options(options: ImportOptions, *, source: str) -> None:
+    if options.bill_format != "auto" and options.bill_format not in SPECS:
+        raise BillFormatError(f"unknown bill format {options.bill_format!r}; expected auto or one of "
+                              f"{', '.join(SPECS)}", source=source)
+    if options.period is not None and not _PERIOD.match(options.period):
+        raise BillFormatError(f"period {options.period!r} is not YYYY-MM", source=source)
+    default = options.default_currency
+    if default is not None and not is_currency_code(default.strip().upper()):
+        raise BillFormatError(f"default currency {default!r} is not a 3-letter currency code", source=source)
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [frame for frame in frames if len(frame)]
+    return pd.concat(frames, ignore_index=True) if frames else empty_items()

@@ -1,0 +1,28 @@
+"""The declarative description of a bill format: which header names hold which line-item field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Candidate header names, in order of preference; the first one present in the bill is used.
+Candidates = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """One bill format. `markers` identify it: every group must have one of its names in the header."""
+
+    name: str
+    markers: tuple[Candidates, ...]
+    cost: Candidates
+    currency: Candidates = ()
+    sub_account: Candidates = ()
+    workspace: Candidates = ()
+    api_key: Candidates = ()
+    billing_period: Candidates = ()
+    charge_period: Candidates = ()
+    resource_id: Candidates = ()
+    service_name: Candidates = ()
+
+    def describe_markers(self) -> str:
+        return " with ".join(" or ".join(group) for group in self.markers)

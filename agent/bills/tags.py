@@ -1,0 +1,61 @@
+"""The tag value inside JSON tag objects (FOCUS `Tags`, CUR 2.0 `resource_tags`, Azure `Tags`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+# Text a tag value is missing with, besides JSON null.
+_MISSING_VALUES = frozenset({"", "NULL", "null"})
+
+
+class TagReader:
+    """Finds one tag key in JSON tag texts, parsing each distinct text once: bills repeat a few tag sets."""
+
+    def __init__(self, tag_key: str) -> None:
+        self._keys = (tag_key, f"user:{tag_key}", f"user_{tag_key}")
+        self._parsed: dict[str, tuple[str | None, str | None]] = {}
+
+    def read(self, texts: Iterable[object]) -> list[tuple[str | None, str | None]]:
+        """(tag value, error) of each stripped text; non-strings are missing cells (no value, no error)."""
+        return [self._read_one(text) if isinstance(text, str) else (None, None) for text in texts]
+
+    def _read_one(self, text: str) -> tuple[str | None, str | None]:
+        if text not in self._parsed:
+            self._parsed[text] = self._parse(text)
+        return self._parsed[text]
+
+    def _parse(self, text: str) -> tuple[str | None, str | None]:
+        # Azure EA exports drop the outer braces: `"a": "b","c": "d"`. Other texts parse as they are, so that
+        # an array or a number is reported as such.
+        body = "{" + text + "}" if text.startswith('"') else text
+        try:
+            tags = json.loads(body)
+        except ValueError:
+            return None, f"tags are not valid JSON: {_excerpt(text)}"
+        if not isinstance(tags, dict):
+            return None, f"tags are not a JSON object: {_excerpt(text)}"
+        return _find_value(tags, self._keys), None
+
+
+def _find_value(tags: dict[str, object], keys: tuple[str, ...]) -> str | None:
+    """The first present value among `keys`, matched exactly then case-insensitively; keys are trimmed."""
+    trimmed = [(name.strip(), value) for name, value in tags.items()]
+    for fold in (False, True):
+        for key in keys:
+            wanted = key.casefold() if fold else key
+            for name, value in trimmed:
+                if (name.casefold() if fold else name) == wanted and (found := _clean(value)) is not None:
+                    return found
+    return None
+
+
+def _clean(value: object) -> str | None:
+    if value is None:
+        return None
+    text = (value if isinstance(value, str) else str(value)).strip()
+    return None if text in _MISSING_VALUES else text
+
+
+def _excerpt(text: str) -> str:
+    return repr(text if len(text) <= 80 else text[:77] + "...")

@@ -1,0 +1,130 @@
+"""Whole-file failures raise BillFormatError; row failures become RejectedRows and the rest is imported."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.bills import ImportOptions, detect_format, read_bill
+from agent.errors import BillFormatError
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
+
+
+def test_each_bad_row_is_rejected_with_its_row_column_and_first_problem():
+    path = DATA / "bad.csv"
+    bill = read_bill(path, options=ImportOptions(period="2024-09"))
+    assert bill.input_rows == 9
+    assert [(r.row, r.column, r.raw_cost) for r in bill.rejected] == [
+        (3, "EffectiveCost", "abc"),
+        (4, "BillingCurrency", "2.00"),
+        (5, "Tags", "3.00"),
+        (6, "ChargePeriodStart", "4.00"),
+        (7, "EffectiveCost", "NULL"),  # cost comes before the broken tags of the same row
+        (8, "BillingCurrency", "5.00"),
+        (9, "Tags", "6.00"),
+    ]
+    reasons = [r.reason for r in bill.rejected]
+    assert reasons[0] == "cost is not a number: 'abc'"
+    assert reasons[1] == "missing currency, and no default currency was given"
+    assert reasons[2].startswith("tags are not valid JSON")
+    assert reasons[3] == "not a date: 'someday'"
+    assert reasons[4] == "missing cost"
+    assert reasons[5] == "not a 3-letter currency code: 'US'"
+    assert reasons[6].startswith("tags are not a JSON object")
+    assert all(r.source == str(path) for r in bill.rejected)
+    assert list(bill.items["row"]) == [2, 10]
+    assert list(bill.items["cost"]) == [Decimal("1.00"), Decimal("7.00")]
+    assert list(bill.items["tag"]) == ["mobile", "42"]
+
+
+def test_default_currency_fills_empty_currency_cells():
+    bill = read_bill(DATA / "bad.csv", options=ImportOptions(period="2024-09", default_currency="EUR"))
+    assert list(bill.items["row"]) == [2, 4, 10]
+    assert list(bill.items["currency"]) == ["USD", "EUR", "USD"]
+
+
+def test_unknown_format_names_the_file_and_the_columns_looked_for():
+    path = DATA / "unknown.csv"
+    with pytest.raises(BillFormatError) as caught:
+        read_bill(path, options=ImportOptions())
+    assert caught.value.source == str(path)
+    assert str(path) in str(caught.value)
+    for column in ("lineItem/UnblendedCost", "line_item_unblended_cost", "EffectiveCost", "CostInBillingCurrency",
+                   "unblendedCost"):
+        assert column in str(caught.value)
+
+
+def test_detect_format_alone_raises_on_unknown_columns():
+    with pytest.raises(BillFormatError, match="ChargePeriodStart"):
+        detect_format(["EffectiveCost", "Tags"])
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "absent.csv"
+    with pytest.raises(BillFormatError, match="no such file") as caught:
+        read_bill(path, options=ImportOptions())
+    assert caught.value.source == str(path)
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("empty.csv", b""),
+    ("broken.csv.gz", b"not gzip at all"),
+    ("broken.parquet", b"PAR1 but no parquet"),
+    ("broken.xlsx", b"not a zip"),
+    ("latin1.csv", "unblendedCost,currency,billingCycle\n1,USD,2024-09 caf\xe9\n".encode("latin-1")),
+])
+def test_unreadable_files_raise_bill_format_error(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BillFormatError, match="cannot read the file") as caught:
+        read_bill(path, options=ImportOptions(period="2024-09"))
+    assert caught.value.source == str(path)
+
+
+def test_cost_column_override_not_found():
+    with pytest.raises(BillFormatError, match="'AmortizedCost'") as caught:
+        read_bill(DATA / "focus.csv", options=ImportOptions(cost_column="AmortizedCost"))
+    assert caught.value.column == "AmortizedCost"
+
+
+def test_required_cost_column_missing_when_format_forced():
+    with pytest.raises(BillFormatError, match="unblendedCost") as caught:
+        read_bill(DATA / "unknown.csv", options=ImportOptions(bill_format="native"))
+    assert caught.value.column == "unblendedCost"
+
+
+def test_no_currency_column_and_no_default(tmp_path):
+    path = tmp_path / "bill.csv"
+    path.write_text("unblendedCost,billingCycle\n1,2024-09\n")
+    with pytest.raises(BillFormatError, match="no currency column"):
+        read_bill(path, options=ImportOptions())
+
+
+def test_no_period_column_needs_a_requested_period(tmp_path):
+    path = tmp_path / "bill.csv"
+    path.write_text("unblendedCost,currency\n1,USD\n")
+    with pytest.raises(BillFormatError, match="no period column"):
+        read_bill(path, options=ImportOptions())
+    bill = read_bill(path, options=ImportOptions(period="2024-09"))
+    assert list(bill.items["period"]) == ["2024-09"]
+
+
+def test_row_without_any_date_uses_the_requested_period_or_is_rejected(tmp_path):
+    path = tmp_path / "bill.csv"
+    path.write_text("unblendedCost,currency,billingCycle\n1,USD,2024-09\n2,USD,\n")
+    assert list(read_bill(path, options=ImportOptions(period="2024-09")).items["cost"]) == [1, 2]
+    bill = read_bill(path, options=ImportOptions())
+    assert [(r.row, r.column) for r in bill.rejected] == [(3, "billingCycle")]
+
+
+@pytest.mark.parametrize("options", [
+    ImportOptions(bill_format="sap"),
+    ImportOptions(period="2024-9"),
+    ImportOptions(default_currency="dollars"),
+])
+def test_invalid_options(options):
+    with pytest.raises(BillFormatError):
+        read_bill(DATA / "native.csv", options=options)

@@ -1,0 +1,65 @@
+"""The shared pieces of the bill import: date months, tag lookup, column matching."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from agent.bills.columns import find_column
+from agent.bills.dates import months
+from agent.bills.tags import TagReader
+
+
+@pytest.mark.parametrize(("text", "month"), [
+    ("2024-09-01 00:00:00", "2024-09"),
+    ("2024-09-30T23:00:00.000Z", "2024-09"),
+    ("2024-09-30T23:00:00-05:00", "2024-09"),  # the literal date, no time-zone conversion
+    ("2024-09-01", "2024-09"),
+    ("20240901", "2024-09"),
+    ("2024-09", "2024-09"),
+    ("9/1/2023", "2023-09"),
+    ("12/31/2023", "2023-12"),
+    ("2024-13-01", None),
+    ("31/12/2023", None),
+    ("yesterday", None),
+])
+def test_months(text, month):
+    result = months(pd.Series([text, None], dtype="str"))
+    assert (None if pd.isna(result[0]) else result[0]) == month
+    assert pd.isna(result[1])
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ('{"cz_container_bill": "mobile"}', "mobile"),
+    ('{" cz_container_bill ": " mobile "}', "mobile"),
+    ('{"user:cz_container_bill": "a"}', "a"),
+    ('{"user_cz_container_bill": "b"}', "b"),
+    ('{"CZ_CONTAINER_BILL": "c"}', "c"),
+    ('{"CZ_CONTAINER_BILL": "ci", "user_cz_container_bill": "exact"}', "exact"),
+    ('{"cz_container_bill": "NULL", "Cz_Container_Bill": "fallback"}', "fallback"),
+    ('{"cz_container_bill": null}', None),
+    ('{"cz_container_bill": "   "}', None),
+    ('{"cz_container_bill": 7}', "7"),
+    ('"cz_container_bill": "braceless", "x": "y"', "braceless"),
+    ("{}", None),
+])
+def test_tag_reader_values(text, value):
+    assert TagReader("cz_container_bill").read([text]) == [(value, None)]
+
+
+@pytest.mark.parametrize("text", ['{"a": ', "[1, 2]", '"just text"', "{'a': 'b'}", "null", "42"])
+def test_tag_reader_broken(text):
+    [(value, error)] = TagReader("cz_container_bill").read([text])
+    assert value is None
+    assert error is not None and error.startswith("tags are not")
+
+
+def test_tag_reader_missing_cell_is_no_tag_and_no_error():
+    assert TagReader("k").read([float("nan"), None]) == [(None, None), (None, None)]
+
+
+def test_find_column_prefers_exact_spelling_then_ignores_case():
+    assert find_column(["tags", "Tags"], ["Tags"]) == "Tags"
+    assert find_column(["TAGS"], ["Tags", "resource_tags"]) == "TAGS"
+    assert find_column([" EffectiveCost "], ["effectivecost"]) == " EffectiveCost "
+    assert find_column(["a", "b"], ["c"]) is None
