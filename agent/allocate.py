@@ -1,0 +1,338 @@
+"""Pure allocation (DESIGN section 5): line items + usage + namespace map + rules -> Allocation.
+
+No I/O and no clock here: the same inputs always give the same Allocation. Amounts stay exact
+(`Fraction`) until the report rows are rounded with the largest-remainder method.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+
+import pandas as pd
+
+from agent.money import largest_remainder, minor_unit, round_amount
+from agent.rules import Rules
+
+CLUSTER_PREFIX = "cz_cluster_"
+COMMON_PREFIX = "cz_common_"
+CATEGORIES = ("cluster", "service_common", "service_exclusive", "common", "unallocated")
+
+
+@dataclass(frozen=True)
+class NamespaceUsage:
+    """Memory byte-seconds of one namespace of one cluster over the period."""
+
+    cluster: str
+    namespace: str
+    memory_byte_seconds: Decimal
+    service: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a fraction of one bill line goes before the company split."""
+
+    category: str
+    fraction: Fraction
+    service: str = ""
+    cluster: str = ""
+    namespace: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """An exact piece of a report row: one tag value's cost, through one target, to one company."""
+
+    currency: str
+    tag: str
+    category: str
+    company: str
+    service: str
+    cluster: str
+    namespace: str
+    reason: str
+    target_share: Fraction
+    company_share: Fraction
+    amount: Fraction
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    period: str
+    company: str
+    service: str
+    category: str
+    cluster: str
+    amount: Decimal
+    currency: str
+
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.company, self.service, self.category, self.cluster, self.currency)
+
+
+@dataclass(frozen=True)
+class TagLine:
+    """The bill lines of one (currency, tag value): their total and where they came from."""
+
+    currency: str
+    tag: str
+    amount: Decimal
+    line_count: int
+    rows_by_source: dict[str, str]
+
+
+@dataclass
+class Allocation:
+    period: str
+    rows: list[ReportRow]
+    contributions: list[Contribution]
+    tag_lines: list[TagLine]
+    namespace_map: dict[str, dict[str, str | None]]
+    namespace_shares: dict[str, dict[str, Fraction]]
+    bill_totals: dict[str, Decimal] = field(default_factory=dict)
+
+    def totals_by(self, attribute: str) -> dict[tuple[str, str], Decimal]:
+        """Rounded report amounts summed per (currency, attribute value)."""
+        totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for row in self.rows:
+            totals[(row.currency, getattr(row, attribute))] += row.amount
+        return dict(totals)
+
+    def report_totals(self) -> dict[str, Decimal]:
+        totals: dict[str, Decimal] = defaultdict(Decimal)
+        for row in self.rows:
+            totals[row.currency] += row.amount
+        return dict(totals)
+
+
+def allocate(
+    items: pd.DataFrame,
+    *,
+    rules: Rules,
+    period: str,
+    usage: Iterable[NamespaceUsage] = (),
+    namespace_labels: Mapping[str, Mapping[str, str | None]] | None = None,
+) -> Allocation:
+    """Allocate the period's line items; `namespace_labels` is the live cluster -> namespace -> service map."""
+    usage = list(usage)
+    namespace_map = resolve_namespace_map(usage, rules=rules, namespace_labels=namespace_labels or {})
+    weights = cluster_weights(usage)
+    tag_lines = summarise_tag_lines(items)
+    contributions: list[Contribution] = []
+    for line in tag_lines:
+        targets = classify(line.tag, rules=rules, weights=weights, namespace_map=namespace_map)
+        contributions += split_to_companies(line, targets, rules=rules)
+    return Allocation(
+        period=period,
+        rows=round_rows(contributions, rules=rules, period=period),
+        contributions=contributions,
+        tag_lines=tag_lines,
+        namespace_map=namespace_map,
+        namespace_shares={cluster: _shares(ns_weights) for cluster, ns_weights in weights.items()},
+        bill_totals=_bill_totals(tag_lines),
+    )
+
+
+def resolve_namespace_map(
+    usage: list[NamespaceUsage],
+    *,
+    rules: Rules,
+    namespace_labels: Mapping[str, Mapping[str, str | None]],
+) -> dict[str, dict[str, str | None]]:
+    """cluster -> namespace -> service: the rules' `namespaces:` first, then the live labels, then the usage table."""
+    resolved: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for record in usage:
+        labelled = namespace_labels.get(record.cluster, {}).get(record.namespace)
+        service = rules.namespaces.get(record.namespace) or labelled or record.service or None
+        resolved[record.cluster][record.namespace] = service
+    return {cluster: dict(sorted(namespaces.items())) for cluster, namespaces in sorted(resolved.items())}
+
+
+def cluster_weights(usage: list[NamespaceUsage]) -> dict[str, dict[str, Decimal]]:
+    weights: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for record in usage:
+        weights[record.cluster][record.namespace] += record.memory_byte_seconds
+    return {cluster: dict(sorted(ns.items())) for cluster, ns in sorted(weights.items())}
+
+
+def summarise_tag_lines(items: pd.DataFrame) -> list[TagLine]:
+    """One TagLine per (currency, tag value), in a stable order, with the bill rows behind it."""
+    if items.empty:
+        return []
+    frame = items[["currency", "tag", "cost", "source", "row"]].copy()
+    frame["tag"] = frame["tag"].fillna("")
+    lines = []
+    for (currency, tag), group in frame.groupby(["currency", "tag"], sort=True):
+        rows_by_source = {
+            str(source): compress_rows(rows["row"]) for source, rows in group.groupby("source", sort=True)
+        }
+        lines.append(
+            TagLine(
+                currency=str(currency),
+                tag=str(tag),
+                amount=sum(group["cost"], Decimal(0)),
+                line_count=len(group),
+                rows_by_source=rows_by_source,
+            )
+        )
+    return lines
+
+
+def compress_rows(rows: Iterable[int]) -> str:
+    """Row numbers as ranges: 2,3,4,7 -> '2-4,7'."""
+    ranges: list[str] = []
+    start = previous = None
+    for row in sorted(int(r) for r in rows):
+        if previous is not None and row == previous + 1:
+            previous = row
+            continue
+        if start is not None:
+            ranges.append(f"{start}-{previous}" if previous != start else f"{start}")
+        start = previous = row
+    if start is not None:
+        ranges.append(f"{start}-{previous}" if previous != start else f"{start}")
+    return ",".join(ranges)
+
+
+def classify(
+    tag: str,
+    *,
+    rules: Rules,
+    weights: Mapping[str, Mapping[str, Decimal]],
+    namespace_map: Mapping[str, Mapping[str, str | None]],
+) -> list[Target]:
+    """Where each fraction of a line with this tag value goes (before the split to companies)."""
+    if not tag:
+        return [Target(category="common", fraction=Fraction(1))]
+    if tag.startswith(CLUSTER_PREFIX):
+        cluster = tag.removeprefix(CLUSTER_PREFIX)
+        return _cluster_targets(cluster, rules=rules, weights=weights.get(cluster, {}),
+                                services=namespace_map.get(cluster, {}))
+    if tag.startswith(COMMON_PREFIX):
+        group = tag.removeprefix(COMMON_PREFIX)
+        members = rules.common_groups.get(group)
+        if not members:
+            return [_unattributable(rules, reason=f"unknown common group {group!r}")]
+        return [Target(category="service_common", fraction=Fraction(1, len(members)), service=s) for s in members]
+    if tag in rules.services:
+        return [Target(category="service_exclusive", fraction=Fraction(1), service=tag)]
+    return [_unattributable(rules, reason=f"unknown service {tag!r}", service=tag)]
+
+
+def _cluster_targets(
+    cluster: str,
+    *,
+    rules: Rules,
+    weights: Mapping[str, Decimal],
+    services: Mapping[str, str | None],
+) -> list[Target]:
+    total = sum(weights.values())
+    if not cluster:
+        return [_unattributable(rules, reason="cluster tag without a cluster name")]
+    if total <= 0:
+        return [_unattributable(rules, reason=f"no memory usage for cluster {cluster!r}", cluster=cluster)]
+    mapped = {ns: w for ns, w in weights.items() if services.get(ns)}
+    if rules.unmapped_namespaces == "proportional":
+        mapped_total = sum(mapped.values())
+        if mapped_total <= 0:
+            return [_unattributable(rules, reason=f"no namespace of cluster {cluster!r} maps to a service",
+                                    cluster=cluster)]
+        weights, total = mapped, mapped_total
+    targets = []
+    for namespace, weight in weights.items():
+        if weight == 0:
+            continue
+        service = services.get(namespace) or ""
+        category = "cluster" if service else "common"
+        targets.append(Target(category=category, fraction=Fraction(weight) / Fraction(total), service=service,
+                              cluster=cluster, namespace=namespace))
+    return targets
+
+
+def _unattributable(rules: Rules, *, reason: str, service: str = "", cluster: str = "") -> Target:
+    if rules.unattributable == "common":
+        return Target(category="common", fraction=Fraction(1), cluster=cluster, reason=reason)
+    return Target(category="unallocated", fraction=Fraction(1), service=service, cluster=cluster, reason=reason)
+
+
+def split_to_companies(line: TagLine, targets: list[Target], *, rules: Rules) -> list[Contribution]:
+    contributions = []
+    for target in targets:
+        if target.category == "unallocated":
+            company_shares = {"": Fraction(1)}
+        elif target.category == "common":
+            company_shares = _shares(rules.companies)
+        else:
+            company_shares = _shares(rules.services[target.service])
+        for company, company_share in company_shares.items():
+            if company_share == 0:
+                continue
+            contributions.append(
+                Contribution(
+                    currency=line.currency,
+                    tag=line.tag,
+                    category=target.category,
+                    company=company,
+                    service=target.service if target.category != "common" else "",
+                    cluster=target.cluster,
+                    namespace=target.namespace,
+                    reason=target.reason,
+                    target_share=target.fraction,
+                    company_share=company_share,
+                    amount=Fraction(line.amount) * target.fraction * company_share,
+                )
+            )
+    return contributions
+
+
+def _shares(weights: Mapping[str, Decimal | int]) -> dict[str, Fraction]:
+    total = sum(Fraction(w) for w in weights.values())
+    if total == 0:
+        return {}
+    return {name: Fraction(w) / total for name, w in weights.items()}
+
+
+def round_rows(contributions: list[Contribution], *, rules: Rules, period: str) -> list[ReportRow]:
+    """Sum contributions per report key and round each currency's rows to its precision."""
+    exact: dict[tuple[str, str, str, str, str], Fraction] = defaultdict(Fraction)
+    for c in contributions:
+        exact[(c.company, c.service, c.category, c.cluster, c.currency)] += c.amount
+    rows: list[ReportRow] = []
+    for currency in sorted({key[4] for key in exact}):
+        precision = report_precision(rules, currency)
+        keys = sorted((k for k in exact if k[4] == currency), key=_row_order)
+        rounded = largest_remainder({k: exact[k] for k in keys}, precision)
+        rows += [
+            ReportRow(period=period, company=k[0], service=k[1], category=k[2], cluster=k[3],
+                      amount=rounded[k], currency=currency)
+            for k in keys
+        ]
+    return rows
+
+
+def _row_order(key: tuple[str, str, str, str, str]) -> tuple:
+    company, service, category, cluster, currency = key
+    return (currency, CATEGORIES.index(category), company, service, cluster)
+
+
+def report_precision(rules: Rules, currency: str) -> int:
+    return rules.precision if rules.precision is not None else minor_unit(currency)
+
+
+def _bill_totals(tag_lines: list[TagLine]) -> dict[str, Decimal]:
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for line in tag_lines:
+        totals[line.currency] += line.amount
+    return dict(totals)
+
+
+def rounded_bill_totals(allocation: Allocation, rules: Rules) -> dict[str, Decimal]:
+    return {
+        currency: round_amount(total, report_precision(rules, currency))
+        for currency, total in allocation.bill_totals.items()
+    }

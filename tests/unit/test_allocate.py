@@ -1,0 +1,114 @@
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from agent.allocate import NamespaceUsage, allocate, compress_rows
+from agent.rules import parse_rules
+from tests.factories import line_items
+
+WORKED_RULES = """
+companies: {alpha: 50, beta: 30, gamma: 20}
+services:
+  mobile: {alpha: 70, beta: 30}
+  mcmp: {gamma: 100}
+common_groups: {subcom: [mobile, mcmp]}
+"""
+WORKED_USAGE = [
+    NamespaceUsage("prod", "mobile-api", 6, "mobile"),
+    NamespaceUsage("prod", "mcmp", 3, "mcmp"),
+    NamespaceUsage("prod", "kube-system", 1, None),
+]
+WORKED_BILL = [("cz_cluster_prod", "1000"), ("cz_common_subcom", "300"), ("mobile", "200"), (None, "100")]
+
+
+def table(allocation):
+    return {(r.company, r.service, r.category, r.cluster): str(r.amount) for r in allocation.rows}
+
+
+def test_design_worked_example_to_the_cent():
+    allocation = allocate(line_items(WORKED_BILL), rules=parse_rules(WORKED_RULES), period="2026-10",
+                          usage=WORKED_USAGE)
+    assert table(allocation) == {
+        ("alpha", "mobile", "cluster", "prod"): "420.00",
+        ("beta", "mobile", "cluster", "prod"): "180.00",
+        ("gamma", "mcmp", "cluster", "prod"): "300.00",
+        ("alpha", "mobile", "service_common", ""): "105.00",
+        ("beta", "mobile", "service_common", ""): "45.00",
+        ("gamma", "mcmp", "service_common", ""): "150.00",
+        ("alpha", "mobile", "service_exclusive", ""): "140.00",
+        ("beta", "mobile", "service_exclusive", ""): "60.00",
+        ("alpha", "", "common", "prod"): "50.00",
+        ("beta", "", "common", "prod"): "30.00",
+        ("gamma", "", "common", "prod"): "20.00",
+        ("alpha", "", "common", ""): "50.00",
+        ("beta", "", "common", ""): "30.00",
+        ("gamma", "", "common", ""): "20.00",
+    }
+    assert allocation.report_totals() == {"USD": Decimal("1600.00")}
+    per_company = allocation.totals_by("company")
+    assert per_company[("USD", "alpha")] == Decimal("765.00")
+
+
+def test_unmapped_namespaces_proportional_spreads_over_mapped_namespaces():
+    rules = parse_rules(WORKED_RULES + "unmapped_namespaces: proportional\n")
+    allocation = allocate(line_items([("cz_cluster_prod", "900")]), rules=rules, period="2026-10",
+                          usage=WORKED_USAGE)
+    assert table(allocation) == {
+        ("alpha", "mobile", "cluster", "prod"): "420.00",
+        ("beta", "mobile", "cluster", "prod"): "180.00",
+        ("gamma", "mcmp", "cluster", "prod"): "300.00",
+    }
+
+
+@pytest.mark.parametrize(
+    ("tag", "key", "reason"),
+    [
+        ("cz_cluster_stage", ("", "", "unallocated", "stage"), "no memory usage for cluster 'stage'"),
+        ("cz_common_nogroup", ("", "", "unallocated", ""), "unknown common group 'nogroup'"),
+        ("legacy", ("", "legacy", "unallocated", ""), "unknown service 'legacy'"),
+    ],
+)
+def test_unattributable_cost_is_reported_unallocated_with_its_reason(tag, key, reason):
+    allocation = allocate(line_items([(tag, "10.005")]), rules=parse_rules(WORKED_RULES), period="2026-10",
+                          usage=WORKED_USAGE)
+    assert table(allocation) == {key: "10.01"}
+    assert [c.reason for c in allocation.contributions] == [reason]
+
+
+def test_unattributable_common_joins_the_common_pool_keeping_the_cluster():
+    rules = parse_rules(WORKED_RULES + "unattributable: common\n")
+    allocation = allocate(line_items([("cz_cluster_stage", "100")]), rules=rules, period="2026-10")
+    assert table(allocation) == {
+        ("alpha", "", "common", "stage"): "50.00",
+        ("beta", "", "common", "stage"): "30.00",
+        ("gamma", "", "common", "stage"): "20.00",
+    }
+
+
+def test_rules_namespace_map_overrides_the_usage_service():
+    rules = parse_rules(WORKED_RULES + "namespaces: {kube-system: mcmp}\n")
+    allocation = allocate(line_items([("cz_cluster_prod", "100")]), rules=rules, period="2026-10",
+                          usage=WORKED_USAGE)
+    assert table(allocation)[("gamma", "mcmp", "cluster", "prod")] == "40.00"
+    assert allocation.namespace_map["prod"]["kube-system"] == "mcmp"
+
+
+def test_thirds_round_with_largest_remainder_to_the_bill_total():
+    rules = parse_rules("companies: {a: 1, b: 1, c: 1}\n")
+    allocation = allocate(line_items([(None, "100")]), rules=rules, period="2026-10")
+    assert sorted(str(r.amount) for r in allocation.rows) == ["33.33", "33.33", "33.34"]
+    assert allocation.contributions[0].amount == Fraction(100, 3)
+
+
+def test_currencies_are_allocated_separately_with_their_minor_unit():
+    items = line_items([(None, "1001")], currency="KRW")
+    rules = parse_rules("companies: {a: 1, b: 2}\n")
+    allocation = allocate(items, rules=rules, period="2026-10")
+    assert {(r.company, str(r.amount), r.currency) for r in allocation.rows} == {("a", "334", "KRW"),
+                                                                                 ("b", "667", "KRW")}
+
+
+def test_compress_rows_makes_ranges():
+    assert compress_rows([7, 2, 3, 4, 9, 10]) == "2-4,7,9-10"
+    assert compress_rows([]) == ""
