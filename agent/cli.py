@@ -1,0 +1,169 @@
+"""The cz-agent command line: allocate, explain, runs, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from agent import __version__, summary
+from agent.bills import ImportOptions
+from agent.errors import AgentError
+from agent.pipeline import RunRequest, run_allocation
+from agent.report import FORMATS, format_for, render_csv, render_report, write_atomically
+from agent.rules import Rules, load_rules
+from agent.settings import Settings
+from agent.store import latest_run_id, list_runs, load_run, open_store
+from agent.usage import read_usage
+
+log = logging.getLogger(__name__)
+_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def period_argument(text: str) -> str:
+    if not _PERIOD.match(text):
+        raise argparse.ArgumentTypeError(f"expected a month as YYYY-MM, got {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cz-agent", description="Exact chargeback of cloud bills to companies "
+                                     "and services.")
+    parser.add_argument("--version", action="version", version=f"cz-agent {__version__}")
+    parser.add_argument("--store", metavar="URL", help="run store, a SQLAlchemy URL (default: CZ_AGENT_STORE_URL, "
+                        "else SQLite under $XDG_DATA_HOME/cz-agent)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_allocate(commands)
+    _add_explain(commands)
+    _add_runs(commands)
+    _add_report(commands)
+    return parser
+
+
+def _add_allocate(commands: argparse._SubParsersAction) -> None:
+    allocate = commands.add_parser("allocate", help="allocate a month's bill and store the run")
+    allocate.add_argument("--bill", action="append", required=True, type=Path, metavar="FILE",
+                          help="bill file (CSV, CSV.gz, Parquet, XLSX); repeat for several")
+    allocate.add_argument("--rules", required=True, type=Path, metavar="RULES.yaml")
+    allocate.add_argument("--usage", type=Path, metavar="USAGE.csv",
+                          help="namespace memory usage (cluster,namespace,service,memory_byte_seconds)")
+    allocate.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
+    allocate.add_argument("--out", required=True, type=Path, metavar="REPORT")
+    allocate.add_argument("--format", choices=FORMATS, help="report format (default: from --out, else csv)")
+    allocate.add_argument("--rejects", type=Path, metavar="FILE",
+                          help="where to list rejected rows (default: REPORT.rejects.csv, when there are any)")
+    allocate.add_argument("--strict", action="store_true", help="fail when any bill row is rejected")
+    columns = allocate.add_argument_group("bill columns (each overrides the guess and the rules' bill: section)")
+    columns.add_argument("--bill-format", choices=["auto", "native", "focus", "cur", "cur2", "azure"])
+    columns.add_argument("--cost-column", metavar="NAME", help="e.g. BilledCost for FOCUS")
+    columns.add_argument("--tag-column", metavar="NAME")
+    columns.add_argument("--currency-column", metavar="NAME")
+    columns.add_argument("--sub-account-column", metavar="NAME")
+    columns.add_argument("--workspace-column", metavar="NAME")
+    columns.add_argument("--api-key-column", metavar="NAME")
+
+
+def _add_run_choice(command: argparse.ArgumentParser) -> None:
+    choice = command.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--run", type=int, metavar="ID", help="a stored run's id")
+    choice.add_argument("--period", type=period_argument, metavar="YYYY-MM", help="the period's latest run")
+
+
+def _add_explain(commands: argparse._SubParsersAction) -> None:
+    explain = commands.add_parser("explain", help="why a company pays what it pays for a service")
+    _add_run_choice(explain)
+    explain.add_argument("--company", required=True, help="company (use '' for unallocated cost)")
+    explain.add_argument("--service", help="service code (default: every service; '' for the common pool)")
+
+
+def _add_runs(commands: argparse._SubParsersAction) -> None:
+    runs = commands.add_parser("runs", help="list stored runs")
+    runs.add_argument("--period", type=period_argument, metavar="YYYY-MM")
+
+
+def _add_report(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser("report", help="export a stored run's report")
+    _add_run_choice(report)
+    report.add_argument("--out", required=True, type=Path, metavar="FILE")
+    report.add_argument("--format", choices=FORMATS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    console = Console(soft_wrap=True)
+    try:
+        return _dispatch(args, settings=settings, console=console)
+    except AgentError as e:
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    engine = open_store(args.store or settings.effective_store_url())
+    if args.command == "allocate":
+        return _allocate(args, engine=engine, console=console)
+    if args.command == "runs":
+        summary.print_runs(list_runs(engine, period=args.period), console=console)
+        return 0
+    run_id = args.run if args.run is not None else latest_run_id(engine, period=args.period)
+    stored = load_run(engine, run_id)
+    if args.command == "explain":
+        summary.print_explanation(stored, company=args.company, service=args.service, console=console)
+        return 0
+    report_format = format_for(args.out, args.format)
+    write_atomically(args.out, render_report(stored.rows, report_format=report_format))
+    console.print(f"run {run_id} ({stored.summary.period}): {len(stored.rows)} rows written to {args.out}")
+    return 0
+
+
+def _allocate(args: argparse.Namespace, *, engine, console: Console) -> int:
+    rules = load_rules(args.rules)
+    request = RunRequest(
+        bills=args.bill,
+        period=args.period,
+        rules=rules,
+        usage=read_usage(args.usage) if args.usage else None,
+        import_options=import_options(args, rules=rules),
+        report_format=format_for(args.out, args.format),
+        strict=args.strict,
+    )
+    result = run_allocation(request, engine=engine, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    write_atomically(args.out, result.report)
+    rejects_path = None
+    if result.rejected:
+        rejects_path = args.rejects or args.out.with_name(args.out.name + ".rejects.csv")
+        write_atomically(rejects_path, render_csv(
+            ("source", "row", "column", "reason", "raw_cost"),
+            ((r.source, r.row, r.column, r.reason, r.raw_cost) for r in result.rejected),
+        ))
+    summary.print_run(result, rules=rules, out=args.out, rejects_path=rejects_path, console=console)
+    return 0
+
+
+def import_options(args: argparse.Namespace, *, rules: Rules) -> ImportOptions:
+    """The command line's column overrides win over the rules' `bill:` section."""
+    bill = rules.bill
+    return ImportOptions(
+        tag_key=rules.tag_key,
+        period=args.period,
+        bill_format=args.bill_format or bill.format,
+        cost_column=args.cost_column or bill.cost,
+        tag_column=args.tag_column or bill.tag,
+        currency_column=args.currency_column or bill.currency,
+        sub_account_column=args.sub_account_column or bill.sub_account,
+        workspace_column=args.workspace_column or bill.workspace,
+        api_key_column=args.api_key_column or bill.api_key,
+        default_currency=rules.currency,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""One allocation run: import the bills, read usage, allocate, reconcile, store, render the report."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from agent import __version__
+from agent.allocate import Allocation, NamespaceUsage, allocate, rounded_bill_totals
+from agent.bills import ImportOptions, read_bill
+from agent.errors import AgentError
+from agent.lineitems import BillImport, RejectedRow
+from agent.report import render_report
+from agent.rules import Rules, rules_digest
+from agent.store import save_run
+from agent.usage import usage_digest
+
+
+class RejectedRowsError(AgentError):
+    """`--strict` and some bill rows were rejected."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    bills: list[Path]
+    period: str
+    rules: Rules
+    usage: list[NamespaceUsage] | None
+    import_options: ImportOptions
+    report_format: str = "csv"
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: int
+    allocation: Allocation
+    imports: list[BillImport]
+    rejected: list[RejectedRow]
+    manifest: dict[str, Any]
+    report: bytes
+
+
+def import_bills(request: RunRequest) -> list[BillImport]:
+    return [read_bill(path, options=request.import_options) for path in request.bills]
+
+
+def run_allocation(request: RunRequest, *, engine: Engine, created_at: str) -> RunResult:
+    """Allocate the period and store the run; nothing is stored when any input is invalid."""
+    imports = import_bills(request)
+    rejected = [reject for bill in imports for reject in bill.rejected]
+    if request.strict and rejected:
+        raise RejectedRowsError(f"{len(rejected)} bill row(s) rejected (--strict); first: {rejected[0].message()}")
+    items = pd.concat([bill.items for bill in imports], ignore_index=True)
+    allocation = allocate(items, rules=request.rules, period=request.period, usage=request.usage or ())
+    report = render_report(allocation.rows, report_format=request.report_format)
+    manifest = build_manifest(request, imports=imports, allocation=allocation, report=report)
+    run_id = save_run(engine, allocation=allocation, rejected=rejected, manifest=manifest,
+                      report_sha256=manifest["report"]["sha256"], created_at=created_at, tool_version=__version__)
+    return RunResult(run_id=run_id, allocation=allocation, imports=imports, rejected=rejected, manifest=manifest,
+                     report=report)
+
+
+def build_manifest(request: RunRequest, *, imports: list[BillImport], allocation: Allocation,
+                   report: bytes) -> dict[str, Any]:
+    """Everything needed to explain and repeat the run; no clock, so equal inputs give equal manifests."""
+    return {
+        "period": request.period,
+        "tool_version": __version__,
+        "rules_digest": rules_digest(request.rules),
+        "usage": None if request.usage is None else {
+            "digest": usage_digest(request.usage),
+            "namespaces": len(request.usage),
+        },
+        "bills": [_bill_manifest(bill) for bill in imports],
+        "rows": _row_counts(imports),
+        "totals": _totals(imports, allocation, request.rules),
+        "namespace_map": allocation.namespace_map,
+        "namespace_shares": {cluster: {ns: str(share) for ns, share in shares.items()}
+                             for cluster, shares in allocation.namespace_shares.items()},
+        "report": {"format": request.report_format, "sha256": hashlib.sha256(report).hexdigest(),
+                   "rows": len(allocation.rows)},
+    }
+
+
+def _bill_manifest(bill: BillImport) -> dict[str, Any]:
+    return {
+        "path": bill.source,
+        "sha256": bill.sha256,
+        "format": bill.bill_format,
+        "input_rows": bill.input_rows,
+        "accepted_rows": len(bill.items),
+        "rejected_rows": len(bill.rejected),
+        "out_of_period_rows": len(bill.out_of_period),
+    }
+
+
+def _row_counts(imports: list[BillImport]) -> dict[str, int]:
+    counts = {"input": 0, "accepted": 0, "rejected": 0, "out_of_period": 0}
+    for bill in imports:
+        counts["input"] += bill.input_rows
+        counts["accepted"] += len(bill.items)
+        counts["rejected"] += len(bill.rejected)
+        counts["out_of_period"] += len(bill.out_of_period)
+    return counts
+
+
+def _totals(imports: list[BillImport], allocation: Allocation, rules: Rules) -> dict[str, dict[str, str]]:
+    """Per currency: the accepted bill (exact and rounded), what was allocated and left unallocated, and
+    the out-of-period amount set aside."""
+    rounded = rounded_bill_totals(allocation, rules)
+    allocated: dict[str, Decimal] = defaultdict(Decimal)
+    unallocated: dict[str, Decimal] = defaultdict(Decimal)
+    for row in allocation.rows:
+        (unallocated if row.category == "unallocated" else allocated)[row.currency] += row.amount
+    out_of_period: dict[str, Decimal] = defaultdict(Decimal)
+    for bill in imports:
+        for currency, amount in bill.out_of_period_totals().items():
+            out_of_period[currency] += amount
+    currencies = sorted(set(allocation.bill_totals) | set(out_of_period))
+    return {
+        currency: {
+            "bill": _plain(allocation.bill_totals.get(currency, Decimal(0))),
+            "bill_rounded": _plain(rounded.get(currency, Decimal(0))),
+            "allocated": _plain(allocated[currency]),
+            "unallocated": _plain(unallocated[currency]),
+            "out_of_period": _plain(out_of_period[currency]),
+        }
+        for currency in currencies
+    }
+
+
+def _plain(amount: Decimal) -> str:
+    return format(amount, "f")

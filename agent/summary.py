@@ -1,0 +1,142 @@
+"""What the CLI prints: the run summary, the list of runs, and the explanation of an amount."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from agent.allocate import CATEGORIES
+from agent.errors import AgentError
+from agent.pipeline import RunResult
+from agent.rules import Rules
+from agent.store import RunSummary, StoredRun
+
+_SHOWN_REJECTS = 10
+_ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]
+
+
+def print_run(result: RunResult, *, rules: Rules, out: Path, rejects_path: Path | None, console: Console) -> None:
+    manifest = result.manifest
+    console.print(f"[bold]run {result.run_id}[/] · period {manifest['period']} · "
+                  f"{len(result.allocation.rows)} report rows written to {out}")
+    console.print(_company_table(result))
+    console.print(_category_table(result))
+    _print_reconciliation(manifest, console=console)
+    if result.rejected:
+        console.print(f"[yellow]{len(result.rejected)} rejected row(s)[/], listed in {rejects_path}:")
+        for reject in result.rejected[:_SHOWN_REJECTS]:
+            console.print(f"  {reject.message()}", highlight=False, markup=False)
+        if len(result.rejected) > _SHOWN_REJECTS:
+            console.print(f"  ... and {len(result.rejected) - _SHOWN_REJECTS} more")
+    for line in _unallocated_reasons(result):
+        console.print(f"[yellow]unallocated[/] {line}", highlight=False)
+
+
+def _company_table(result: RunResult) -> Table:
+    table = Table(title="Chargeback by company", title_justify="left")
+    for heading in ["currency", "company", *_ALLOCATED, "total"]:
+        table.add_column(heading, justify="left" if heading in ("currency", "company") else "right")
+    cells: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    for row in result.allocation.rows:
+        if row.category != "unallocated":
+            cells[(row.currency, row.company)][row.category] += row.amount
+    for (currency, company), by_category in sorted(cells.items()):
+        amounts = [by_category.get(category, Decimal(0)) for category in _ALLOCATED]
+        table.add_row(currency, company, *(_money(a) for a in amounts), _money(sum(amounts, Decimal(0))))
+    return table
+
+
+def _category_table(result: RunResult) -> Table:
+    table = Table(title="By category", title_justify="left")
+    for heading in ["currency", "category", "amount"]:
+        table.add_column(heading, justify="right" if heading == "amount" else "left")
+    for (currency, category), amount in sorted(result.allocation.totals_by("category").items(),
+                                               key=lambda item: (item[0][0], CATEGORIES.index(item[0][1]))):
+        table.add_row(currency, category, _money(amount))
+    return table
+
+
+def _print_reconciliation(manifest: dict, *, console: Console) -> None:
+    rows = manifest["rows"]
+    console.print(f"rows: {rows['input']} input = {rows['accepted']} accepted + {rows['rejected']} rejected + "
+                  f"{rows['out_of_period']} out of period", highlight=False)
+    for currency, totals in manifest["totals"].items():
+        allocated, unallocated = Decimal(totals["allocated"]), Decimal(totals["unallocated"])
+        balanced = allocated + unallocated == Decimal(totals["bill_rounded"])
+        mark = "[green]reconciled[/]" if balanced else "[bold red]DOES NOT RECONCILE[/]"
+        console.print(f"{currency}: bill {totals['bill']} -> {totals['bill_rounded']} = allocated {allocated} + "
+                      f"unallocated {unallocated} {mark}; out of period {totals['out_of_period']}", highlight=False)
+
+
+def _unallocated_reasons(result: RunResult) -> list[str]:
+    reasons: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
+    for c in result.allocation.contributions:
+        if c.category == "unallocated":
+            reasons[(c.currency, c.reason)] += c.amount
+    return [f"{currency} {_money(Decimal(amount.numerator) / Decimal(amount.denominator))}: {reason}"
+            for (currency, reason), amount in sorted(reasons.items())]
+
+
+def print_runs(found: list[RunSummary], *, console: Console) -> None:
+    table = Table(title="Stored runs", title_justify="left")
+    for heading in ["id", "period", "created", "bills", "rows in", "rejected", "report sha256"]:
+        table.add_column(heading)
+    for run in found:
+        rows = run.manifest["rows"]
+        table.add_row(str(run.id), run.period, run.created_at, str(len(run.manifest["bills"])), str(rows["input"]),
+                      str(rows["rejected"]), run.report_sha256[:12])
+    console.print(table)
+
+
+def print_explanation(stored: StoredRun, *, company: str, service: str | None, console: Console) -> None:
+    """Every piece behind the company's amount: tag values, clusters, namespaces, shares and bill rows."""
+    pieces = [c for c in stored.contributions
+              if c.company == company and (service is None or c.service == service)]
+    if not pieces:
+        companies = sorted({c.company for c in stored.contributions})
+        raise AgentError(f"run {stored.summary.id} has no cost for company {company!r}"
+                         f"{'' if service is None else f' and service {service!r}'}; companies: {', '.join(companies)}")
+    lines = {(t.currency, t.tag): t for t in stored.tag_lines}
+    for row in stored.rows:
+        if row.company != company or (service is not None and row.service != service):
+            continue
+        console.print(f"\n[bold]{row.company or '(unallocated)'} · {row.service or '(common pool)'} · "
+                      f"{row.category}{' · cluster ' + row.cluster if row.cluster else ''}: "
+                      f"{row.amount} {row.currency}[/]", highlight=False)
+        table = Table(show_edge=False)
+        for heading in ["tag value", "bill lines", "line total", "namespace", "namespace share", "company share",
+                        "exact amount", "reason"]:
+            table.add_column(heading)
+        for c in pieces:
+            if (c.service, c.category, c.cluster, c.currency) != (row.service, row.category, row.cluster, row.currency):
+                continue
+            line = lines[(c.currency, c.tag)]
+            table.add_row(c.tag or "(untagged)", str(line.line_count), str(line.amount), c.namespace or "-",
+                          _share(c.target_share), _share(c.company_share), _exact(c.amount), c.reason or "-")
+        console.print(table)
+        for c_tag in sorted({c.tag for c in pieces if (c.service, c.category, c.cluster, c.currency)
+                             == (row.service, row.category, row.cluster, row.currency)}):
+            for source, rows in lines[(row.currency, c_tag)].rows_by_source.items():
+                console.print(f"  bill rows of {c_tag or '(untagged)'}: {source} rows {_abbreviate(rows)}",
+                              highlight=False)
+
+
+def _share(share: Fraction) -> str:
+    return f"{float(share):.4%}" if share != 1 else "100%"
+
+
+def _exact(amount: Fraction) -> str:
+    return f"{Decimal(amount.numerator) / Decimal(amount.denominator):.6f}"
+
+
+def _abbreviate(rows: str, limit: int = 120) -> str:
+    return rows if len(rows) <= limit else rows[:limit].rsplit(",", 1)[0] + ", ..."
+
+
+def _money(amount: Decimal) -> str:
+    return f"{amount:,f}"
