@@ -23,6 +23,7 @@ from agent.store import latest_run_id, list_runs, load_run, open_store
 from agent.usage import read_usage
 
 log = logging.getLogger(__name__)
+_PIPED_WIDTH = 200
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -99,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
     console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        # Piped or captured output is read by scripts and logs: do not truncate tables to 80 columns.
+        console.width = _PIPED_WIDTH
     try:
         return _dispatch(args, settings=settings, console=console)
     except AgentError as e:

@@ -13,7 +13,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from agent import __version__
-from agent.allocate import Allocation, NamespaceUsage, allocate, rounded_bill_totals
+from agent.allocate import Allocation, NamespaceUsage, allocate, report_precision, rounded_bill_totals
 from agent.bills import ImportOptions, read_bill
 from agent.errors import AgentError
 from agent.lineitems import BillImport, RejectedRow
@@ -125,12 +125,13 @@ def _totals(imports: list[BillImport], allocation: Allocation, rules: Rules) -> 
         for currency, amount in bill.out_of_period_totals().items():
             out_of_period[currency] += amount
     currencies = sorted(set(allocation.bill_totals) | set(out_of_period))
+    quantum = {currency: Decimal(1).scaleb(-report_precision(rules, currency)) for currency in currencies}
     return {
         currency: {
             "bill": _plain(allocation.bill_totals.get(currency, Decimal(0))),
             "bill_rounded": _plain(rounded.get(currency, Decimal(0))),
-            "allocated": _plain(allocated[currency]),
-            "unallocated": _plain(unallocated[currency]),
+            "allocated": _plain(allocated[currency].quantize(quantum[currency])),
+            "unallocated": _plain(unallocated[currency].quantize(quantum[currency])),
             "out_of_period": _plain(out_of_period[currency]),
         }
         for currency in currencies

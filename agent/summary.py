@@ -109,7 +109,7 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
                       f"{row.category}{' · cluster ' + row.cluster if row.cluster else ''}: "
                       f"{row.amount} {row.currency}[/]", highlight=False)
         table = Table(show_edge=False)
-        for heading in ["tag value", "bill lines", "line total", "namespace", "namespace share", "company share",
+        for heading in ["tag value", "bill lines", "line total", "namespace", "share of line", "company share",
                         "exact amount", "reason"]:
             table.add_column(heading)
         for c in pieces:
