@@ -179,26 +179,15 @@ def test_explain_shows_tags_namespaces_shares_and_bill_rows(store, tmp_path, cap
     assert "no cost for company 'nobody'" in capsys.readouterr().err
 
 
-def test_real_focus_sample_excludes_the_next_period_row_and_reconciles(store, tmp_path, capsys):
+@pytest.mark.parametrize(("options", "cost_column"), [((), "EffectiveCost"), (("--cost-column", "BilledCost"), "BilledCost")])
+def test_real_focus_sample_excludes_the_next_period_row_and_reconciles(store, tmp_path, capsys, options, cost_column):
     rules = tmp_path / "rules.yaml"
     rules.write_text("companies: {a: 2, b: 1}\n")
     out = tmp_path / "report.csv"
-    assert allocate(store, out, bill=REAL / "focus-1.0-sample.csv", rules=rules, period="2024-09") == 0
+    assert allocate(store, out, *options, bill=REAL / "focus-1.0-sample.csv", rules=rules, period="2024-09") == 0
     assert "rows: 1000 input = 999 accepted + 0 rejected + 1 out of period" in capsys.readouterr().out
     with (REAL / "focus-1.0-sample.csv").open(newline="") as handle:
-        expected = sum(Decimal(r["EffectiveCost"]) for r in csv.DictReader(handle)
-                       if r["BillingPeriodStart"].startswith("2024-09"))
-    assert sum(Decimal(r["amount"]) for r in read_rows(out)) == expected.quantize(Decimal("0.01"))
-
-
-def test_billed_cost_override_reads_the_other_focus_column(store, tmp_path):
-    rules = tmp_path / "rules.yaml"
-    rules.write_text("companies: {a: 1}\n")
-    out = tmp_path / "report.csv"
-    assert allocate(store, out, "--cost-column", "BilledCost", bill=REAL / "focus-1.0-sample.csv", rules=rules,
-                    period="2024-09") == 0
-    with (REAL / "focus-1.0-sample.csv").open(newline="") as handle:
-        expected = sum(Decimal(r["BilledCost"]) for r in csv.DictReader(handle)
+        expected = sum(Decimal(r[cost_column]) for r in csv.DictReader(handle)
                        if r["BillingPeriodStart"].startswith("2024-09"))
     assert sum(Decimal(r["amount"]) for r in read_rows(out)) == expected.quantize(Decimal("0.01"))
 
