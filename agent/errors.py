@@ -33,3 +33,11 @@ class UsageError(AgentError):
 
 class StoreError(AgentError):
     """The run store cannot be read or written."""
+
+
+class UsageQueryError(AgentError):
+    """Prometheus could not answer a usage query; the message names the query."""
+
+
+class KubernetesError(AgentError):
+    """The Kubernetes API could not be reached or refused a request."""

@@ -1,0 +1,1 @@
+"""Live inputs: Prometheus usage and the Kubernetes namespace map."""
