@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_OUT ?= out/demo
 
-.PHONY: venv demo test clean
+.PHONY: venv infra demo test clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,13 @@ demo: venv
 		--bill demo/bill-2026-10.csv --rules demo/rules.yaml --usage demo/usage-2026-10.csv \
 		--period 2026-10 --out $(DEMO_OUT)/report-2026-10.csv
 
-test: venv
+# The real components the integration tests start: Prometheus (Debian package), etcd and kube-apiserver
+# (built from the Go module proxy once, then cached under ~/.cache/cz-agent).
+infra:
+	scripts/install-prometheus.sh
+	scripts/kube-binaries.sh >/dev/null
+
+test: venv infra
 	$(BIN)/python -m pytest
 
 clean:

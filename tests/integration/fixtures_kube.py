@@ -1,0 +1,201 @@
+"""Session fixtures: a real Kubernetes API server (etcd + kube-apiserver, started as envtest does)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXTERNAL_KUBECONFIG_ENV = "CZ_AGENT_TEST_KUBECONFIG"
+KUBE_BIN_ENV = "CZ_AGENT_KUBE_BIN"
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class KubeApiServer:
+    """How to reach the API server as cluster admin. `token`/`ca_file` are None when the kubeconfig has none."""
+
+    kubeconfig: Path
+    url: str
+    token: str | None
+    ca_file: Path | None
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver() -> Iterator[KubeApiServer]:
+    """$CZ_AGENT_TEST_KUBECONFIG's cluster if set (kind or any real one), else a fresh etcd + kube-apiserver."""
+    external = os.environ.get(EXTERNAL_KUBECONFIG_ENV)
+    if external:
+        yield _external_cluster(Path(external))
+        return
+    bin_dir = _kube_bin_dir()
+    with tempfile.TemporaryDirectory(prefix="cz-agent-kube-") as workdir, ExitStack() as processes:
+        etcd_url = processes.enter_context(_etcd(bin_dir / "etcd", workdir=Path(workdir)))
+        yield processes.enter_context(_apiserver(bin_dir / "kube-apiserver", etcd_url=etcd_url, workdir=Path(workdir)))
+
+
+def write_kubeconfig(path: Path, *, url: str, token: str, ca_file: Path | None) -> Path:
+    """A one-cluster, one-user kubeconfig authenticating with a bearer token."""
+    cluster: dict[str, object] = {"server": url}
+    if ca_file is None:
+        cluster["insecure-skip-tls-verify"] = True
+    else:
+        cluster["certificate-authority"] = str(ca_file)
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": "test", "user": {"token": token}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+        "current-context": "test",
+    }
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+def _external_cluster(kubeconfig: Path) -> KubeApiServer:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration, persist_config=False)
+    bearer = configuration.api_key.get("BearerToken", "")
+    return KubeApiServer(kubeconfig=kubeconfig, url=configuration.host,
+                         token=bearer.removeprefix("Bearer ") or None,
+                         ca_file=Path(configuration.ssl_ca_cert) if configuration.ssl_ca_cert else None)
+
+
+def _kube_bin_dir() -> Path:
+    if KUBE_BIN_ENV in os.environ:
+        return Path(os.environ[KUBE_BIN_ENV])
+    # A cold build takes many minutes; CI runs the script before pytest so this only finds the cache.
+    built = subprocess.run([str(REPO_ROOT / "scripts" / "kube-binaries.sh")], capture_output=True, text=True,
+                           check=False)
+    if built.returncode != 0:
+        pytest.fail(f"scripts/kube-binaries.sh failed ({built.returncode}):\n{_last_lines(built.stderr)}",
+                    pytrace=False)
+    return Path(built.stdout.strip())
+
+
+@contextmanager
+def _etcd(binary: Path, *, workdir: Path) -> Iterator[str]:
+    client_url = f"http://127.0.0.1:{_free_port()}"
+    peer_url = f"http://127.0.0.1:{_free_port()}"
+    command = [
+        str(binary), "--name=test", f"--data-dir={workdir / 'etcd-data'}",
+        f"--listen-client-urls={client_url}", f"--advertise-client-urls={client_url}",
+        f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=test={peer_url}",
+        "--unsafe-no-fsync",  # Throwaway data: fsync only slows the tests down.
+    ]
+    log_path = workdir / "etcd.log"
+    with _process(command, log_path=log_path) as process:
+        _wait_until(lambda: _http_ok(f"{client_url}/health"), process=process, log_path=log_path, timeout=30)
+        yield client_url
+
+
+@contextmanager
+def _apiserver(binary: Path, *, etcd_url: str, workdir: Path) -> Iterator[KubeApiServer]:
+    port = _free_port()
+    url = f"https://127.0.0.1:{port}"
+    token = secrets.token_hex(16)
+    cert_dir = workdir / "apiserver-certs"
+    service_account_key = _service_account_key(workdir)
+    command = [
+        str(binary), f"--etcd-servers={etcd_url}", f"--cert-dir={cert_dir}", f"--secure-port={port}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--service-cluster-ip-range=10.0.0.0/24",
+        # A loopback advertise address is only allowed without the `kubernetes` Service endpoint reconciler.
+        "--endpoint-reconciler-type=none",
+        "--authorization-mode=RBAC", f"--token-auth-file={_token_file(workdir, token)}",
+        f"--service-account-issuer={url}",
+        f"--service-account-key-file={service_account_key}",
+        f"--service-account-signing-key-file={service_account_key}",
+    ]
+    log_path = workdir / "kube-apiserver.log"
+    # The apiserver writes a self-signed serving certificate (with its CA) here at start-up.
+    ca_file = cert_dir / "apiserver.crt"
+    with _process(command, log_path=log_path) as process:
+        _wait_until(lambda: _http_ok(f"{url}/readyz", token=token, ca_file=ca_file),
+                    process=process, log_path=log_path, timeout=120)
+        kubeconfig = write_kubeconfig(workdir / "admin.kubeconfig", url=url, token=token, ca_file=ca_file)
+        yield KubeApiServer(kubeconfig=kubeconfig, url=url, token=token, ca_file=ca_file)
+
+
+def _token_file(workdir: Path, token: str) -> Path:
+    path = workdir / "tokens.csv"
+    path.write_text(f'{token},admin,admin,"system:masters"\n', encoding="utf-8")
+    return path
+
+
+def _service_account_key(workdir: Path) -> Path:
+    """An RSA key that both signs and verifies ServiceAccount tokens (a private key serves as both)."""
+    path = workdir / "service-account.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(path), "2048"], check=True, capture_output=True)
+    return path
+
+
+@contextmanager
+def _process(command: list[str], *, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until(ready: Callable[[], bool], *, process: subprocess.Popen[bytes], log_path: Path,
+                timeout: float) -> None:
+    """Fail (never skip) with the log tail when the process dies or is not ready in time."""
+    name = Path(str(process.args[0])).name
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with {process.returncode}:\n{_log_tail(log_path)}", pytrace=False)
+        if ready():
+            return
+        time.sleep(0.25)
+    pytest.fail(f"{name} not ready after {timeout:.0f} s:\n{_log_tail(log_path)}", pytrace=False)
+
+
+def _http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None) -> bool:
+    if ca_file is not None and not ca_file.exists():
+        return False
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
+    try:
+        with urllib.request.urlopen(request, timeout=2, context=context) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _log_tail(log_path: Path) -> str:
+    return _last_lines(log_path.read_text(encoding="utf-8", errors="replace"))
+
+
+def _last_lines(text: str) -> str:
+    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])

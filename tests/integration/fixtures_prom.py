@@ -1,0 +1,154 @@
+"""Session fixture: a real Prometheus serving a backfilled month of memory history (tests/integration/promhistory)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.integration.promhistory import MONTH_END, MONTH_START, History, month_history
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL_SCRIPT = REPO / "scripts" / "install-prometheus.sh"
+READY_TIMEOUT_SECONDS = 60
+# Only a start-up config: the server scrapes nothing, it serves the backfilled blocks.
+CONFIG = "global:\n  scrape_interval: 1m\nscrape_configs: []\n"
+
+
+@dataclass
+class PrometheusServer:
+    """A Prometheus on 127.0.0.1 that tests may stop and start again (same port, same data)."""
+
+    url: str
+    history: History
+    month_start: datetime
+    month_end: datetime
+    command: list[str]
+    log_path: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def expected(self, *, cluster: str, basis: str) -> dict[str, Decimal]:
+        """The month's byte-seconds per namespace, computed independently of Prometheus."""
+        return self.history.expected(cluster=cluster, basis=basis, start=self.month_start, end=self.month_end)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_until_serving()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def _wait_until_serving(self) -> None:
+        # Ready is not enough: the backfilled blocks must answer a query at a time inside the month.
+        probe = f"{self.url}/api/v1/query?query=count(container_memory_working_set_bytes)&time={_mid_month()}"
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                break
+            if _answers(f"{self.url}/-/ready") and _has_result(probe):
+                return
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"Prometheus at {self.url} did not serve the backfilled data within {READY_TIMEOUT_SECONDS}s; "
+                    f"log tail:\n{_tail(self.log_path)}")
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    prometheus, promtool = ensure_prometheus()
+    workdir = tmp_path_factory.mktemp("prometheus")
+    history = month_history()
+    data_dir = workdir / "data"
+    backfill(history, promtool=promtool, workdir=workdir, data_dir=data_dir)
+    config = workdir / "prometheus.yml"
+    config.write_text(CONFIG)
+    port = _free_port()
+    server = PrometheusServer(
+        url=f"http://127.0.0.1:{port}",
+        history=history,
+        month_start=MONTH_START,
+        month_end=MONTH_END,
+        command=[prometheus, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
+                 "--storage.tsdb.retention.time=10y", f"--web.listen-address=127.0.0.1:{port}"],
+        log_path=workdir / "prometheus.log",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def ensure_prometheus() -> tuple[str, str]:
+    """Paths of prometheus and promtool, installing Debian's package when they are missing."""
+    if not (shutil.which("prometheus") and shutil.which("promtool")):
+        result = subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"{INSTALL_SCRIPT} failed ({result.returncode}); the Prometheus integration tests need "
+                        f"the prometheus and promtool binaries:\n{result.stdout}\n{result.stderr}")
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if not (prometheus and promtool):
+        pytest.fail(f"prometheus/promtool still not on PATH after {INSTALL_SCRIPT}")
+    return prometheus, promtool
+
+
+def backfill(history: History, *, promtool: str, workdir: Path, data_dir: Path) -> None:
+    """Write the history as OpenMetrics and turn it into TSDB blocks (a few seconds: no cache needed)."""
+    openmetrics = workdir / "history.om"
+    with openmetrics.open("w") as out:
+        history.write_openmetrics(out)
+    # Big blocks: promtool re-reads the whole file once per block, and 2 h blocks would be 372 passes.
+    command = [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet", "--max-block-duration=1000h",
+               str(openmetrics), str(data_dir)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    openmetrics.unlink()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _mid_month() -> int:
+    return int((MONTH_START + (MONTH_END - MONTH_START) / 2).timestamp())
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _has_result(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(json.load(response)["data"]["result"])
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return False
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
