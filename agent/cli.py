@@ -1,4 +1,4 @@
-"""The cz-agent command line: allocate, explain, runs, report."""
+"""The cz-agent command line: allocate, explain, runs, report, usage."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
+from sqlalchemy import Engine
 
 from agent import __version__, summary
 from agent.bills import ImportOptions
 from agent.errors import AgentError
+from agent.live import LiveUsage, collect_live_usage
 from agent.pipeline import RunRequest, run_allocation
 from agent.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.rules import Rules, load_rules
 from agent.settings import Settings
-from agent.store import latest_run_id, list_runs, load_run, open_store
-from agent.usage import read_usage
+from agent.store import latest_run_id, list_runs, load_run, open_store, seen_namespace_maps
+from agent.usage import format_usage, read_usage
 
 log = logging.getLogger(__name__)
 _PIPED_WIDTH = 200
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain(commands)
     _add_runs(commands)
     _add_report(commands)
+    _add_usage(commands)
     return parser
 
 
@@ -53,7 +56,8 @@ def _add_allocate(commands: argparse._SubParsersAction) -> None:
                           help="bill file (CSV, CSV.gz, Parquet, XLSX); repeat for several")
     allocate.add_argument("--rules", required=True, type=Path, metavar="RULES.yaml")
     allocate.add_argument("--usage", type=Path, metavar="USAGE.csv",
-                          help="namespace memory usage (cluster,namespace,service,memory_byte_seconds)")
+                          help="namespace memory usage (cluster,namespace,service,memory_byte_seconds); without "
+                          "it, usage comes from Prometheus and the namespace map from Kubernetes (rules' clusters:)")
     allocate.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
     allocate.add_argument("--out", required=True, type=Path, metavar="REPORT")
     allocate.add_argument("--format", choices=FORMATS, help="report format (default: from --out, else csv)")
@@ -95,6 +99,14 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--format", choices=FORMATS)
 
 
+def _add_usage(commands: argparse._SubParsersAction) -> None:
+    usage = commands.add_parser("usage", help="write the live usage table (Prometheus + Kubernetes) for offline "
+                                "replay")
+    usage.add_argument("--rules", required=True, type=Path, metavar="RULES.yaml")
+    usage.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
+    usage.add_argument("--out", required=True, type=Path, metavar="USAGE.csv")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -113,7 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     engine = open_store(args.store or settings.effective_store_url())
     if args.command == "allocate":
-        return _allocate(args, engine=engine, console=console)
+        return _allocate(args, settings=settings, engine=engine, console=console)
+    if args.command == "usage":
+        live = _live_usage(load_rules(args.rules), settings=settings, engine=engine, period=args.period)
+        write_atomically(args.out, format_usage(live.usage).encode())
+        console.print(f"usage of {len(live.usage)} namespaces in {len(live.coverage)} cluster(s) written to "
+                      f"{args.out}")
+        summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
+        return 0
     if args.command == "runs":
         summary.print_runs(list_runs(engine, period=args.period), console=console)
         return 0
@@ -128,16 +147,23 @@ def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console)
     return 0
 
 
-def _allocate(args: argparse.Namespace, *, engine, console: Console) -> int:
+def _live_usage(rules: Rules, *, settings: Settings, engine: Engine, period: str) -> LiveUsage:
+    return collect_live_usage(rules=rules, settings=settings, period=period,
+                              previous_maps=seen_namespace_maps(engine), now=datetime.now(UTC))
+
+
+def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, console: Console) -> int:
     rules = load_rules(args.rules)
+    live = None if args.usage else _live_usage(rules, settings=settings, engine=engine, period=args.period)
     request = RunRequest(
         bills=args.bill,
         period=args.period,
         rules=rules,
-        usage=read_usage(args.usage) if args.usage else None,
+        usage=read_usage(args.usage) if args.usage else live.usage,
         import_options=import_options(args, rules=rules),
         report_format=format_for(args.out, args.format),
         strict=args.strict,
+        coverage=None if live is None else live.coverage,
     )
     result = run_allocation(request, engine=engine, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
     write_atomically(args.out, result.report)
@@ -149,6 +175,8 @@ def _allocate(args: argparse.Namespace, *, engine, console: Console) -> int:
             ((r.source, r.row, r.column, r.reason, r.raw_cost) for r in result.rejected),
         ))
     summary.print_run(result, rules=rules, out=args.out, rejects_path=rejects_path, console=console)
+    if live is not None:
+        summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
     return 0
 
 

@@ -36,6 +36,8 @@ class RunRequest:
     import_options: ImportOptions
     report_format: str = "csv"
     strict: bool = False
+    # Live runs: the fraction of the period each cluster's usage covers.
+    coverage: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ def build_manifest(request: RunRequest, *, imports: list[BillImport], allocation
         "usage": None if request.usage is None else {
             "digest": usage_digest(request.usage),
             "namespaces": len(request.usage),
+            "source": "file" if request.coverage is None else "prometheus",
+            "coverage": request.coverage,
         },
         "bills": [_bill_manifest(bill) for bill in imports],
         "rows": _row_counts(imports),

@@ -25,6 +25,8 @@ class ClusterSource(_Strict):
 
     prometheus_url: str | None = None
     selector: str = ""
+    # The kubeconfig context of the cluster's API server; None: the agent's own cluster (or current context).
+    kube_context: str | None = None
 
 
 class BillColumns(_Strict):

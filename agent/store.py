@@ -204,6 +204,18 @@ def latest_run_id(engine: Engine, *, period: str) -> int:
     return found[-1].id
 
 
+def seen_namespace_maps(engine: Engine) -> dict[str, dict[str, str | None]]:
+    """cluster -> namespace -> service as the stored runs saw them, the newest run winning: a namespace
+    deleted mid-month keeps the service it had."""
+    merged: dict[str, dict[str, str | None]] = {}
+    for run in list_runs(engine):
+        for cluster, namespaces in run.manifest.get("namespace_map", {}).items():
+            for namespace, service in namespaces.items():
+                if service:
+                    merged.setdefault(cluster, {})[namespace] = service
+    return merged
+
+
 def load_run(engine: Engine, run_id: int) -> StoredRun:
     with _reading(engine) as connection:
         record = connection.execute(select(runs).where(runs.c.id == run_id)).mappings().first()

@@ -40,7 +40,10 @@ def print_run(result: RunResult, *, rules: Rules, out: Path, rejects_path: Path 
 def _company_table(result: RunResult) -> Table:
     table = Table(title="Chargeback by company", title_justify="left")
     for heading in ["currency", "company", *_ALLOCATED, "total"]:
-        table.add_column(heading, justify="left" if heading in ("currency", "company") else "right")
+        numeric = heading not in ("currency", "company")
+        # Amounts never wrap or truncate; long headings wrap at the underscore instead.
+        table.add_column(heading.replace("_", "_\n") if numeric else heading, justify="right" if numeric else "left",
+                         no_wrap=numeric)
     cells: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for row in result.allocation.rows:
         if row.category != "unallocated":
@@ -80,6 +83,15 @@ def _unallocated_reasons(result: RunResult) -> list[str]:
             reasons[(c.currency, c.reason)] += c.amount
     return [f"{currency} {_money(Decimal(amount.numerator) / Decimal(amount.denominator))}: {reason}"
             for (currency, reason), amount in sorted(reasons.items())]
+
+
+def print_coverage(coverage: dict[str, float], *, threshold: float, console: Console) -> None:
+    for cluster, fraction in sorted(coverage.items()):
+        if fraction < threshold:
+            console.print(f"[yellow]warning:[/] cluster {cluster}: usage data covers {fraction:.1%} of the period "
+                          f"(threshold {threshold:.0%}); its memory shares may be skewed", highlight=False)
+        else:
+            console.print(f"cluster {cluster}: usage data covers {fraction:.1%} of the period", highlight=False)
 
 
 def print_runs(found: list[RunSummary], *, console: Console) -> None:

@@ -1,0 +1,96 @@
+"""Live inputs of a run: each cluster's usage from Prometheus and its namespace map from Kubernetes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from agent.allocate import NamespaceUsage
+from agent.errors import AgentError
+from agent.rules import ClusterSource, Rules
+from agent.settings import Settings
+from agent.sources.kube import namespace_services
+from agent.sources.prom import PrometheusTarget, query_usage
+
+log = logging.getLogger(__name__)
+
+NamespaceMap = dict[str, dict[str, str | None]]
+
+
+@dataclass(frozen=True)
+class LiveUsage:
+    """Usage with each namespace's service resolved, the coverage of each cluster, and the map used."""
+
+    usage: list[NamespaceUsage]
+    coverage: dict[str, float]
+    namespace_map: NamespaceMap
+
+
+def period_bounds(period: str) -> tuple[datetime, datetime]:
+    """[first instant of the month, first instant of the next month) in UTC."""
+    year, month = (int(part) for part in period.split("-"))
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def collect_live_usage(
+    *,
+    rules: Rules,
+    settings: Settings,
+    period: str,
+    previous_maps: Mapping[str, Mapping[str, str | None]],
+    now: datetime,
+) -> LiveUsage:
+    """Query every cluster of the rules; the namespace map is the rules' override, then the namespace label,
+    then what earlier runs saw (a namespace deleted mid-month keeps its service). Without a `clusters:`
+    section there is nothing to query, and cluster cost stays unattributable."""
+    start, end = period_bounds(period)
+    usage: list[NamespaceUsage] = []
+    coverage: dict[str, float] = {}
+    namespace_map: NamespaceMap = {}
+    for cluster, source in rules.clusters.items():
+        measured = query_usage(cluster=cluster, target=prometheus_target(source, settings=settings), start=start,
+                               end=end, basis=settings.usage_basis, step_seconds=settings.usage_step_seconds, now=now)
+        labels = namespace_services(label=rules.namespace_label, kubeconfig=settings.kubeconfig,
+                                    context=source.kube_context, timeout_seconds=settings.kube_timeout_seconds)
+        services = resolve_services(measured.usage, rules=rules, labels=labels,
+                                    previous=previous_maps.get(cluster, {}))
+        usage += [replace(record, service=services[record.namespace]) for record in measured.usage]
+        coverage[cluster] = measured.coverage
+        namespace_map[cluster] = services
+        log.info("cluster %s: %d namespaces, coverage %.3f", cluster, len(measured.usage), measured.coverage)
+    return LiveUsage(usage=usage, coverage=coverage, namespace_map=namespace_map)
+
+
+def prometheus_target(source: ClusterSource, *, settings: Settings) -> PrometheusTarget:
+    url = source.prometheus_url or settings.prometheus_url
+    if not url:
+        raise AgentError("a cluster in the rules has no prometheus_url and CZ_AGENT_PROMETHEUS_URL is not set")
+    return PrometheusTarget(
+        url=url,
+        selector=source.selector,
+        bearer_token_file=settings.prometheus_bearer_token_file,
+        username=settings.prometheus_username,
+        password=settings.prometheus_password,
+        ca_file=settings.prometheus_ca_file,
+        timeout_seconds=settings.prometheus_timeout_seconds,
+        retries=settings.prometheus_retries,
+    )
+
+
+def resolve_services(
+    usage: list[NamespaceUsage],
+    *,
+    rules: Rules,
+    labels: Mapping[str, str | None],
+    previous: Mapping[str, str | None],
+) -> dict[str, str | None]:
+    return {
+        record.namespace: rules.namespaces.get(record.namespace)
+        or labels.get(record.namespace)
+        or previous.get(record.namespace)
+        for record in sorted(usage, key=lambda r: r.namespace)
+    }
