@@ -1,0 +1,367 @@
+"""The HTTP API: stored allocations, runs, explanations and periods (JSON or CSV), /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from fractions import Fraction
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+from sqlalchemy import Engine
+
+from agent import __version__
+from agent.allocate import Contribution, ReportRow, TagLine
+from agent.errors import StoreError
+from agent.report import render_csv
+from agent.store import RunSummary, StoredRun, list_runs, load_run
+
+log = logging.getLogger(__name__)
+
+DIMENSIONS = ("company", "service", "category", "cluster")
+PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+_RATIO_PLACES = Decimal("1e-12")
+
+Period = Annotated[str, Query(pattern=PERIOD_PATTERN, description="billing period, YYYY-MM")]
+
+
+# ------------------------------------------------------------------------------------------ response models
+
+
+class RunOut(BaseModel):
+    id: int
+    period: str
+    created_at: str
+    tool_version: str
+    report_sha256: str
+    totals: dict[str, dict[str, str]]
+
+
+class RunDetailOut(RunOut):
+    manifest: dict[str, Any]
+
+
+class RunListOut(BaseModel):
+    runs: list[RunOut]
+
+
+class PeriodOut(BaseModel):
+    period: str
+    latest_run_id: int
+    runs: int
+    totals: dict[str, dict[str, str]]
+
+
+class PeriodListOut(BaseModel):
+    periods: list[PeriodOut]
+
+
+class AllocationsOut(BaseModel):
+    run_id: int
+    period: str
+    rows: list[dict[str, str]]
+
+
+class ShareOut(BaseModel):
+    fraction: str
+    ratio: str
+
+
+class ContributionOut(BaseModel):
+    company: str
+    service: str
+    category: str
+    cluster: str
+    namespace: str
+    tag: str
+    reason: str
+    target_share: ShareOut
+    company_share: ShareOut
+    amount: str
+    currency: str
+
+
+class BillLinesOut(BaseModel):
+    tag: str
+    currency: str
+    amount: str
+    line_count: int
+    rows_by_source: dict[str, str]
+
+
+class ExplanationOut(BaseModel):
+    run_id: int
+    period: str
+    company: str
+    service: str | None
+    rows: list[dict[str, str]]
+    contributions: list[ContributionOut]
+    bill_lines: list[BillLinesOut]
+
+
+# ------------------------------------------------------------------------------------------- the store
+
+
+def not_found(detail: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=detail)
+
+
+def bad_parameter(detail: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=detail)
+
+
+class RunReader:
+    """Stored runs for the endpoints; loaded runs are cached by id since a stored run never changes."""
+
+    def __init__(self, engine: Engine, *, cache_size: int = 16) -> None:
+        self._engine = engine
+        self._cache_size = cache_size
+        self._cache: OrderedDict[int, StoredRun] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def summaries(self, period: str | None = None) -> list[RunSummary]:
+        return list_runs(self._engine, period=period)
+
+    def summary(self, run_id: int) -> RunSummary:
+        for run in self.summaries():
+            if run.id == run_id:
+                return run
+        raise not_found(f"no stored run with id {run_id}")
+
+    def latest(self, period: str) -> RunSummary:
+        found = self.summaries(period)
+        if not found:
+            raise not_found(f"no stored run for period {period}")
+        return found[-1]
+
+    def stored(self, run_id: int) -> StoredRun:
+        with self._lock:
+            if run_id in self._cache:
+                self._cache.move_to_end(run_id)
+                return self._cache[run_id]
+        self.summary(run_id)
+        stored = load_run(self._engine, run_id)
+        with self._lock:
+            self._cache[run_id] = stored
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return stored
+
+
+def chosen_run(reader: RunReader, *, period: str | None, run_id: int | None) -> RunSummary:
+    if run_id is None:
+        if period is None:
+            raise bad_parameter("give period=YYYY-MM (its latest run) or run=ID")
+        return reader.latest(period)
+    summary = reader.summary(run_id)
+    if period is not None and summary.period != period:
+        raise not_found(f"run {run_id} is of period {summary.period}, not {period}")
+    return summary
+
+
+# ----------------------------------------------------------------------------------------- allocations
+
+
+def parse_dimensions(aggregate: str | None) -> tuple[str, ...]:
+    """The report dimensions to keep; None keeps them all."""
+    if aggregate is None:
+        return DIMENSIONS
+    asked = [name.strip() for name in aggregate.split(",") if name.strip()]
+    unknown = [name for name in asked if name not in DIMENSIONS]
+    if unknown:
+        raise bad_parameter(f"unknown aggregate dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+    return tuple(name for name in DIMENSIONS if name in asked)
+
+
+def aggregate_rows(rows: Sequence[ReportRow], dimensions: tuple[str, ...]) -> list[dict[str, str]]:
+    """Exact sums of the report rows over the dimensions not kept; period and currency are always kept."""
+    sums: dict[tuple[str, ...], Decimal] = {}
+    for row in rows:
+        key = (row.period, *(getattr(row, name) for name in dimensions), row.currency)
+        sums[key] = sums[key] + row.amount if key in sums else row.amount
+    names = ("period", *dimensions)
+    return [{**dict(zip(names, key[:-1])), "amount": format(amount, "f"), "currency": key[-1]}
+            for key, amount in sums.items()]
+
+
+def allocations_csv(rows: list[dict[str, str]], *, dimensions: tuple[str, ...], run: RunSummary) -> Response:
+    columns = ("period", *dimensions, "amount", "currency")
+    body = render_csv(columns, ([row[name] for name in columns] for row in rows))
+    disposition = f'attachment; filename="allocations-{run.period}-run{run.id}.csv"'
+    return Response(body, media_type="text/csv", headers={"Content-Disposition": disposition})
+
+
+# --------------------------------------------------------------------------------------------- explain
+
+
+def explanation(stored: StoredRun, *, company: str, service: str | None) -> ExplanationOut:
+    """The contributions behind a company's amounts (optionally for one service) and their bill lines."""
+    def matches(item: ReportRow | Contribution) -> bool:
+        return item.company == company and (service is None or item.service == service)
+
+    pieces = [c for c in stored.contributions if matches(c)]
+    if not pieces:
+        raise not_found(f"run {stored.summary.id} has no cost for company {company!r}"
+                        f"{'' if service is None else f' and service {service!r}'}")
+    lines = {(t.currency, t.tag): t for t in stored.tag_lines}
+    used = sorted({(c.currency, c.tag) for c in pieces})
+    return ExplanationOut(
+        run_id=stored.summary.id, period=stored.summary.period, company=company, service=service,
+        rows=aggregate_rows([r for r in stored.rows if matches(r)], DIMENSIONS),
+        contributions=[contribution_out(c) for c in pieces],
+        bill_lines=[bill_lines_out(lines[key]) for key in used if key in lines],
+    )
+
+
+def contribution_out(c: Contribution) -> ContributionOut:
+    return ContributionOut(company=c.company, service=c.service, category=c.category, cluster=c.cluster,
+                           namespace=c.namespace, tag=c.tag, reason=c.reason, target_share=share_out(c.target_share),
+                           company_share=share_out(c.company_share), amount=exact_amount(c.amount),
+                           currency=c.currency)
+
+
+def bill_lines_out(line: TagLine) -> BillLinesOut:
+    return BillLinesOut(tag=line.tag, currency=line.currency, amount=format(line.amount, "f"),
+                        line_count=line.line_count, rows_by_source=line.rows_by_source)
+
+
+def share_out(share: Fraction) -> ShareOut:
+    ratio = (Decimal(share.numerator) / Decimal(share.denominator)).quantize(_RATIO_PLACES).normalize()
+    return ShareOut(fraction=str(share), ratio=format(ratio, "f"))
+
+
+def exact_amount(amount: Fraction) -> str:
+    return f"{Decimal(amount.numerator) / Decimal(amount.denominator):.6f}"
+
+
+# ------------------------------------------------------------------------------------------ runs, periods
+
+
+def run_out(run: RunSummary) -> RunOut:
+    return RunOut(id=run.id, period=run.period, created_at=run.created_at, tool_version=run.tool_version,
+                  report_sha256=run.report_sha256, totals=run.manifest.get("totals", {}))
+
+
+def periods_out(found: list[RunSummary]) -> list[PeriodOut]:
+    """Each period with its latest run (the highest id) and that run's totals, newest period first."""
+    by_period: dict[str, list[RunSummary]] = defaultdict(list)
+    for run in found:
+        by_period[run.period].append(run)
+    periods = []
+    for period in sorted(by_period, reverse=True):
+        latest = max(by_period[period], key=lambda run: run.id)
+        periods.append(PeriodOut(period=period, latest_run_id=latest.id, runs=len(by_period[period]),
+                                 totals=latest.manifest.get("totals", {})))
+    return periods
+
+
+# ----------------------------------------------------------------------------------------------- routes
+
+
+def api_router(reader: RunReader) -> APIRouter:
+    router = APIRouter(tags=["allocations"])
+
+    @router.get("/allocations", response_model=AllocationsOut,
+                responses={200: {"content": {"text/csv": {}}, "description": "the rows as JSON or CSV"}})
+    def allocations(
+        period: Period | None = None,
+        run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
+        aggregate: Annotated[str | None, Query(description="dimensions to keep, comma-separated, from "
+                                               + ",".join(DIMENSIONS))] = None,
+        report_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+    ) -> AllocationsOut | Response:
+        dimensions = parse_dimensions(aggregate)
+        summary = chosen_run(reader, period=period, run_id=run)
+        rows = aggregate_rows(reader.stored(summary.id).rows, dimensions)
+        if report_format == "csv":
+            return allocations_csv(rows, dimensions=dimensions, run=summary)
+        return AllocationsOut(run_id=summary.id, period=summary.period, rows=rows)
+
+    @router.get("/runs")
+    def runs(period: Period | None = None) -> RunListOut:
+        return RunListOut(runs=[run_out(run) for run in reader.summaries(period)])
+
+    @router.get("/runs/{run_id}")
+    def run_detail(run_id: int) -> RunDetailOut:
+        summary = reader.summary(run_id)
+        return RunDetailOut(**run_out(summary).model_dump(), manifest=summary.manifest)
+
+    @router.get("/runs/{run_id}/explain")
+    def explain(run_id: int, company: Annotated[str, Query(description="'' for unallocated cost")],
+                service: Annotated[str | None, Query(description="'' for the common pool")] = None) -> ExplanationOut:
+        return explanation(reader.stored(run_id), company=company, service=service)
+
+    @router.get("/periods")
+    def periods() -> PeriodListOut:
+        return PeriodListOut(periods=periods_out(reader.summaries()))
+
+    return router
+
+
+def operations_router(registry: CollectorRegistry, *, ready: Callable[[], bool],
+                      metrics_guard: list[Any]) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", responses={503: {"description": "not ready"}})
+    def readyz() -> JSONResponse:
+        is_ready = ready()
+        return JSONResponse({"status": "ready" if is_ready else "not ready"}, status_code=200 if is_ready else 503)
+
+    @router.get("/metrics", dependencies=metrics_guard, response_class=Response,
+                responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus exposition"}})
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def bearer_guard(api_token: str) -> Callable[..., None]:
+    """A dependency requiring `Authorization: Bearer <api_token>`, declared as an OpenAPI security scheme."""
+    scheme = HTTPBearer(auto_error=False, scheme_name="bearerToken", description="the agent's API token")
+    expected = api_token.encode()
+
+    # A default, not Annotated: the closure's `scheme` is invisible to the postponed annotation's evaluation.
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Security(scheme)) -> None:
+        if credentials is None or not secrets.compare_digest(credentials.credentials.encode(), expected):
+            raise HTTPException(status_code=401, detail="a valid bearer token is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return require_token
+
+
+async def store_unavailable(_request: Request, error: Exception) -> JSONResponse:
+    log.warning("API request failed on the run store: %s", error)
+    return JSONResponse({"detail": str(error)}, status_code=503)
+
+
+def create_app(
+    *,
+    engine: Engine,
+    registry: CollectorRegistry,
+    api_token: str | None = None,
+    metrics_token_required: bool = False,
+    ready: Callable[[], bool] = lambda: True,
+) -> FastAPI:
+    """The API over the run store; `/api/...` (and `/metrics` if asked) require the token when one is set."""
+    if metrics_token_required and not api_token:
+        raise ValueError("metrics_token_required needs an api_token")
+    guard = [Depends(bearer_guard(api_token))] if api_token else []
+    app = FastAPI(title="cz-allocation-agent", version=__version__,
+                  description="Exact chargeback of cloud bills to companies and services: the stored runs.")
+    app.include_router(api_router(RunReader(engine)), prefix="/api/v1", dependencies=guard)
+    app.include_router(operations_router(registry, ready=ready, metrics_guard=guard if metrics_token_required
+                                         else []))
+    app.add_exception_handler(StoreError, store_unavailable)
+    return app

@@ -1,0 +1,268 @@
+"""The /metrics view of the stored runs: a prometheus_client Collector that reads the store at each scrape."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy import Engine
+
+from agent.errors import StoreError
+from agent.store import RunSummary, StoredRun, list_runs, load_run
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("success", "failure")
+OTHER = "other"
+ROW_STATUSES = ("accepted", "rejected", "out_of_period")
+
+# label tuple -> exact value; converted to float only when the family is emitted.
+Samples = dict[tuple[str, ...], Fraction]
+
+
+# ---------------------------------------------------------------------------------------------- job stats
+
+
+@dataclass
+class _JobRecord:
+    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    last_success_timestamp: float | None = None
+    last_duration_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    job: str
+    runs: dict[str, int]
+    last_success_timestamp: float | None
+    last_duration_seconds: float | None
+
+
+class JobStats:
+    """Thread-safe record of the service's jobs: runs by outcome, last success, last duration."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _JobRecord] = {}
+
+    def record(self, job: str, *, outcome: str, duration_seconds: float, finished_at: float) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"job outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+        with self._lock:
+            record = self._jobs.setdefault(job, _JobRecord())
+            record.runs[outcome] += 1
+            record.last_duration_seconds = duration_seconds
+            if outcome == "success":
+                record.last_success_timestamp = finished_at
+
+    def snapshot(self) -> list[JobSnapshot]:
+        with self._lock:
+            return [JobSnapshot(job=job, runs=dict(r.runs), last_success_timestamp=r.last_success_timestamp,
+                                last_duration_seconds=r.last_duration_seconds)
+                    for job, r in sorted(self._jobs.items())]
+
+
+def job_families(stats: JobStats) -> list[Metric]:
+    runs = CounterMetricFamily("cz_agent_runs_total", "Runs of each agent job by outcome (success|failure).",
+                               labels=["job", "outcome"])
+    last_success = GaugeMetricFamily("cz_agent_last_success_timestamp_seconds",
+                                     "Unix time the job last finished successfully.", labels=["job"])
+    duration = GaugeMetricFamily("cz_agent_run_duration_seconds", "Duration of the job's last run, in seconds.",
+                                 labels=["job"])
+    for job in stats.snapshot():
+        for outcome in OUTCOMES:
+            runs.add_metric([job.job, outcome], job.runs[outcome])
+        if job.last_success_timestamp is not None:
+            last_success.add_metric([job.job], job.last_success_timestamp)
+        if job.last_duration_seconds is not None:
+            duration.add_metric([job.job], job.last_duration_seconds)
+    return [runs, last_success, duration]
+
+
+def store_up_family(up: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily("cz_agent_store_up", "1 when the last scrape could read the run store, else 0.",
+                             value=1 if up else 0)
+
+
+# ------------------------------------------------------------------------------------------ run families
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    # High-cardinality labels set to `other` when the family is over its series budget.
+    foldable: tuple[str, ...] = ()
+
+
+SPECS = (
+    FamilySpec("cz_allocation_cost", "Allocated cost of a report row of the period's latest run.",
+               ("period", "company", "service", "category", "cluster", "currency"), ("company", "service")),
+    FamilySpec("cz_bill_cost", "Report amounts of the period's latest run summed by category.",
+               ("period", "category", "currency")),
+    FamilySpec("cz_bill_total_cost", "The period's accepted bill, rounded (= allocated + unallocated).",
+               ("period", "currency")),
+    FamilySpec("cz_allocated_total_cost", "Cost of the period allocated to companies (every category but "
+               "unallocated).", ("period", "currency")),
+    FamilySpec("cz_unallocated_total_cost", "Cost of the period left unallocated.", ("period", "currency")),
+    FamilySpec("cz_unallocated_cost", "Exact unallocated cost of the period by reason.",
+               ("period", "reason", "currency"), ("reason",)),
+    FamilySpec("cz_namespace_memory_share_ratio", "A namespace's share of its cluster's memory byte-seconds over "
+               "the period; service is empty when the namespace maps to none.",
+               ("period", "cluster", "namespace", "service"), ("namespace", "service")),
+    FamilySpec("cz_usage_coverage_ratio", "Fraction of the period the cluster's usage data covers (live runs).",
+               ("period", "cluster")),
+    FamilySpec("cz_bill_rows", "Bill rows of the period's latest run by status.", ("period", "status")),
+    FamilySpec("cz_run_info", "The run whose figures are exposed for the period (value always 1).",
+               ("period", "run_id")),
+    FamilySpec("cz_run_timestamp_seconds", "Unix time the period's exposed run was made.", ("period",)),
+)
+
+
+def run_samples(stored: StoredRun) -> dict[str, Samples]:
+    """Every run family's samples for one stored run (runs are immutable, so this is cached by run id)."""
+    summary = stored.summary
+    period = summary.period
+    manifest = summary.manifest
+    return {
+        "cz_allocation_cost": {(period, r.company, r.service, r.category, r.cluster, r.currency): Fraction(r.amount)
+                               for r in stored.rows},
+        "cz_bill_cost": _summed(((period, r.category, r.currency), r.amount) for r in stored.rows),
+        **_reconciliation(summary),
+        "cz_unallocated_cost": _summed(((period, c.reason, c.currency), c.amount)
+                                       for c in stored.contributions if c.category == "unallocated"),
+        "cz_namespace_memory_share_ratio": _namespace_shares(summary),
+        "cz_usage_coverage_ratio": {(period, cluster): Fraction(ratio) for cluster, ratio
+                                    in sorted(((manifest.get("usage") or {}).get("coverage") or {}).items())},
+        "cz_bill_rows": {(period, status): Fraction(manifest.get("rows", {}).get(status, 0))
+                         for status in ROW_STATUSES},
+        "cz_run_info": {(period, str(summary.id)): Fraction(1)},
+        "cz_run_timestamp_seconds": {(period,): Fraction(_timestamp(summary.created_at))},
+    }
+
+
+def _summed(pairs: Iterable[tuple[tuple[str, ...], Decimal | Fraction]]) -> Samples:
+    sums: Samples = defaultdict(Fraction)
+    for labels, amount in pairs:
+        sums[labels] += Fraction(amount)
+    return dict(sums)
+
+
+def _reconciliation(summary: RunSummary) -> dict[str, Samples]:
+    parts = {"cz_bill_total_cost": "bill_rounded", "cz_allocated_total_cost": "allocated",
+             "cz_unallocated_total_cost": "unallocated"}
+    totals = summary.manifest.get("totals", {})
+    return {name: {(summary.period, currency): Fraction(Decimal(amounts[key]))
+                   for currency, amounts in sorted(totals.items())}
+            for name, key in parts.items()}
+
+
+def _namespace_shares(summary: RunSummary) -> Samples:
+    services = summary.manifest.get("namespace_map", {})
+    return {(summary.period, cluster, namespace, services.get(cluster, {}).get(namespace) or ""): Fraction(share)
+            for cluster, shares in sorted(summary.manifest.get("namespace_shares", {}).items())
+            for namespace, share in sorted(shares.items())}
+
+
+def _timestamp(created_at: str) -> float:
+    moment = datetime.fromisoformat(created_at)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+# ---------------------------------------------------------------------------------------------- folding
+
+
+def fold(samples: Samples, *, spec: FamilySpec, limit: int) -> Samples:
+    """At most `limit` series (when the non-foldable labels allow it): the largest by absolute value are
+    kept, the rest summed into series whose foldable labels are `other`, so the family's sum is unchanged."""
+    if len(samples) <= limit or not spec.foldable:
+        return samples
+    ranked = sorted(samples.items(), key=lambda item: (-abs(item[1]), item[0]))
+    positions = [spec.labels.index(name) for name in spec.foldable]
+    kept = limit - 1
+    while True:
+        groups = {_folded_key(key, positions) for key, _ in ranked[kept:]}
+        if kept + len(groups) <= limit or kept == 0:
+            break
+        kept = max(0, limit - len(groups))
+    result = dict(ranked[:kept])
+    for key, value in ranked[kept:]:
+        folded = _folded_key(key, positions)
+        result[folded] = result.get(folded, Fraction(0)) + value
+    return result
+
+
+def _folded_key(key: tuple[str, ...], positions: list[int]) -> tuple[str, ...]:
+    return tuple(OTHER if i in positions else value for i, value in enumerate(key))
+
+
+def _gauge(spec: FamilySpec, samples: Samples, *, limit: int) -> GaugeMetricFamily:
+    help_text = spec.help
+    if spec.foldable:
+        help_text += (f" At most {limit} series: the smallest by absolute value are summed into series whose "
+                      f"{' and '.join(spec.foldable)} labels are {OTHER!r}.")
+    family = GaugeMetricFamily(spec.name, help_text, labels=list(spec.labels))
+    for labels, value in fold(samples, spec=spec, limit=limit).items():
+        family.add_metric(list(labels), float(value))
+    return family
+
+
+# -------------------------------------------------------------------------------------------- collector
+
+
+class AllocationCollector:
+    """Exposes the latest run of each of the last `periods` periods, read from the store at each scrape."""
+
+    def __init__(self, *, engine: Engine, job_stats: JobStats, periods: int = 3,
+                 max_series_per_family: int = 10000) -> None:
+        if periods < 1 or max_series_per_family < 1:
+            raise ValueError("periods and max_series_per_family must be at least 1")
+        self._engine = engine
+        self._job_stats = job_stats
+        self._periods = periods
+        self._limit = max_series_per_family
+        self._lock = threading.Lock()
+        self._cache: dict[int, dict[str, Samples]] = {}
+
+    def describe(self) -> list[Metric]:
+        """The families' names without touching the store, so registering stays cheap."""
+        return [*job_families(JobStats()), store_up_family(True),
+                *(GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels)) for spec in SPECS)]
+
+    def collect(self) -> Iterator[Metric]:
+        yield from job_families(self._job_stats)
+        try:
+            exposed = self._exposed_samples()
+        except StoreError as e:
+            log.error("metrics scrape: cannot read the run store: %s", e)
+            yield store_up_family(False)
+            return
+        yield store_up_family(True)
+        for spec in SPECS:
+            merged = {key: value for per_run in exposed for key, value in per_run[spec.name].items()}
+            yield _gauge(spec, merged, limit=self._limit)
+
+    def _exposed_samples(self) -> list[dict[str, Samples]]:
+        latest = latest_runs(list_runs(self._engine), periods=self._periods)
+        with self._lock:
+            # Runs are immutable: only runs not seen before are loaded; runs no longer exposed are dropped.
+            cache = {run.id: self._cache.get(run.id) or run_samples(load_run(self._engine, run.id)) for run in latest}
+            self._cache = cache
+            return [cache[run.id] for run in latest]
+
+
+def latest_runs(found: list[RunSummary], *, periods: int) -> list[RunSummary]:
+    """The newest run of each of the last `periods` periods, newest period first."""
+    by_period: dict[str, RunSummary] = {}
+    for run in found:
+        if run.period not in by_period or run.id > by_period[run.period].id:
+            by_period[run.period] = run
+    return [by_period[period] for period in sorted(by_period, reverse=True)[:periods]]
