@@ -68,6 +68,30 @@ def write_kubeconfig(path: Path, *, url: str, token: str, ca_file: Path | None) 
     return path
 
 
+@contextmanager
+def namespace_reader_kubeconfig(server: KubeApiServer, admin: client.ApiClient, *, namespace: str, role: str,
+                                path: Path) -> Iterator[Path]:
+    """A kubeconfig for a new ServiceAccount `agent` in `namespace`, bound to a ClusterRole `role` that may only
+    get/list/watch namespaces, with a token from the TokenRequest API; the role and binding go afterwards."""
+    core = client.CoreV1Api(admin)
+    core.create_namespaced_service_account(namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="agent")))
+    rbac = client.RbacAuthorizationV1Api(admin)
+    rbac.create_cluster_role(client.V1ClusterRole(
+        metadata=client.V1ObjectMeta(name=role),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["namespaces"], verbs=["get", "list", "watch"])]))
+    rbac.create_cluster_role_binding(client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name=role),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name="agent", namespace=namespace)]))
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    token = core.create_namespaced_service_account_token("agent", namespace, request).status.token
+    try:
+        yield write_kubeconfig(path, url=server.url, token=token, ca_file=server.ca_file)
+    finally:
+        rbac.delete_cluster_role_binding(role)
+        rbac.delete_cluster_role(role)
+
+
 def _external_cluster(kubeconfig: Path) -> KubeApiServer:
     configuration = client.Configuration()
     config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration, persist_config=False)

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from agent.errors import KubernetesError
 from agent.sources.kube import namespace_services
-from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
+from tests.integration.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig, write_kubeconfig
 
 T = TypeVar("T")
 
@@ -53,18 +53,9 @@ def reader_kubeconfig(kube_apiserver: KubeApiServer, admin: client.ApiClient, cr
                       tmp_path: Path) -> Iterator[Path]:
     """A kubeconfig of a ServiceAccount bound to a ClusterRole that may only get/list/watch namespaces."""
     namespace = create_namespace(f"{PREFIX}-agent")
-    core = client.CoreV1Api(admin)
-    service_account = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="agent"))
-    core.create_namespaced_service_account(namespace, service_account)
-    role = f"{PREFIX}-namespace-reader"
-    rbac = client.RbacAuthorizationV1Api(admin)
-    _bind_namespace_reader(rbac, role=role, namespace=namespace, service_account="agent")
-    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
-    token = core.create_namespaced_service_account_token("agent", namespace, request).status.token
-    yield write_kubeconfig(tmp_path / "reader.kubeconfig", url=kube_apiserver.url, token=token,
-                           ca_file=kube_apiserver.ca_file)
-    rbac.delete_cluster_role_binding(role)
-    rbac.delete_cluster_role(role)
+    with namespace_reader_kubeconfig(kube_apiserver, admin, namespace=namespace, role=f"{PREFIX}-namespace-reader",
+                                     path=tmp_path / "reader.kubeconfig") as kubeconfig:
+        yield kubeconfig
 
 
 def test_maps_every_namespace_to_its_label_value(kube_apiserver: KubeApiServer,
@@ -157,17 +148,6 @@ def test_missing_kubeconfig_names_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(KubernetesError, match=re.escape(str(missing))):
         namespace_services(kubeconfig=missing)
-
-
-def _bind_namespace_reader(rbac: client.RbacAuthorizationV1Api, *, role: str, namespace: str,
-                           service_account: str) -> None:
-    rbac.create_cluster_role(client.V1ClusterRole(
-        metadata=client.V1ObjectMeta(name=role),
-        rules=[client.V1PolicyRule(api_groups=[""], resources=["namespaces"], verbs=["get", "list", "watch"])]))
-    rbac.create_cluster_role_binding(client.V1ClusterRoleBinding(
-        metadata=client.V1ObjectMeta(name=role),
-        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
-        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=service_account, namespace=namespace)]))
 
 
 def _eventually(attempt: Callable[[], T], *, timeout: float = 10) -> T:
