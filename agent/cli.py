@@ -1,8 +1,9 @@
-"""The cz-agent command line: allocate, explain, runs, report, usage."""
+"""The cz-agent command line: allocate, explain, runs, report, usage, serve, close, diff."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -20,8 +21,10 @@ from agent.live import LiveUsage, collect_live_usage
 from agent.pipeline import RunRequest, run_allocation
 from agent.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.rules import Rules, load_rules
-from agent.settings import Settings
-from agent.store import latest_run_id, list_runs, load_run, open_store, seen_namespace_maps
+from agent.logs import configure_logging
+from agent.service import serve
+from agent.settings import Settings, load_settings
+from agent.store import close_period, latest_run_id, list_runs, load_run, open_store, seen_namespace_maps
 from agent.usage import format_usage, read_usage
 
 log = logging.getLogger(__name__)
@@ -47,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runs(commands)
     _add_report(commands)
     _add_usage(commands)
+    _add_service_commands(commands)
     return parser
 
 
@@ -107,15 +111,30 @@ def _add_usage(commands: argparse._SubParsersAction) -> None:
     usage.add_argument("--out", required=True, type=Path, metavar="USAGE.csv")
 
 
+def _add_service_commands(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser("serve", help="run the agent: scheduled jobs, /metrics and the HTTP API")
+    serve.add_argument("--config", type=Path, metavar="FILE", help="YAML settings file (CZ_AGENT_* variables "
+                       "override it; default: CZ_AGENT_CONFIG_FILE)")
+    serve.add_argument("--once", action="store_true", help="run the import and allocation jobs once and exit")
+    close = commands.add_parser("close", help="freeze a period at its latest run; later bills restate it")
+    close.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
+    diff = commands.add_parser("diff", help="what changed between two runs, per company and service")
+    diff.add_argument("run_a", type=int, metavar="RUN_A")
+    diff.add_argument("run_b", type=int, metavar="RUN_B")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    settings = Settings()
     console = Console(soft_wrap=True)
     if not console.is_terminal:
         # Piped or captured output is read by scripts and logs: do not truncate tables to 80 columns.
         console.width = _PIPED_WIDTH
     try:
+        settings = load_settings(getattr(args, "config", None))
+        if args.command == "serve":
+            configure_logging(level=settings.log_level, log_format=settings.log_format)
+        else:
+            logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return _dispatch(args, settings=settings, console=console)
     except AgentError as e:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
@@ -124,6 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     engine = open_store(args.store or settings.effective_store_url())
+    if args.command == "serve":
+        log.info("effective configuration: %s", json.dumps(settings.masked(), sort_keys=True))
+        return serve(settings, engine=engine, once=args.once)
+    if args.command == "close":
+        run_id = close_period(engine, period=args.period, closed_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        console.print(f"period {args.period} closed at run {run_id}; later bills for it create new runs")
+        return 0
+    if args.command == "diff":
+        summary.print_diff(load_run(engine, args.run_a), load_run(engine, args.run_b), console=console)
+        return 0
     if args.command == "allocate":
         return _allocate(args, settings=settings, engine=engine, console=console)
     if args.command == "usage":

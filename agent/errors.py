@@ -41,3 +41,7 @@ class UsageQueryError(AgentError):
 
 class KubernetesError(AgentError):
     """The Kubernetes API could not be reached or refused a request."""
+
+
+class SettingsError(AgentError):
+    """The configuration file or a CZ_AGENT_* variable is invalid."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -19,7 +20,7 @@ from agent.errors import AgentError
 from agent.lineitems import BillImport, RejectedRow
 from agent.report import render_report
 from agent.rules import Rules, rules_digest
-from agent.store import save_run
+from agent.store import RunSummary, save_run
 from agent.usage import usage_digest
 
 
@@ -43,6 +44,8 @@ class RunRequest:
 @dataclass(frozen=True)
 class RunResult:
     run_id: int
+    # False when the inputs and results equal the `unchanged_from` run: nothing new was stored.
+    stored: bool
     allocation: Allocation
     imports: list[BillImport]
     rejected: list[RejectedRow]
@@ -54,8 +57,10 @@ def import_bills(request: RunRequest) -> list[BillImport]:
     return [read_bill(path, options=request.import_options) for path in request.bills]
 
 
-def run_allocation(request: RunRequest, *, engine: Engine, created_at: str) -> RunResult:
-    """Allocate the period and store the run; nothing is stored when any input is invalid."""
+def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
+                   unchanged_from: RunSummary | None = None) -> RunResult:
+    """Allocate the period and store the run; nothing is stored when any input is invalid, or when the
+    manifest (inputs, totals, report digest) equals that of `unchanged_from`."""
     imports = import_bills(request)
     rejected = [reject for bill in imports for reject in bill.rejected]
     if request.strict and rejected:
@@ -64,9 +69,12 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str) -> R
     allocation = allocate(items, rules=request.rules, period=request.period, usage=request.usage or ())
     report = render_report(allocation.rows, report_format=request.report_format)
     manifest = build_manifest(request, imports=imports, allocation=allocation, report=report)
+    if unchanged_from is not None and json.loads(json.dumps(manifest)) == unchanged_from.manifest:
+        return RunResult(run_id=unchanged_from.id, stored=False, allocation=allocation, imports=imports,
+                         rejected=rejected, manifest=manifest, report=report)
     run_id = save_run(engine, allocation=allocation, rejected=rejected, manifest=manifest,
                       report_sha256=manifest["report"]["sha256"], created_at=created_at, tool_version=__version__)
-    return RunResult(run_id=run_id, allocation=allocation, imports=imports, rejected=rejected, manifest=manifest,
+    return RunResult(run_id=run_id, stored=True, allocation=allocation, imports=imports, rejected=rejected, manifest=manifest,
                      report=report)
 
 

@@ -6,8 +6,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+import yaml
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from agent.errors import SettingsError
 
 
 def _default_store_url() -> str:
@@ -39,5 +43,69 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = None
     kube_timeout_seconds: float = Field(default=30, gt=0)
 
+    # The service (cz-agent serve): rules, bill inbox, schedule, HTTP.
+    rules_file: Path | None = None
+    inbox_dir: Path = Path("inbox")
+    inbox_poll_seconds: int = Field(default=60, ge=1)
+    allocation_interval_seconds: int = Field(default=900, ge=1)
+    misfire_grace_seconds: int = Field(default=300, ge=1)
+    exposed_periods: int = Field(default=3, ge=1)
+    max_series_per_family: int = Field(default=10000, ge=10)
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    api_token: SecretStr | None = None
+    api_token_file: Path | None = None
+    metrics_require_token: bool = False
+    log_format: Literal["text", "json"] = "text"
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # The environment overrides the config file (passed as init values), as in a Deployment whose env
+        # refines a mounted ConfigMap.
+        return env_settings, init_settings, file_secret_settings
+
     def effective_store_url(self) -> str:
         return self.store_url or _default_store_url()
+
+    def effective_api_token(self) -> str | None:
+        """The API token from CZ_AGENT_API_TOKEN, else read from the file (a mounted Secret)."""
+        if self.api_token is not None:
+            return self.api_token.get_secret_value()
+        if self.api_token_file is None:
+            return None
+        try:
+            return self.api_token_file.read_text(encoding="utf-8").strip() or None
+        except OSError as e:
+            raise SettingsError(f"api_token_file {self.api_token_file}: {e.strerror or e}") from e
+
+    def masked(self) -> dict[str, object]:
+        """The effective settings for the start-up log: secrets masked, the store URL's password hidden."""
+        values = self.model_dump(mode="json")
+        values["store_url"] = make_url(self.effective_store_url()).render_as_string(hide_password=True)
+        return values
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Settings from the YAML config file (CZ_AGENT_CONFIG_FILE or `config_file`), overridden by CZ_AGENT_*."""
+    path = config_file or (Path(os.environ["CZ_AGENT_CONFIG_FILE"]) if os.environ.get("CZ_AGENT_CONFIG_FILE")
+                           else None)
+    values = _config_file_values(path) if path else {}
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in e.errors())
+        raise SettingsError(f"invalid settings ({path or 'environment'}, CZ_AGENT_*): {problems}") from e
+
+
+def _config_file_values(path: Path) -> dict[str, object]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SettingsError(f"{path}: cannot read the config file: {e}") from e
+    if not isinstance(document, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings")
+    unknown = sorted(set(document) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}")
+    return document

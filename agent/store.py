@@ -92,6 +92,20 @@ rejected_rows = Table(
     Column("raw_cost", String, nullable=False),
 )
 
+closed_periods = Table(
+    "closed_periods", metadata,
+    Column("period", String(7), primary_key=True),
+    Column("closed_at", String(32), nullable=False),
+    Column("run_id", ForeignKey("runs.id"), nullable=False),
+)
+# The billing periods found in each bill file the service has imported, by content: a restart does not
+# parse an unchanged bill again.
+bill_periods = Table(
+    "bill_periods", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("periods", Text, nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -189,6 +203,15 @@ def _reject_record(r: RejectedRow) -> dict[str, Any]:
     return {"source": r.source, "row": r.row, "column": r.column, "reason": r.reason, "raw_cost": r.raw_cost}
 
 
+def store_answers(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            connection.execute(select(1))
+    except SQLAlchemyError:
+        return False
+    return True
+
+
 def list_runs(engine: Engine, *, period: str | None = None) -> list[RunSummary]:
     query = select(runs).order_by(runs.c.id)
     if period:
@@ -202,6 +225,40 @@ def latest_run_id(engine: Engine, *, period: str) -> int:
     if not found:
         raise StoreError(f"no stored run for period {period}")
     return found[-1].id
+
+
+def close_period(engine: Engine, *, period: str, closed_at: str) -> int:
+    """Freeze the period at its latest run; returns that run's id. Closing twice is an error."""
+    run_id = latest_run_id(engine, period=period)
+    try:
+        with engine.begin() as connection:
+            if connection.execute(select(closed_periods).where(closed_periods.c.period == period)).first():
+                raise StoreError(f"period {period} is already closed")
+            connection.execute(insert(closed_periods).values(period=period, closed_at=closed_at, run_id=run_id))
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot close period {period}: {e}") from e
+    return run_id
+
+
+def closed(engine: Engine) -> dict[str, int]:
+    """Closed period -> the run it was closed at."""
+    with _reading(engine) as connection:
+        return {row.period: row.run_id for row in connection.execute(select(closed_periods))}
+
+
+def known_bill_periods(engine: Engine, sha256: str) -> list[str] | None:
+    with _reading(engine) as connection:
+        found = connection.execute(select(bill_periods.c.periods).where(bill_periods.c.sha256 == sha256)).first()
+    return None if found is None else json.loads(found.periods)
+
+
+def remember_bill_periods(engine: Engine, *, sha256: str, periods: list[str]) -> None:
+    try:
+        with engine.begin() as connection:
+            if not connection.execute(select(bill_periods).where(bill_periods.c.sha256 == sha256)).first():
+                connection.execute(insert(bill_periods).values(sha256=sha256, periods=json.dumps(sorted(periods))))
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot record the periods of bill {sha256[:12]}: {e}") from e
 
 
 def seen_namespace_maps(engine: Engine) -> dict[str, dict[str, str | None]]:

@@ -94,6 +94,31 @@ def print_coverage(coverage: dict[str, float], *, threshold: float, console: Con
             console.print(f"cluster {cluster}: usage data covers {fraction:.1%} of the period", highlight=False)
 
 
+def print_diff(run_a: StoredRun, run_b: StoredRun, *, console: Console) -> None:
+    """Per company and service: the amounts in each run and the change, changed rows only."""
+    amounts: dict[tuple[str, str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+    for side, stored in enumerate((run_a, run_b)):
+        for row in stored.rows:
+            amounts[(row.currency, row.company, row.service)][side] += row.amount
+    a, b = run_a.summary, run_b.summary
+    table = Table(title=f"run {a.id} ({a.period}) -> run {b.id} ({b.period})", title_justify="left")
+    for heading in ["currency", "company", "service", f"run {a.id}", f"run {b.id}", "change"]:
+        table.add_column(heading, justify="right" if heading.startswith(("run", "change")) else "left")
+    for (currency, company, service), (before, after) in sorted(amounts.items()):
+        if before != after:
+            table.add_row(currency, company or "(unallocated)", service or "(common pool)", _money(before),
+                          _money(after), f"{after - before:+,f}")
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print(f"runs {a.id} and {b.id} allocate the same amounts")
+    for currency in sorted({key[0] for key in amounts}):
+        before = sum((v[0] for k, v in amounts.items() if k[0] == currency), Decimal(0))
+        after = sum((v[1] for k, v in amounts.items() if k[0] == currency), Decimal(0))
+        console.print(f"{currency} total: {_money(before)} -> {_money(after)} ({after - before:+,f})",
+                      highlight=False)
+
+
 def print_runs(found: list[RunSummary], *, console: Console) -> None:
     table = Table(title="Stored runs", title_justify="left")
     for heading in ["id", "period", "created", "bills", "rows in", "rejected", "report sha256"]:

@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -152,3 +153,28 @@ def _has_result(url: str) -> bool:
 
 def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+@contextmanager
+def scraping_prometheus(target: str, *, workdir: Path) -> Iterator[str]:
+    """A second Prometheus that scrapes `target` (host:port) every second; yields its URL."""
+    prometheus, _ = ensure_prometheus()
+    config = workdir / "scraper.yml"
+    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
+                      f"  - job_name: cz-agent\n    static_configs:\n      - targets: ['{target}']\n")
+    port = _free_port()
+    log_path = workdir / "scraper.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'scraped'}",
+                                    f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not _answers(f"{url}/-/ready"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the scraping Prometheus did not start; log tail:\n{_tail(log_path)}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

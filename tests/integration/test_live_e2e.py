@@ -4,83 +4,16 @@ offline replay on the dumped usage table, and a namespace deleted mid-month keep
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from agent.cli import main
-from tests.integration.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig
+from tests.integration.fixtures_kube import KubeApiServer
+from tests.integration.fixtures_live import BILL, LABELLED, delete_namespace, rules_text
 from tests.integration.fixtures_prom import PrometheusServer
-
-# The namespaces of the backfilled history (tests/integration/promhistory.py) and their services.
-LABELLED = {"mobile-api": "mobile", "mcmp": "mcmp", "legacy": "legacy-crm", "batch": "reports"}
-BILL = """billingCycle,cz_container_bill,unblendedCost,currency
-2026-09,cz_cluster_prod,1000.00,USD
-2026-09,cz_cluster_stage,250.00,USD
-2026-09,mobile,40.00,USD
-2026-09,,33.33,USD
-"""
-
-
-def rules_text(prometheus_url: str) -> str:
-    return f"""
-companies: {{alpha: 60, beta: 40}}
-services:
-  mobile: {{alpha: 1}}
-  mcmp: {{beta: 1}}
-  legacy-crm: {{alpha: 1, beta: 1}}
-  reports: {{beta: 1}}
-clusters:
-  prod: {{prometheus_url: "{prometheus_url}", selector: 'cluster="prod"'}}
-  stage: {{prometheus_url: "{prometheus_url}", selector: 'cluster="stage"'}}
-"""
-
-
-@pytest.fixture(scope="module")
-def admin(kube_apiserver: KubeApiServer) -> Iterator[client.ApiClient]:
-    with config.new_client_from_config(config_file=str(kube_apiserver.kubeconfig)) as api_client:
-        yield api_client
-
-
-@pytest.fixture(scope="module")
-def labelled_namespaces(admin: client.ApiClient) -> Iterator[None]:
-    core = client.CoreV1Api(admin)
-    for name, service in LABELLED.items():
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-            name=name, labels={"cz_container_bill": service})))
-    yield
-    for name in LABELLED:
-        delete_namespace(core, name)
-
-
-def delete_namespace(core: client.CoreV1Api, name: str) -> None:
-    """Delete for good: a bare API server has no namespace controller to finish what `delete` starts."""
-    try:
-        core.delete_namespace(name)
-        namespace = core.read_namespace(name)
-    except client.exceptions.ApiException as e:
-        if e.status == 404:
-            return
-        raise
-    namespace.spec.finalizers = []
-    core.replace_namespace_finalize(name, namespace)
-
-
-@pytest.fixture(scope="module")
-def agent_kubeconfig(kube_apiserver: KubeApiServer, admin: client.ApiClient, labelled_namespaces: None,
-                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A ServiceAccount that may only read namespaces: what the agent runs with."""
-    core = client.CoreV1Api(admin)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="cz-agent-e2e")))
-    path = tmp_path_factory.mktemp("agent") / "agent.kubeconfig"
-    with namespace_reader_kubeconfig(kube_apiserver, admin, namespace="cz-agent-e2e", role="cz-agent-e2e-reader",
-                                     path=path) as kubeconfig:
-        yield kubeconfig
-    delete_namespace(core, "cz-agent-e2e")
-
 
 @pytest.fixture
 def agent_env(agent_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

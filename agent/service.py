@@ -1,0 +1,227 @@
+"""The long-running agent (cz-agent serve): scheduled import and allocation jobs, metrics and the HTTP API."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import uvicorn
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+
+from agent.api import create_app
+from agent.bills import ImportOptions
+from agent.errors import AgentError, SettingsError
+from agent.inbox import Inbox, InboxScan
+from agent.live import collect_live_usage
+from agent.metrics import AllocationCollector, JobStats
+from agent.pipeline import RunRequest, run_allocation
+from agent.rules import Rules, load_rules, rules_digest
+from agent.settings import Settings
+from agent.store import RunSummary, closed, list_runs, seen_namespace_maps, store_answers
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class PeriodPlan:
+    period: str
+    reason: str
+
+
+class AgentService:
+    """The jobs of the agent. Each job records its outcome; a failure never stops the service, and the last
+    good run of every period stays in the store, so it stays served."""
+
+    def __init__(self, *, settings: Settings, engine: Engine, job_stats: JobStats,
+                 clock: Clock = lambda: datetime.now(UTC)) -> None:
+        if settings.rules_file is None:
+            raise SettingsError("the service needs the rules file: set CZ_AGENT_RULES_FILE or rules_file")
+        self._settings = settings
+        self._engine = engine
+        self._stats = job_stats
+        self._clock = clock
+        self._scan: InboxScan | None = None
+        self.on_new_bills: Callable[[], None] = lambda: None
+
+    def import_job(self) -> bool:
+        return self._timed("import", self._import)
+
+    def allocate_job(self) -> bool:
+        return self._timed("allocate", self._allocate)
+
+    def _timed(self, job: str, work: Callable[[], None]) -> bool:
+        started = time.monotonic()
+        try:
+            work()
+            outcome = "success"
+        except Exception:  # noqa: BLE001 - one job's failure must never stop the service
+            log.exception("job %s failed; the last good results stay served", job)
+            outcome = "failure"
+        self._stats.record(job, outcome=outcome, duration_seconds=time.monotonic() - started,
+                           finished_at=self._clock().timestamp())
+        return outcome == "success"
+
+    def _import(self) -> None:
+        rules = self._rules()
+        inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=_import_options(rules))
+        previous = self._scan
+        self._scan = inbox.scan()
+        if previous is None or {b.sha256 for b in previous.bills} != {b.sha256 for b in self._scan.bills}:
+            self.on_new_bills()
+        if self._scan.failures:
+            raise AgentError(f"{len(self._scan.failures)} bill(s) in the inbox could not be imported: "
+                             + "; ".join(self._scan.failures.values()))
+
+    def _allocate(self) -> None:
+        if self._scan is None:
+            self._import()
+        rules = self._rules()
+        failures = []
+        for plan in self.plan(rules, scan=self._scan):
+            try:
+                self._allocate_period(plan, rules=rules)
+            except AgentError as e:
+                log.error("allocation of %s failed: %s", plan.period, e)
+                failures.append(f"{plan.period}: {e}")
+        if failures:
+            raise AgentError("; ".join(failures))
+
+    def plan(self, rules: Rules, *, scan: InboxScan) -> list[PeriodPlan]:
+        """The periods to allocate now: the open month and the previous one unless closed (usage still
+        moves), and any period whose bills or rules differ from its latest run (closed ones: only bills,
+        a restatement)."""
+        now = self._clock()
+        recent = {_month(now), _month(now.replace(day=1) - timedelta(days=1))}
+        frozen = closed(self._engine)
+        latest = _latest_by_period(list_runs(self._engine))
+        plans = []
+        for period in sorted(scan.periods()):
+            bills = {bill.sha256 for bill in scan.for_period(period)}
+            run = latest.get(period)
+            if run is None:
+                plans.append(PeriodPlan(period, "first run"))
+            elif _bill_digests(run) != bills:
+                plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills changed"))
+            elif period in frozen:
+                continue
+            elif run.manifest["rules_digest"] != rules_digest(rules):
+                plans.append(PeriodPlan(period, "rules changed"))
+            elif period in recent:
+                plans.append(PeriodPlan(period, "month to date" if period == _month(now) else "previous month"))
+        return plans
+
+    def _allocate_period(self, plan: PeriodPlan, *, rules: Rules) -> None:
+        now = self._clock()
+        live = None
+        if rules.clusters:
+            live = collect_live_usage(rules=rules, settings=self._settings, period=plan.period,
+                                      previous_maps=seen_namespace_maps(self._engine), now=now)
+        request = RunRequest(
+            bills=[bill.path for bill in self._scan.for_period(plan.period)],
+            period=plan.period,
+            rules=rules,
+            usage=None if live is None else live.usage,
+            import_options=_import_options(rules, period=plan.period),
+            coverage=None if live is None else live.coverage,
+        )
+        latest = _latest_by_period(list_runs(self._engine, period=plan.period)).get(plan.period)
+        result = run_allocation(request, engine=self._engine, created_at=now.isoformat(timespec="seconds"),
+                                unchanged_from=latest)
+        if result.stored:
+            log.info("period %s (%s): stored run %d, %d rows", plan.period, plan.reason, result.run_id,
+                     len(result.allocation.rows))
+        else:
+            log.info("period %s (%s): unchanged since run %d", plan.period, plan.reason, result.run_id)
+
+    def _rules(self) -> Rules:
+        return load_rules(self._settings.rules_file)
+
+    def ready(self) -> bool:
+        """Ready once the store answers: the last good runs can be served even while a source is down."""
+        return store_answers(self._engine)
+
+
+def _month(moment: datetime) -> str:
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def _latest_by_period(runs: list[RunSummary]) -> dict[str, RunSummary]:
+    return {run.period: run for run in runs}
+
+
+def _bill_digests(run: RunSummary) -> set[str]:
+    return {bill["sha256"] for bill in run.manifest["bills"]}
+
+
+def _import_options(rules: Rules, *, period: str | None = None) -> ImportOptions:
+    bill = rules.bill
+    return ImportOptions(tag_key=rules.tag_key, period=period, bill_format=bill.format, cost_column=bill.cost,
+                         tag_column=bill.tag, currency_column=bill.currency, sub_account_column=bill.sub_account,
+                         workspace_column=bill.workspace, api_key_column=bill.api_key,
+                         default_currency=rules.currency)
+
+
+def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
+    """Run the agent until SIGTERM/SIGINT (or, with `once`, run each job once and exit: 0 if all succeeded)."""
+    stats = JobStats()
+    service = AgentService(settings=settings, engine=engine, job_stats=stats)
+    if once:
+        imported = service.import_job()
+        allocated = service.allocate_job()
+        return 0 if imported and allocated else 1
+    registry = CollectorRegistry()
+    registry.register(AllocationCollector(engine=engine, job_stats=stats, periods=settings.exposed_periods,
+                                          max_series_per_family=settings.max_series_per_family))
+    scheduler = _scheduler(settings, service)
+    app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
+                     metrics_token_required=settings.metrics_require_token, ready=service.ready)
+    server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False))
+    scheduler.start()
+    try:
+        server.run()
+    finally:
+        log.info("shutting down: waiting for the running job to finish")
+        scheduler.shutdown(wait=True)
+    return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its graceful shutdown, which would kill the process before the
+    scheduler's running job finishes; here the signal only asks the server to stop, and run() returns."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _scheduler(settings: Settings, service: AgentService) -> BackgroundScheduler:
+    # One worker thread: the import and allocation jobs never run at the same time, so they share state
+    # without locks; coalescing turns a backlog of missed runs into one.
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": settings.misfire_grace_seconds},
+        timezone=UTC,
+    )
+    now = datetime.now(UTC)
+    scheduler.add_job(service.import_job, "interval", seconds=settings.inbox_poll_seconds, id="import",
+                      next_run_time=now)
+    allocate = scheduler.add_job(service.allocate_job, "interval", seconds=settings.allocation_interval_seconds,
+                                 id="allocate", next_run_time=now + timedelta(seconds=1))
+    # A new or changed bill is allocated at once rather than at the next interval.
+    service.on_new_bills = lambda: allocate.modify(next_run_time=datetime.now(UTC))
+    return scheduler
