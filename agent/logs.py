@@ -20,12 +20,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _AgentHandler(logging.StreamHandler):
+    """The agent's own handler: replaced when logging is configured again, other handlers are left alone."""
+
+
 def configure_logging(*, level: str, log_format: str) -> None:
-    handler = logging.StreamHandler()
+    handler = _AgentHandler()
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _AgentHandler)] + [handler]
     root.setLevel(level.upper())

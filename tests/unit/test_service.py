@@ -1,0 +1,107 @@
+"""The service's planning and jobs with the clock passed in: which periods it allocates, and that a failed
+job is counted while the last good run stays."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from agent.metrics import JobStats
+from agent.service import AgentService
+from agent.settings import Settings
+from agent.store import close_period, list_runs, open_store
+
+RULES = "companies: {alpha: 60, beta: 40}\nservices: {mobile: {alpha: 1}}\n"
+
+
+def bill(period: str, amount: str = "100.00") -> str:
+    return f"billingCycle,cz_container_bill,unblendedCost,currency\n{period},mobile,{amount},USD\n{period},,50,USD\n"
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    engine = open_store(f"sqlite:///{tmp_path / 'runs.db'}")
+    settings = Settings(rules_file=rules, inbox_dir=inbox)
+    stats = JobStats()
+    clock = {"now": datetime(2026, 11, 23, 12, tzinfo=UTC)}
+    service = AgentService(settings=settings, engine=engine, job_stats=stats, clock=lambda: clock["now"])
+    return service, inbox, engine, stats, clock, rules
+
+
+def periods_of(engine) -> list[str]:
+    return [run.period for run in list_runs(engine)]
+
+
+def test_first_run_then_only_recent_months_are_recomputed_and_unchanged_results_are_not_stored(setup):
+    service, inbox, engine, stats, _, _ = setup
+    (inbox / "august.csv").write_text(bill("2026-08"))
+    (inbox / "november.csv").write_text(bill("2026-11"))
+    assert service.import_job() and service.allocate_job()
+    assert periods_of(engine) == ["2026-08", "2026-11"]
+    assert service.allocate_job()
+    assert periods_of(engine) == ["2026-08", "2026-11"]
+    assert {s.job: s for s in stats.snapshot()}["allocate"].runs == {"success": 2, "failure": 0}
+
+
+def test_changed_rules_recompute_open_periods(setup):
+    service, inbox, engine, _, _, rules = setup
+    (inbox / "august.csv").write_text(bill("2026-08"))
+    assert service.import_job() and service.allocate_job()
+    rules.write_text(RULES.replace("alpha: 60", "alpha: 70"))
+    assert service.allocate_job()
+    assert periods_of(engine) == ["2026-08", "2026-08"]
+
+
+def test_closed_period_is_frozen_until_a_new_bill_restates_it(setup):
+    service, inbox, engine, _, _, rules = setup
+    (inbox / "august.csv").write_text(bill("2026-08"))
+    assert service.import_job() and service.allocate_job()
+    close_period(engine, period="2026-08", closed_at="2026-09-05T00:00:00+00:00")
+    rules.write_text(RULES.replace("alpha: 60", "alpha: 70"))
+    assert service.allocate_job()
+    assert periods_of(engine) == ["2026-08"]
+    (inbox / "august-late.csv").write_text(bill("2026-08", amount="7.00"))
+    assert service.import_job() and service.allocate_job()
+    runs = list_runs(engine)
+    assert [run.period for run in runs] == ["2026-08", "2026-08"]
+    assert runs[1].manifest["totals"]["USD"]["bill"] == "207.00"
+    assert runs[0].manifest["totals"]["USD"]["bill"] == "150.00"
+
+
+def test_a_bad_bill_fails_the_import_job_but_the_good_ones_are_allocated(setup):
+    service, inbox, engine, stats, _, _ = setup
+    (inbox / "good.csv").write_text(bill("2026-10"))
+    (inbox / "broken.csv").write_text("no,bill,here\n1,2,3\n")
+    assert not service.import_job()
+    assert service.allocate_job()
+    assert periods_of(engine) == ["2026-10"]
+    import_stats = {s.job: s for s in stats.snapshot()}["import"]
+    assert import_stats.runs["failure"] >= 1
+
+
+def test_invalid_rules_fail_the_job_and_store_nothing(setup):
+    service, inbox, engine, stats, _, rules = setup
+    (inbox / "good.csv").write_text(bill("2026-10"))
+    assert service.import_job()
+    rules.write_text("companies: {alpha: -1}\n")
+    assert not service.allocate_job()
+    assert periods_of(engine) == []
+    assert {s.job: s for s in stats.snapshot()}["allocate"].runs == {"success": 0, "failure": 1}
+
+
+def test_hidden_and_escaping_files_are_ignored(setup, tmp_path: Path):
+    service, inbox, engine, _, _, _ = setup
+    (inbox / ".upload.csv.part").write_text(bill("2026-07"))
+    outside = tmp_path / "outside.csv"
+    outside.write_text(bill("2026-06"))
+    (inbox / "link.csv").symlink_to(outside)
+    (inbox / "2026-10").mkdir()
+    (inbox / "2026-10" / "undated.csv").write_text("cz_container_bill,unblendedCost,currency\nmobile,5,USD\n")
+    assert service.import_job() and service.allocate_job()
+    assert periods_of(engine) == ["2026-10"]
