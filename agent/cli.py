@@ -7,18 +7,20 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
 from agent import __version__, summary
 from agent.bills import ImportOptions
 from agent.errors import AgentError
 from agent.live import LiveUsage, collect_live_usage
-from agent.pipeline import RunRequest, run_allocation
+from agent.pipeline import RowsProgress, RunRequest, run_allocation
 from agent.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.rules import Rules, load_rules
 from agent.logs import configure_logging
@@ -194,7 +196,9 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
         strict=args.strict,
         coverage=None if live is None else live.coverage,
     )
-    result = run_allocation(request, engine=engine, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    with import_progress(console) as on_rows:
+        result = run_allocation(request, engine=engine, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                                on_rows=on_rows)
     write_atomically(args.out, result.report)
     rejects_path = None
     if result.rejected:
@@ -207,6 +211,25 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
     if live is not None:
         summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
     return 0
+
+
+@contextmanager
+def import_progress(console: Console) -> Iterator[RowsProgress | None]:
+    """Rows read so far, per bill, on a terminal; nothing when the output is piped or captured."""
+    if not console.is_terminal:
+        yield None
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        tasks: dict[Path, TaskID] = {}
+
+        def on_rows(path: Path, rows: int) -> None:
+            if path not in tasks:
+                tasks[path] = progress.add_task(f"importing {path}", total=None)
+            progress.advance(tasks[path], rows)
+
+        yield on_rows
 
 
 def import_options(args: argparse.Namespace, *, rules: Rules) -> ImportOptions:

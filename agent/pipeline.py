@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+from collections.abc import Callable
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -53,15 +55,20 @@ class RunResult:
     report: bytes
 
 
-def import_bills(request: RunRequest) -> list[BillImport]:
-    return [read_bill(path, options=request.import_options) for path in request.bills]
+RowsProgress = Callable[[Path, int], None]
+
+
+def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillImport]:
+    return [read_bill(path, options=request.import_options,
+                      on_rows=None if on_rows is None else functools.partial(on_rows, path))
+            for path in request.bills]
 
 
 def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
-                   unchanged_from: RunSummary | None = None) -> RunResult:
+                   unchanged_from: RunSummary | None = None, on_rows: RowsProgress | None = None) -> RunResult:
     """Allocate the period and store the run; nothing is stored when any input is invalid, or when the
     manifest (inputs, totals, report digest) equals that of `unchanged_from`."""
-    imports = import_bills(request)
+    imports = import_bills(request, on_rows=on_rows)
     rejected = [reject for bill in imports for reject in bill.rejected]
     if request.strict and rejected:
         raise RejectedRowsError(f"{len(rejected)} bill row(s) rejected (--strict); first: {rejected[0].message()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -23,10 +24,11 @@ log = logging.getLogger(__name__)
 _PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
-def read_bill(path: Path, *, options: ImportOptions) -> BillImport:
+def read_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], None] | None = None) -> BillImport:
     """The line items of a bill file; BillFormatError if the file as a whole cannot be imported.
 
     Rows that cannot be imported are listed in `rejected` and the rest of the file is still read.
+    `on_rows` hears how many records each chunk held, for progress reports on large bills.
     """
     source = str(path)
     _check_options(options, source=source)
@@ -36,8 +38,11 @@ def read_bill(path: Path, *, options: ImportOptions) -> BillImport:
     bill_format = detect_format(header, source=source) if options.bill_format == "auto" else options.bill_format
     columns = resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
     tag_reader = TagReader(options.tag_key)
-    results = [convert_chunk(chunk, columns=columns, options=options, source=source, tag_reader=tag_reader)
-               for chunk in reader.read_chunks(path, columns=columns.used(), source=source)]
+    results = []
+    for chunk in reader.read_chunks(path, columns=columns.used(), source=source):
+        results.append(convert_chunk(chunk, columns=columns, options=options, source=source, tag_reader=tag_reader))
+        if on_rows is not None:
+            on_rows(len(chunk))
     bill = BillImport(
         source=source,
         sha256=reader.file_sha256(path),

@@ -215,3 +215,17 @@ def test_demo_month_reconciles_to_the_cent(store, tmp_path, capsys):
     categories = {r["category"] for r in rows}
     assert categories == {"cluster", "service_common", "service_exclusive", "common", "unallocated"}
     assert "unallocated USD 89.31: unknown service 'legacy-crm'" in printed
+
+
+def test_import_progress_hears_every_row_of_each_bill(tmp_path):
+    from agent.bills import ImportOptions
+    from agent.pipeline import RunRequest, import_bills
+    from agent.rules import load_rules
+
+    heard: dict[Path, int] = {}
+    request = RunRequest(bills=[WORKED / "bill.csv", DEMO / "bill-2026-10.csv"], period="2026-10",
+                         rules=load_rules(WORKED / "rules.yaml"), usage=None,
+                         import_options=ImportOptions(period="2026-10"))
+    imports = import_bills(request, on_rows=lambda path, rows: heard.__setitem__(path, heard.get(path, 0) + rows))
+    assert heard == {WORKED / "bill.csv": 5, DEMO / "bill-2026-10.csv": 3004}
+    assert [bill.input_rows for bill in imports] == [5, 3004]
