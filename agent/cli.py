@@ -17,10 +17,9 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from sqlalchemy import Engine
 
 from agent import __version__, summary
-from agent.bills import ImportOptions
 from agent.errors import AgentError
 from agent.live import LiveUsage, collect_live_usage
-from agent.pipeline import RowsProgress, RunRequest, run_allocation
+from agent.pipeline import OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, import_options_for, run_allocation
 from agent.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.rules import Rules, load_rules
 from agent.logs import configure_logging
@@ -191,7 +190,8 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
         period=args.period,
         rules=rules,
         usage=read_usage(args.usage) if args.usage else live.usage,
-        import_options=import_options(args, rules=rules),
+        import_options=import_options_for(rules, period=args.period, overrides={
+            name: getattr(args, name) for name in OVERRIDABLE_COLUMNS}),
         report_format=format_for(args.out, args.format),
         strict=args.strict,
         coverage=None if live is None else live.coverage,
@@ -230,23 +230,6 @@ def import_progress(console: Console) -> Iterator[RowsProgress | None]:
             progress.advance(tasks[path], rows)
 
         yield on_rows
-
-
-def import_options(args: argparse.Namespace, *, rules: Rules) -> ImportOptions:
-    """The command line's column overrides win over the rules' `bill:` section."""
-    bill = rules.bill
-    return ImportOptions(
-        tag_key=rules.tag_key,
-        period=args.period,
-        bill_format=args.bill_format or bill.format,
-        cost_column=args.cost_column or bill.cost,
-        tag_column=args.tag_column or bill.tag,
-        currency_column=args.currency_column or bill.currency,
-        sub_account_column=args.sub_account_column or bill.sub_account,
-        workspace_column=args.workspace_column or bill.workspace,
-        api_key_column=args.api_key_column or bill.api_key,
-        default_currency=rules.currency,
-    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
@@ -56,6 +56,19 @@ class RunResult:
 
 
 RowsProgress = Callable[[Path, int], None]
+OVERRIDABLE_COLUMNS = ("bill_format", "cost_column", "tag_column", "currency_column", "sub_account_column",
+                       "workspace_column", "api_key_column")
+
+
+def import_options_for(rules: Rules, *, period: str | None,
+                       overrides: Mapping[str, str | None] | None = None) -> ImportOptions:
+    """The rules' `bill:` settings, where set overridden by `overrides` (the command line's flags)."""
+    bill = rules.bill
+    columns = {"bill_format": bill.format, "cost_column": bill.cost, "tag_column": bill.tag,
+               "currency_column": bill.currency, "sub_account_column": bill.sub_account,
+               "workspace_column": bill.workspace, "api_key_column": bill.api_key}
+    columns.update({name: value for name, value in (overrides or {}).items() if value})
+    return ImportOptions(tag_key=rules.tag_key, period=period, default_currency=rules.currency, **columns)
 
 
 def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillImport]:

@@ -17,12 +17,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from agent.api import create_app
-from agent.bills import ImportOptions
 from agent.errors import AgentError, SettingsError
 from agent.inbox import Inbox, InboxScan
 from agent.live import collect_live_usage
 from agent.metrics import AllocationCollector, JobStats
-from agent.pipeline import RunRequest, run_allocation
+from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.rules import Rules, load_rules, rules_digest
 from agent.settings import Settings
 from agent.store import RunSummary, closed, list_runs, seen_namespace_maps, store_answers
@@ -73,7 +72,7 @@ class AgentService:
 
     def _import(self) -> None:
         rules = self._rules()
-        inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=_import_options(rules))
+        inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=import_options_for(rules, period=None))
         previous = self._scan
         self._scan = inbox.scan()
         if previous is None or {b.sha256 for b in previous.bills} != {b.sha256 for b in self._scan.bills}:
@@ -131,7 +130,7 @@ class AgentService:
             period=plan.period,
             rules=rules,
             usage=None if live is None else live.usage,
-            import_options=_import_options(rules, period=plan.period),
+            import_options=import_options_for(rules, period=plan.period),
             coverage=None if live is None else live.coverage,
         )
         latest = _latest_by_period(list_runs(self._engine, period=plan.period)).get(plan.period)
@@ -161,14 +160,6 @@ def _latest_by_period(runs: list[RunSummary]) -> dict[str, RunSummary]:
 
 def _bill_digests(run: RunSummary) -> set[str]:
     return {bill["sha256"] for bill in run.manifest["bills"]}
-
-
-def _import_options(rules: Rules, *, period: str | None = None) -> ImportOptions:
-    bill = rules.bill
-    return ImportOptions(tag_key=rules.tag_key, period=period, bill_format=bill.format, cost_column=bill.cost,
-                         tag_column=bill.tag, currency_column=bill.currency, sub_account_column=bill.sub_account,
-                         workspace_column=bill.workspace, api_key_column=bill.api_key,
-                         default_currency=rules.currency)
 
 
 def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
