@@ -15,7 +15,8 @@ from fractions import Fraction
 import pandas as pd
 
 from agent.money import largest_remainder, minor_unit, round_amount
-from agent.rules import Rules
+from agent.attribution import attribute, rule_by_label
+from agent.rules import AttributionRule, Rules
 
 CLUSTER_PREFIX = "cz_cluster_"
 COMMON_PREFIX = "cz_common_"
@@ -59,6 +60,8 @@ class Contribution:
     target_share: Fraction
     company_share: Fraction
     amount: Fraction
+    # The attribution rule that claimed these untagged lines, "" if none.
+    rule: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class TagLine:
     amount: Decimal
     line_count: int
     rows_by_source: dict[str, str]
+    rule: str = ""
 
 
 @dataclass
@@ -122,11 +126,17 @@ def allocate(
     usage = list(usage)
     namespace_map = resolve_namespace_map(usage, rules=rules, namespace_labels=namespace_labels or {})
     weights = cluster_weights(usage)
-    tag_lines = summarise_tag_lines(items)
+    tag_lines = summarise_tag_lines(items, rules=rules)
+    rule_targets = rule_by_label(rules)
     contributions: list[Contribution] = []
     for line in tag_lines:
-        targets = classify(line.tag, rules=rules, weights=weights, namespace_map=namespace_map)
-        contributions += split_to_companies(line, targets, rules=rules)
+        rule = rule_targets.get(line.rule)
+        if rule is not None:
+            targets = [_attributed(rule)]
+        else:
+            targets = classify(line.tag, rules=rules, weights=weights, namespace_map=namespace_map)
+        contributions += split_to_companies(line, targets, rules=rules,
+                                            direct_company=rule.company if rule is not None else None)
     return Allocation(
         period=period,
         rows=round_rows(contributions, rules=rules, period=period),
@@ -160,14 +170,15 @@ def cluster_weights(usage: list[NamespaceUsage]) -> dict[str, dict[str, Decimal]
     return {cluster: dict(sorted(ns.items())) for cluster, ns in sorted(weights.items())}
 
 
-def summarise_tag_lines(items: pd.DataFrame) -> list[TagLine]:
-    """One TagLine per (currency, tag value), in a stable order, with the bill rows behind it."""
+def summarise_tag_lines(items: pd.DataFrame, *, rules: Rules) -> list[TagLine]:
+    """One TagLine per (currency, tag value, attribution rule), in a stable order, with the bill rows behind it."""
     if items.empty:
         return []
     frame = items[["currency", "tag", "cost", "source", "row"]].copy()
     frame["tag"] = frame["tag"].fillna("")
+    frame["rule"] = attribute(items, rules)
     lines = []
-    for (currency, tag), group in frame.groupby(["currency", "tag"], sort=True):
+    for (currency, tag, rule), group in frame.groupby(["currency", "tag", "rule"], sort=True):
         rows_by_source = {
             str(source): compress_rows(rows["row"]) for source, rows in group.groupby("source", sort=True)
         }
@@ -178,6 +189,7 @@ def summarise_tag_lines(items: pd.DataFrame) -> list[TagLine]:
                 amount=sum(group["cost"], Decimal(0)),
                 line_count=len(group),
                 rows_by_source=rows_by_source,
+                rule=str(rule),
             )
         )
     return lines
@@ -224,6 +236,11 @@ def classify(
     return [_unattributable(rules, reason=f"unknown service {tag!r}", service=tag)]
 
 
+def _attributed(rule: AttributionRule) -> Target:
+    """An attribution rule's target: a service's exclusive cost, or a company's own (service empty)."""
+    return Target(category="service_exclusive", fraction=Fraction(1), service=rule.service or "")
+
+
 def _cluster_targets(
     cluster: str,
     *,
@@ -260,10 +277,15 @@ def _unattributable(rules: Rules, *, reason: str, service: str = "", cluster: st
     return Target(category="unallocated", fraction=Fraction(1), service=service, cluster=cluster, reason=reason)
 
 
-def split_to_companies(line: TagLine, targets: list[Target], *, rules: Rules) -> list[Contribution]:
+def split_to_companies(line: TagLine, targets: list[Target], *, rules: Rules,
+                       direct_company: str | None = None) -> list[Contribution]:
+    """Each target's cost to companies: all to `direct_company` when an attribution rule names one, the
+    service's weights for service cost, the `companies` weights for the common pool."""
     contributions = []
     for target in targets:
-        if target.category == "unallocated":
+        if direct_company is not None:
+            company_shares = {direct_company: Fraction(1)}
+        elif target.category == "unallocated":
             company_shares = {"": Fraction(1)}
         elif target.category == "common":
             company_shares = _shares(rules.companies)
@@ -285,6 +307,7 @@ def split_to_companies(line: TagLine, targets: list[Target], *, rules: Rules) ->
                     target_share=target.fraction,
                     company_share=company_share,
                     amount=Fraction(line.amount) * target.fraction * company_share,
+                    rule=line.rule,
                 )
             )
     return contributions

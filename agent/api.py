@@ -83,6 +83,8 @@ class ContributionOut(BaseModel):
     namespace: str
     tag: str
     reason: str
+    # The attribution rule that claimed untagged lines, "" if none.
+    rule: str
     target_share: ShareOut
     company_share: ShareOut
     amount: str
@@ -91,6 +93,7 @@ class ContributionOut(BaseModel):
 
 class BillLinesOut(BaseModel):
     tag: str
+    rule: str
     currency: str
     amount: str
     line_count: int
@@ -211,8 +214,8 @@ def explanation(stored: StoredRun, *, company: str, service: str | None) -> Expl
     if not pieces:
         raise not_found(f"run {stored.summary.id} has no cost for company {company!r}"
                         f"{'' if service is None else f' and service {service!r}'}")
-    lines = {(t.currency, t.tag): t for t in stored.tag_lines}
-    used = sorted({(c.currency, c.tag) for c in pieces})
+    lines = {(t.currency, t.tag, t.rule): t for t in stored.tag_lines}
+    used = sorted({(c.currency, c.tag, c.rule) for c in pieces})
     return ExplanationOut(
         run_id=stored.summary.id, period=stored.summary.period, company=company, service=service,
         rows=aggregate_rows([r for r in stored.rows if matches(r)], DIMENSIONS),
@@ -223,13 +226,13 @@ def explanation(stored: StoredRun, *, company: str, service: str | None) -> Expl
 
 def contribution_out(c: Contribution) -> ContributionOut:
     return ContributionOut(company=c.company, service=c.service, category=c.category, cluster=c.cluster,
-                           namespace=c.namespace, tag=c.tag, reason=c.reason, target_share=share_out(c.target_share),
+                           namespace=c.namespace, tag=c.tag, reason=c.reason, rule=c.rule, target_share=share_out(c.target_share),
                            company_share=share_out(c.company_share), amount=exact_amount(c.amount),
                            currency=c.currency)
 
 
 def bill_lines_out(line: TagLine) -> BillLinesOut:
-    return BillLinesOut(tag=line.tag, currency=line.currency, amount=format(line.amount, "f"),
+    return BillLinesOut(tag=line.tag, rule=line.rule, currency=line.currency, amount=format(line.amount, "f"),
                         line_count=line.line_count, rows_by_source=line.rows_by_source)
 
 

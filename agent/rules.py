@@ -41,6 +41,52 @@ class BillColumns(_Strict):
     api_key: str | None = None
 
 
+DIMENSION_RANK = ("api_key", "workspace", "sub_account")
+
+
+class AttributionMatch(_Strict):
+    """Exact names or globs (`key-chat*`) of a line's sub-account, workspace and API key; all given must match."""
+
+    sub_account: str | None = None
+    workspace: str | None = None
+    api_key: str | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> AttributionMatch:
+        if not self.patterns():
+            raise ValueError("give at least one of sub_account, workspace, api_key")
+        return self
+
+    def patterns(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in DIMENSION_RANK if getattr(self, name) is not None}
+
+
+class AttributionRule(_Strict):
+    """Untagged lines matching `match` are the exclusive cost of `service`, or go straight to `company`."""
+
+    match: AttributionMatch
+    service: str | None = None
+    company: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> AttributionRule:
+        if (self.service is None) == (self.company is None):
+            raise ValueError("give exactly one of service, company")
+        return self
+
+    def precedence(self, position: int) -> tuple[int, int, int, int]:
+        """Sort key: more dimensions first, then API key > workspace > sub-account, exact before glob,
+        then file order."""
+        patterns = self.match.patterns()
+        has_glob = any(any(c in p for c in "*?[") for p in patterns.values())
+        return (-len(patterns), min(DIMENSION_RANK.index(d) for d in patterns), int(has_glob), position)
+
+    def label(self, position: int) -> str:
+        condition = " ".join(f"{name}={pattern}" for name, pattern in self.match.patterns().items())
+        target = f"service {self.service}" if self.service else f"company {self.company}"
+        return f"attribution[{position}] {condition} -> {target}"
+
+
 def _check_weights(weights: dict[str, Decimal]) -> dict[str, Decimal]:
     for name, weight in weights.items():
         if weight < 0:
@@ -62,6 +108,7 @@ class Rules(_Strict):
     unmapped_namespaces: Literal["common", "proportional"] = "common"
     unattributable: Literal["unallocated", "common"] = "unallocated"
     clusters: dict[str, ClusterSource] = Field(default_factory=dict)
+    attribution: list[AttributionRule] = Field(default_factory=list)
     bill: BillColumns = Field(default_factory=BillColumns)
 
     @field_validator("currency")
@@ -107,6 +154,11 @@ class Rules(_Strict):
             for namespace, service in self.namespaces.items()
             if service not in self.services
         ]
+        for position, rule in enumerate(self.attribution):
+            if rule.service is not None and rule.service not in self.services:
+                problems.append(f"attribution.{position}.service: unknown service {rule.service!r}")
+            if rule.company is not None and rule.company not in self.companies:
+                problems.append(f"attribution.{position}.company: unknown company {rule.company!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

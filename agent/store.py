@@ -70,6 +70,7 @@ contributions = Table(
     Column("target_share", String, nullable=False),
     Column("company_share", String, nullable=False),
     Column("amount", String, nullable=False),
+    Column("rule", String, nullable=False),
 )
 tag_lines = Table(
     "tag_lines", metadata,
@@ -80,6 +81,7 @@ tag_lines = Table(
     Column("amount", String(64), nullable=False),
     Column("line_count", Integer, nullable=False),
     Column("rows_by_source", Text, nullable=False),
+    Column("rule", String, nullable=False),
 )
 rejected_rows = Table(
     "rejected_rows", metadata,
@@ -191,12 +193,13 @@ def _row_record(row: ReportRow) -> dict[str, Any]:
 def _contribution_record(c: Contribution) -> dict[str, Any]:
     return {"currency": c.currency, "tag": c.tag, "category": c.category, "company": c.company,
             "service": c.service, "cluster": c.cluster, "namespace": c.namespace, "reason": c.reason,
-            "target_share": str(c.target_share), "company_share": str(c.company_share), "amount": str(c.amount)}
+            "target_share": str(c.target_share), "company_share": str(c.company_share), "amount": str(c.amount),
+            "rule": c.rule}
 
 
 def _tag_line_record(t: TagLine) -> dict[str, Any]:
     return {"currency": t.currency, "tag": t.tag, "amount": format(t.amount, "f"), "line_count": t.line_count,
-            "rows_by_source": json.dumps(t.rows_by_source, sort_keys=True)}
+            "rows_by_source": json.dumps(t.rows_by_source, sort_keys=True), "rule": t.rule}
 
 
 def _reject_record(r: RejectedRow) -> dict[str, Any]:
@@ -291,7 +294,8 @@ def load_run(engine: Engine, run_id: int) -> StoredRun:
                             currency=r["currency"]) for r in rows_of(allocation_rows)],
             contributions=[_contribution(r) for r in rows_of(contributions)],
             tag_lines=[TagLine(currency=r["currency"], tag=r["tag"], amount=Decimal(r["amount"]),
-                               line_count=r["line_count"], rows_by_source=json.loads(r["rows_by_source"]))
+                               line_count=r["line_count"], rows_by_source=json.loads(r["rows_by_source"]),
+                               rule=r["rule"])
                        for r in rows_of(tag_lines)],
             rejected=[RejectedRow(source=r["source"], row=r["row"], column=r["column"], reason=r["reason"],
                                   raw_cost=r["raw_cost"]) for r in rows_of(rejected_rows)],
@@ -302,7 +306,7 @@ def _contribution(r: Any) -> Contribution:
     return Contribution(currency=r["currency"], tag=r["tag"], category=r["category"], company=r["company"],
                         service=r["service"], cluster=r["cluster"], namespace=r["namespace"], reason=r["reason"],
                         target_share=Fraction(r["target_share"]), company_share=Fraction(r["company_share"]),
-                        amount=Fraction(r["amount"]))
+                        amount=Fraction(r["amount"]), rule=r["rule"])
 
 
 def _summary(record: Any) -> RunSummary:

@@ -138,7 +138,7 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
         companies = sorted({c.company for c in stored.contributions})
         raise AgentError(f"run {stored.summary.id} has no cost for company {company!r}"
                          f"{'' if service is None else f' and service {service!r}'}; companies: {', '.join(companies)}")
-    lines = {(t.currency, t.tag): t for t in stored.tag_lines}
+    lines = {(t.currency, t.tag, t.rule): t for t in stored.tag_lines}
     for row in stored.rows:
         if row.company != company or (service is not None and row.service != service):
             continue
@@ -147,19 +147,20 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
                       f"{row.amount} {row.currency}[/]", highlight=False)
         table = Table(show_edge=False)
         for heading in ["tag value", "bill lines", "line total", "namespace", "share of line", "company share",
-                        "exact amount", "reason"]:
+                        "exact amount", "reason or rule"]:
             table.add_column(heading)
         for c in pieces:
             if (c.service, c.category, c.cluster, c.currency) != (row.service, row.category, row.cluster, row.currency):
                 continue
-            line = lines[(c.currency, c.tag)]
+            line = lines[(c.currency, c.tag, c.rule)]
             table.add_row(c.tag or "(untagged)", str(line.line_count), str(line.amount), c.namespace or "-",
-                          _share(c.target_share), _share(c.company_share), _exact(c.amount), c.reason or "-")
+                          _share(c.target_share), _share(c.company_share), _exact(c.amount),
+                          c.reason or c.rule or "-")
         console.print(table)
-        for c_tag in sorted({c.tag for c in pieces if (c.service, c.category, c.cluster, c.currency)
-                             == (row.service, row.category, row.cluster, row.currency)}):
-            for source, rows in lines[(row.currency, c_tag)].rows_by_source.items():
-                console.print(f"  bill rows of {c_tag or '(untagged)'}: {source} rows {_abbreviate(rows)}",
+        for tag, rule in sorted({(c.tag, c.rule) for c in pieces if (c.service, c.category, c.cluster, c.currency)
+                                 == (row.service, row.category, row.cluster, row.currency)}):
+            for source, rows in lines[(row.currency, tag, rule)].rows_by_source.items():
+                console.print(f"  bill rows of {tag or rule or '(untagged)'}: {source} rows {_abbreviate(rows)}",
                               highlight=False)
 
 

@@ -229,3 +229,19 @@ def test_import_progress_hears_every_row_of_each_bill(tmp_path):
     imports = import_bills(request, on_rows=lambda path, rows: heard.__setitem__(path, heard.get(path, 0) + rows))
     assert heard == {WORKED / "bill.csv": 5, DEMO / "bill-2026-10.csv": 3004}
     assert [bill.input_rows for bill in imports] == [5, 3004]
+
+
+def test_explain_names_the_attribution_rule_that_applied(store, tmp_path, capsys):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((WORKED / "rules.yaml").read_text()
+                     + "attribution:\n  - match: {sub_account: finops}\n    company: gamma\n")
+    assert allocate(store, tmp_path / "r.csv", "--usage", str(WORKED / "usage.csv"), rules=rules) == 0
+    rows = read_rows(tmp_path / "r.csv")
+    assert {"period": "2026-10", "company": "gamma", "service": "", "category": "service_exclusive",
+            "cluster": "", "amount": "100.00", "currency": "USD"} in rows
+    assert not [r for r in rows if r["category"] == "common" and r["cluster"] == ""]
+    capsys.readouterr()
+    assert main(["--store", store, "explain", "--period", "2026-10", "--company", "gamma", "--service", ""]) == 0
+    explained = capsys.readouterr().out
+    assert "attribution[0] sub_account=finops -> company gamma" in explained
+    assert f"bill rows of attribution[0] sub_account=finops -> company gamma: {WORKED / 'bill.csv'} rows 6" in explained

@@ -112,3 +112,72 @@ def test_currencies_are_allocated_separately_with_their_minor_unit():
 def test_compress_rows_makes_ranges():
     assert compress_rows([7, 2, 3, 4, 9, 10]) == "2-4,7,9-10"
     assert compress_rows([]) == ""
+
+
+ATTRIBUTION_RULES = WORKED_RULES + """
+attribution:
+  - match: {workspace: "ws-*"}
+    service: mcmp
+  - match: {workspace: ws-research}
+    company: beta
+  - match: {api_key: "key-chat*"}
+    service: mobile
+  - match: {sub_account: finops}
+    company: gamma
+  - match: {workspace: ws-prod, api_key: key-batch}
+    company: alpha
+"""
+
+
+def attributed_items():
+    items = line_items([(None, "10"), (None, "20"), (None, "30"), (None, "40"), (None, "50"), ("mobile", "60"),
+                        (None, "70")])
+    items["workspace"] = ["ws-prod", "ws-research", "ws-prod", None, "ws-prod", "ws-research", "other"]
+    items["api_key"] = [None, None, "key-chatbot", None, "key-batch", None, None]
+    items["sub_account"] = ["ops", "ops", "finops", "finops", "ops", "ops", "nobody"]
+    return items
+
+
+def test_attribution_rules_precedence_and_targets():
+    allocation = allocate(attributed_items(), rules=parse_rules(ATTRIBUTION_RULES), period="2026-10")
+    by_rule = {(c.rule, c.company, c.service): c.amount for c in allocation.contributions}
+    assert by_rule == {
+        # Glob on workspace: mcmp's exclusive cost.
+        ("attribution[0] workspace=ws-* -> service mcmp", "gamma", "mcmp"): 10,
+        # Exact beats glob on the same dimension.
+        ("attribution[1] workspace=ws-research -> company beta", "beta", ""): 20,
+        # API key beats workspace and sub-account.
+        ("attribution[2] api_key=key-chat* -> service mobile", "alpha", "mobile"): 21,
+        ("attribution[2] api_key=key-chat* -> service mobile", "beta", "mobile"): 9,
+        ("attribution[3] sub_account=finops -> company gamma", "gamma", ""): 40,
+        # Two dimensions beat one.
+        ("attribution[4] api_key=key-batch workspace=ws-prod -> company alpha", "alpha", ""): 50,
+        # A tagged line is never claimed by a rule.
+        ("", "alpha", "mobile"): 42,
+        ("", "beta", "mobile"): 18,
+        # No rule matches: the common pool.
+        ("", "alpha", ""): 35,
+        ("", "beta", ""): 21,
+        ("", "gamma", ""): 14,
+    }
+    assert {r.category for r in allocation.rows if r.service == "" and r.company == "beta"} == {
+        "service_exclusive", "common"}
+    assert allocation.report_totals() == {"USD": Decimal("280.00")}
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("- match: {workspace: w}\n    service: nope", "attribution.0.service: unknown service 'nope'"),
+        ("- match: {workspace: w}\n    company: nope", "attribution.0.company: unknown company 'nope'"),
+        ("- match: {}\n    company: alpha", "give at least one of sub_account, workspace, api_key"),
+        ("- match: {workspace: w}\n    company: alpha\n    service: mobile", "give exactly one of service, company"),
+        ("- match: {team: w}\n    company: alpha", "attribution.0.match.team: unknown key"),
+    ],
+)
+def test_bad_attribution_rules_name_the_rule(rule, message):
+    from agent.errors import RulesError
+
+    with pytest.raises(RulesError) as raised:
+        parse_rules(WORKED_RULES + "attribution:\n  " + rule + "\n")
+    assert message in str(raised.value)
