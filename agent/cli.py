@@ -1,8 +1,9 @@
-"""The cz-agent command line: allocate, explain, runs, report, usage, serve, close, diff."""
+"""The cz-agent command line: allocate, explain, runs, report, usage, serve, close, diff, split, statement."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import re
@@ -16,15 +17,23 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
+import pandas as pd
+
 from agent import __version__, summary
+from agent.bills import ImportOptions, read_bill
+from agent.bills.reader import read_header
 from agent.errors import AgentError
+from agent.focus_export import FOCUS_FORMAT, render_focus
 from agent.live import LiveUsage, collect_live_usage
-from agent.pipeline import OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, import_options_for, run_allocation
+from agent.pipeline import (OVERRIDABLE_COLUMNS, RejectedRowsError, RowsProgress, RunRequest, import_options_for,
+                            run_allocation)
 from agent.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.rules import Rules, load_rules
 from agent.logs import configure_logging
 from agent.service import serve
 from agent.settings import Settings, load_settings
+from agent.split import SplitError, parse_dimensions, split_bill, summary_lines
+from agent.statement import write_statement
 from agent.store import close_period, latest_run_id, list_runs, load_run, open_store, seen_namespace_maps
 from agent.usage import format_usage, read_usage
 
@@ -52,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(commands)
     _add_usage(commands)
     _add_service_commands(commands)
+    _add_split(commands)
+    _add_statement(commands)
     return parser
 
 
@@ -101,7 +112,8 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="export a stored run's report")
     _add_run_choice(report)
     report.add_argument("--out", required=True, type=Path, metavar="FILE")
-    report.add_argument("--format", choices=FORMATS)
+    report.add_argument("--format", choices=(*FORMATS, FOCUS_FORMAT),
+                        help=f"{FOCUS_FORMAT}: FOCUS 1.2 columns, as Parquet when FILE ends with .parquet, else CSV")
 
 
 def _add_usage(commands: argparse._SubParsersAction) -> None:
@@ -124,6 +136,52 @@ def _add_service_commands(commands: argparse._SubParsersAction) -> None:
     diff.add_argument("run_b", type=int, metavar="RUN_B")
 
 
+def _dimensions_argument(text: str) -> tuple[str, ...]:
+    try:
+        return parse_dimensions(text)
+    except SplitError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _precision_argument(text: str) -> int:
+    if not text.isdigit() or int(text) > 12:
+        raise argparse.ArgumentTypeError(f"expected a number of decimals from 0 to 12, got {text!r}")
+    return int(text)
+
+
+def _add_split(commands: argparse._SubParsersAction) -> None:
+    split = commands.add_parser("split", help="split a bill by sub-account, workspace and API key")
+    split.add_argument("--bill", action="append", required=True, type=Path, metavar="FILE",
+                       help="bill file (CSV, CSV.gz, Parquet, XLSX); repeat for several")
+    split.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
+    split.add_argument("--by", required=True, type=_dimensions_argument, metavar="DIMS",
+                       help="comma-separated, in grouping order: subaccount, workspace, apikey")
+    split.add_argument("--out", required=True, type=Path, metavar="OUT.csv")
+    split.add_argument("--precision", type=_precision_argument, metavar="N",
+                       help="decimals of the amounts (default: each currency's minor unit)")
+    split.add_argument("--strict", action="store_true", help="fail when any bill row is rejected")
+    columns = split.add_argument_group("bill columns (each overrides the guess)")
+    columns.add_argument("--bill-format", choices=["auto", "native", "focus", "cur", "cur2", "azure"],
+                         default="auto")
+    columns.add_argument("--cost-column", metavar="NAME", help="e.g. BilledCost for FOCUS")
+    columns.add_argument("--currency-column", metavar="NAME")
+    columns.add_argument("--sub-account-column", metavar="NAME")
+    columns.add_argument("--workspace-column", metavar="NAME")
+    columns.add_argument("--api-key-column", metavar="NAME")
+    columns.add_argument("--currency", metavar="CODE", help="currency of rows without one")
+    columns.add_argument("--tag-column", metavar="NAME", help="ignored: a split does not read tags (accepted so "
+                         "that allocate's column flags can be reused)")
+
+
+def _add_statement(commands: argparse._SubParsersAction) -> None:
+    statement = commands.add_parser("statement", help="a company's chargeback statement (HTML and CSV)")
+    statement.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
+    statement.add_argument("--company", required=True)
+    statement.add_argument("--out", required=True, type=Path, metavar="FILE.html")
+    statement.add_argument("--csv", type=Path, metavar="FILE", help="the statement's rows (default: FILE.csv)")
+    statement.add_argument("--run", type=int, metavar="ID", help="a stored run of the period (default: its latest)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console(soft_wrap=True)
@@ -143,7 +201,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    if args.command == "split":
+        return _split(args, console=console)
     engine = open_store(args.store or settings.effective_store_url())
+    if args.command == "statement":
+        csv_path = args.csv or args.out.with_suffix(".csv")
+        statement = write_statement(engine, period=args.period, company=args.company, run_id=args.run,
+                                    html_path=args.out, csv_path=csv_path)
+        console.print(f"statement of {args.company} for {args.period} (run {statement.run_id}) written to "
+                      f"{args.out} and {csv_path}", highlight=False, markup=False)
+        return 0
     if args.command == "serve":
         log.info("effective configuration: %s", json.dumps(settings.masked(), sort_keys=True))
         return serve(settings, engine=engine, once=args.once)
@@ -172,7 +239,10 @@ def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console)
         summary.print_explanation(stored, company=args.company, service=args.service, console=console)
         return 0
     report_format = format_for(args.out, args.format)
-    write_atomically(args.out, render_report(stored.rows, report_format=report_format))
+    if report_format == FOCUS_FORMAT:
+        write_atomically(args.out, render_focus(stored, parquet=args.out.suffix.lower() == ".parquet"))
+    else:
+        write_atomically(args.out, render_report(stored.rows, report_format=report_format))
     console.print(f"run {run_id} ({stored.summary.period}): {len(stored.rows)} rows written to {args.out}")
     return 0
 
@@ -211,6 +281,32 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
     if live is not None:
         summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
     return 0
+
+
+def _split(args: argparse.Namespace, *, console: Console) -> int:
+    with import_progress(console) as on_rows:
+        imports = [read_bill(path, options=_split_import_options(args, path),
+                             on_rows=None if on_rows is None else functools.partial(on_rows, path))
+                   for path in args.bill]
+    rejected = [reject for bill in imports for reject in bill.rejected]
+    if args.strict and rejected:
+        raise RejectedRowsError(f"{len(rejected)} bill row(s) rejected (--strict); first: {rejected[0].message()}")
+    items = pd.concat([bill.items for bill in imports], ignore_index=True)
+    result = split_bill(items, columns=args.by, precision=args.precision)
+    write_atomically(args.out, render_csv(result.header(), result.records()))
+    for line in summary_lines(result, imports=imports, out=str(args.out)):
+        console.print(line, highlight=False, markup=False, emoji=False)
+    return 0
+
+
+def _split_import_options(args: argparse.Namespace, path: Path) -> ImportOptions:
+    # The split does not use tags: reading the first column as a plain tag value keeps a malformed tag
+    # object (say, broken JSON in Tags) from rejecting a row whose cost is valid.
+    header = read_header(path, source=str(path)) if path.is_file() else []
+    return ImportOptions(period=args.period, bill_format=args.bill_format, cost_column=args.cost_column,
+                         tag_column=header[0] if header else None, currency_column=args.currency_column,
+                         sub_account_column=args.sub_account_column, workspace_column=args.workspace_column,
+                         api_key_column=args.api_key_column, default_currency=args.currency)
 
 
 @contextmanager
