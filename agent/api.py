@@ -11,6 +11,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,6 +23,8 @@ from agent import __version__
 from agent.allocate import Contribution, ReportRow, TagLine
 from agent.errors import StoreError
 from agent.report import render_csv
+from agent.split import NO_VALUE, SplitError, split_bill
+from agent.split import parse_dimensions as parse_split_dimensions
 from agent.store import RunSummary, StoredRun, list_runs, load_run
 
 log = logging.getLogger(__name__)
@@ -100,6 +103,13 @@ class BillLinesOut(BaseModel):
     rows_by_source: dict[str, str]
 
 
+class SplitOut(BaseModel):
+    run_id: int
+    period: str
+    columns: list[str]
+    rows: list[dict[str, str]]
+
+
 class ExplanationOut(BaseModel):
     run_id: int
     period: str
@@ -111,6 +121,21 @@ class ExplanationOut(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- the store
+
+
+def split_items(stored: StoredRun) -> pd.DataFrame:
+    """A run's stored split totals as line items, so the API splits them exactly as the CLI splits a bill."""
+    def value(text: str) -> str | None:
+        return None if text == NO_VALUE else text
+
+    return pd.DataFrame({
+        "period": [stored.summary.period] * len(stored.splits),
+        "currency": [t.currency for t in stored.splits],
+        "cost": [t.amount for t in stored.splits],
+        "sub_account": [value(t.sub_account) for t in stored.splits],
+        "workspace": [value(t.workspace) for t in stored.splits],
+        "api_key": [value(t.api_key) for t in stored.splits],
+    })
 
 
 def not_found(detail: str) -> HTTPException:
@@ -287,6 +312,27 @@ def api_router(reader: RunReader) -> APIRouter:
         if report_format == "csv":
             return allocations_csv(rows, dimensions=dimensions, run=summary)
         return AllocationsOut(run_id=summary.id, period=summary.period, rows=rows)
+
+    @router.get("/split", response_model=SplitOut,
+                responses={200: {"content": {"text/csv": {}}, "description": "the rows as JSON or CSV"}})
+    def split(
+        period: Period | None = None,
+        run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
+        by: Annotated[str, Query(description="subaccount, workspace, apikey: comma-separated, in order")]
+        = "workspace,apikey",
+        report_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+    ) -> SplitOut | Response:
+        """The run's accepted bill split by sub-account, workspace and API key, as `cz-agent split` does."""
+        try:
+            columns = parse_split_dimensions(by)
+        except SplitError as e:
+            raise bad_parameter(str(e)) from e
+        summary = chosen_run(reader, period=period, run_id=run)
+        result = split_bill(split_items(reader.stored(summary.id)), columns=columns)
+        if report_format == "csv":
+            return Response(render_csv(result.header(), result.records()), media_type="text/csv")
+        return SplitOut(run_id=summary.id, period=summary.period, columns=list(result.header()),
+                        rows=[dict(zip(result.header(), record)) for record in result.records()])
 
     @router.get("/runs")
     def runs(period: Period | None = None) -> RunListOut:

@@ -127,6 +127,15 @@ SPECS = (
 )
 
 
+# The bill split by workspace and API key: bounded per period (top N plus `other`), not per family.
+SPLIT_SPECS = (
+    FamilySpec("cz_workspace_cost", "The period's accepted bill by workspace (\"(none)\" for lines without one).",
+               ("period", "workspace", "currency"), ("workspace",)),
+    FamilySpec("cz_api_key_cost", "The period's accepted bill by workspace and API key (\"(none)\" for lines "
+               "without one).", ("period", "workspace", "api_key", "currency"), ("workspace", "api_key")),
+)
+
+
 def run_samples(stored: StoredRun) -> dict[str, Samples]:
     """Every run family's samples for one stored run (runs are immutable, so this is cached by run id)."""
     summary = stored.summary
@@ -146,6 +155,8 @@ def run_samples(stored: StoredRun) -> dict[str, Samples]:
                          for status in ROW_STATUSES},
         "cz_run_info": {(period, str(summary.id)): Fraction(1)},
         "cz_run_timestamp_seconds": {(period,): Fraction(_timestamp(summary.created_at))},
+        "cz_workspace_cost": _summed(((period, t.workspace, t.currency), t.amount) for t in stored.splits),
+        "cz_api_key_cost": _summed(((period, t.workspace, t.api_key, t.currency), t.amount) for t in stored.splits),
     }
 
 
@@ -222,20 +233,21 @@ class AllocationCollector:
     """Exposes the latest run of each of the last `periods` periods, read from the store at each scrape."""
 
     def __init__(self, *, engine: Engine, job_stats: JobStats, periods: int = 3,
-                 max_series_per_family: int = 10000) -> None:
+                 max_series_per_family: int = 10000, split_top: int = 20) -> None:
         if periods < 1 or max_series_per_family < 1:
             raise ValueError("periods and max_series_per_family must be at least 1")
         self._engine = engine
         self._job_stats = job_stats
         self._periods = periods
         self._limit = max_series_per_family
+        self._split_top = split_top
         self._lock = threading.Lock()
         self._cache: dict[int, dict[str, Samples]] = {}
 
     def describe(self) -> list[Metric]:
         """The families' names without touching the store, so registering stays cheap."""
         return [*job_families(JobStats()), store_up_family(True),
-                *(GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels)) for spec in SPECS)]
+                *(GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels)) for spec in SPECS + SPLIT_SPECS)]
 
     def collect(self) -> Iterator[Metric]:
         yield from job_families(self._job_stats)
@@ -249,6 +261,14 @@ class AllocationCollector:
         for spec in SPECS:
             merged = {key: value for per_run in exposed for key, value in per_run[spec.name].items()}
             yield _gauge(spec, merged, limit=self._limit)
+        for spec in SPLIT_SPECS:
+            # Top N per period plus `other`: each run's series are folded on their own.
+            family = GaugeMetricFamily(spec.name, f"{spec.help} The largest {self._split_top} per period; the "
+                                       f"rest summed into {OTHER!r}.", labels=list(spec.labels))
+            for per_run in exposed:
+                for labels, value in fold(per_run[spec.name], spec=spec, limit=self._split_top + 1).items():
+                    family.add_metric(list(labels), float(value))
+            yield family
 
     def _exposed_samples(self) -> list[dict[str, Samples]]:
         latest = latest_runs(list_runs(self._engine), periods=self._periods)

@@ -22,7 +22,8 @@ from agent.errors import AgentError
 from agent.lineitems import BillImport, RejectedRow
 from agent.report import render_report
 from agent.rules import Rules, rules_digest
-from agent.store import RunSummary, save_run
+from agent.split import split_bill
+from agent.store import RunSummary, SplitTotal, save_run
 from agent.usage import usage_digest
 
 
@@ -56,6 +57,7 @@ class RunResult:
 
 
 RowsProgress = Callable[[Path, int], None]
+SPLIT_COLUMNS = ("sub_account", "workspace", "api_key")
 OVERRIDABLE_COLUMNS = ("bill_format", "cost_column", "tag_column", "currency_column", "sub_account_column",
                        "workspace_column", "api_key_column")
 
@@ -92,10 +94,17 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
     if unchanged_from is not None and json.loads(json.dumps(manifest)) == unchanged_from.manifest:
         return RunResult(run_id=unchanged_from.id, stored=False, allocation=allocation, imports=imports,
                          rejected=rejected, manifest=manifest, report=report)
-    run_id = save_run(engine, allocation=allocation, rejected=rejected, manifest=manifest,
+    run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(items), manifest=manifest,
                       report_sha256=manifest["report"]["sha256"], created_at=created_at, tool_version=__version__)
     return RunResult(run_id=run_id, stored=True, allocation=allocation, imports=imports, rejected=rejected, manifest=manifest,
                      report=report)
+
+
+def split_totals(items: pd.DataFrame) -> list[SplitTotal]:
+    """The accepted lines' exact cost per sub-account, workspace and API key, for the run's split views."""
+    split = split_bill(items, columns=SPLIT_COLUMNS)
+    return [SplitTotal(*row.values, currency=row.currency, amount=row.exact_amount, line_count=row.line_count)
+            for row in split.rows]
 
 
 def build_manifest(request: RunRequest, *, imports: list[BillImport], allocation: Allocation,

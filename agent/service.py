@@ -172,7 +172,8 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
         return 0 if imported and allocated else 1
     registry = CollectorRegistry()
     registry.register(AllocationCollector(engine=engine, job_stats=stats, periods=settings.exposed_periods,
-                                          max_series_per_family=settings.max_series_per_family))
+                                          max_series_per_family=settings.max_series_per_family,
+                                          split_top=settings.split_top))
     scheduler = _scheduler(settings, service)
     app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
                      metrics_token_required=settings.metrics_require_token, ready=service.ready)

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     misfire_grace_seconds: int = Field(default=300, ge=1)
     exposed_periods: int = Field(default=3, ge=1)
     max_series_per_family: int = Field(default=10000, ge=10)
+    # Workspaces and API keys exposed per period (the largest by cost), the rest summed into `other`.
+    split_top: int = Field(default=20, ge=1)
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=1, le=65535)
     api_token: SecretStr | None = None

@@ -94,6 +94,19 @@ rejected_rows = Table(
     Column("raw_cost", String, nullable=False),
 )
 
+# The accepted bill of the run summed per (sub-account, workspace, API key, currency), exact: the source of
+# the split views (API, metrics) of a stored run.
+bill_splits = Table(
+    "bill_splits", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("sub_account", String, nullable=False),
+    Column("workspace", String, nullable=False),
+    Column("api_key", String, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", String(64), nullable=False),
+    Column("line_count", Integer, nullable=False),
+)
 closed_periods = Table(
     "closed_periods", metadata,
     Column("period", String(7), primary_key=True),
@@ -120,12 +133,25 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
+class SplitTotal:
+    """Exact cost of one (sub-account, workspace, API key) of a run's bill; "(none)" where a line had none."""
+
+    sub_account: str
+    workspace: str
+    api_key: str
+    currency: str
+    amount: Decimal
+    line_count: int
+
+
+@dataclass(frozen=True)
 class StoredRun:
     summary: RunSummary
     rows: list[ReportRow]
     contributions: list[Contribution]
     tag_lines: list[TagLine]
     rejected: list[RejectedRow]
+    splits: list[SplitTotal]
 
 
 def open_store(url: str) -> Engine:
@@ -159,6 +185,7 @@ def save_run(
     *,
     allocation: Allocation,
     rejected: list[RejectedRow],
+    splits: list[SplitTotal],
     manifest: dict[str, Any],
     report_sha256: str,
     created_at: str,
@@ -175,6 +202,7 @@ def save_run(
             _insert(connection, contributions, run_id, [_contribution_record(c) for c in allocation.contributions])
             _insert(connection, tag_lines, run_id, [_tag_line_record(t) for t in allocation.tag_lines])
             _insert(connection, rejected_rows, run_id, [_reject_record(r) for r in rejected])
+            _insert(connection, bill_splits, run_id, [_split_record(t) for t in splits])
     except SQLAlchemyError as e:
         raise StoreError(f"cannot store the run: {e}") from e
     return int(run_id)
@@ -213,6 +241,11 @@ def store_answers(engine: Engine) -> bool:
     except SQLAlchemyError:
         return False
     return True
+
+
+def _split_record(t: SplitTotal) -> dict[str, Any]:
+    return {"sub_account": t.sub_account, "workspace": t.workspace, "api_key": t.api_key, "currency": t.currency,
+            "amount": format(t.amount, "f"), "line_count": t.line_count}
 
 
 def list_runs(engine: Engine, *, period: str | None = None) -> list[RunSummary]:
@@ -299,6 +332,9 @@ def load_run(engine: Engine, run_id: int) -> StoredRun:
                        for r in rows_of(tag_lines)],
             rejected=[RejectedRow(source=r["source"], row=r["row"], column=r["column"], reason=r["reason"],
                                   raw_cost=r["raw_cost"]) for r in rows_of(rejected_rows)],
+            splits=[SplitTotal(sub_account=r["sub_account"], workspace=r["workspace"], api_key=r["api_key"],
+                               currency=r["currency"], amount=Decimal(r["amount"]), line_count=r["line_count"])
+                    for r in rows_of(bill_splits)],
         )
 
 
