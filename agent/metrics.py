@@ -222,8 +222,13 @@ def _gauge(spec: FamilySpec, samples: Samples, *, limit: int) -> GaugeMetricFami
                       f"{' and '.join(spec.foldable)} labels are {OTHER!r}.")
     family = GaugeMetricFamily(spec.name, help_text, labels=list(spec.labels))
     for labels, value in fold(samples, spec=spec, limit=limit).items():
-        family.add_metric(list(labels), float(value))
+        _add_sample(family, labels, value)
     return family
+
+
+def _add_sample(family: GaugeMetricFamily, labels: tuple[str, ...], value: Fraction) -> None:
+    # The exposition format is float64: exact amounts become floats here, for display, and nowhere else.
+    family.add_metric(list(labels), float(value))
 
 
 # -------------------------------------------------------------------------------------------- collector
@@ -267,7 +272,7 @@ class AllocationCollector:
                                        f"rest summed into {OTHER!r}.", labels=list(spec.labels))
             for per_run in exposed:
                 for labels, value in fold(per_run[spec.name], spec=spec, limit=self._split_top + 1).items():
-                    family.add_metric(list(labels), float(value))
+                    _add_sample(family, labels, value)
             yield family
 
     def _exposed_samples(self) -> list[dict[str, Samples]]:
