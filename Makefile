@@ -26,6 +26,8 @@ demo: venv
 infra:
 	scripts/install-prometheus.sh
 	scripts/kube-binaries.sh >/dev/null
+	scripts/helm-tools.sh >/dev/null
+	scripts/install-chromium.sh
 
 test: venv infra
 	$(BIN)/python -m pytest

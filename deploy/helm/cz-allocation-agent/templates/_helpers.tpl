@@ -1,0 +1,62 @@
+{{/* The chart name, truncated to the 63 characters of a DNS label. */}}
+{{- define "cz-allocation-agent.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The full name of the release's objects: the release name, prefixed to the chart name unless it contains it. */}}
+{{- define "cz-allocation-agent.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart: name-version, as in the helm.sh/chart label. */}}
+{{- define "cz-allocation-agent.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "cz-allocation-agent.labels" -}}
+helm.sh/chart: {{ include "cz-allocation-agent.chart" . }}
+{{ include "cz-allocation-agent.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: cz-allocation-agent
+{{- end }}
+
+{{/* Labels that select the agent pod: never change them in an upgrade (selectors are immutable). */}}
+{{- define "cz-allocation-agent.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cz-allocation-agent.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount the agent runs as. */}}
+{{- define "cz-allocation-agent.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "cz-allocation-agent.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The ConfigMap holding the rules: an existing one or the chart's. */}}
+{{- define "cz-allocation-agent.rulesConfigMap" -}}
+{{- .Values.rules.existingConfigMap | default (printf "%s-rules" (include "cz-allocation-agent.fullname" .)) }}
+{{- end }}
+
+{{/* The claim mounted at /data: an existing one or the chart's. */}}
+{{- define "cz-allocation-agent.claimName" -}}
+{{- .Values.persistence.existingClaim | default (include "cz-allocation-agent.fullname" .) }}
+{{- end }}
+
+{{/* The image reference; the tag defaults to the chart's appVersion. */}}
+{{- define "cz-allocation-agent.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}

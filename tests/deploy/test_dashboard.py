@@ -1,0 +1,160 @@
+"""The Grafana dashboard: grafana/dashboard-linter (pinned build) passes, and every variable and panel query returns
+data from a Prometheus that scrapes a real `cz-agent serve` the way the chart's ServiceMonitor tells the Prometheus
+Operator to (honor_labels and the operator's target labels)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.deploy.tools import CHART, ChartTools
+from tests.integration.fixtures_live import BILL
+from tests.integration.fixtures_prom import READY_TIMEOUT_SECONDS, _answers, _free_port, _tail, ensure_prometheus
+# `agent` is test_serve's fixture: a real `cz-agent serve` using the backfilled Prometheus and the API server.
+from tests.integration.test_serve import Agent, agent, drop_bill, http_get, wait_for  # noqa: F401
+
+DASHBOARD = CHART / "dashboards" / "cost-allocation.json"
+PERIOD = "2026-09"
+# An unknown service leaves cost unallocated, so the unallocated panels have something to show.
+BILL_WITH_UNKNOWN_SERVICE = BILL + f"{PERIOD},unknown-service,5.00,USD\n"
+BILL_TOTAL = 1328.33
+# Grafana's built-in intervals, as it would substitute them for a recent time range.
+BUILT_INS = {"__range": "1h", "__rate_interval": "1m"}
+
+
+def test_dashboard_passes_the_linter(chart_tools: ChartTools):
+    # The linter reads its exclusions from dashboards/.lint, each with its reason.
+    result = subprocess.run([str(chart_tools.dashboard_linter), "lint", "--strict", str(DASHBOARD)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_variable_and_panel_query_returns_data(agent: Agent, chart_tools: ChartTools, tmp_path: Path):  # noqa: F811
+    dashboard = json.loads(DASHBOARD.read_text())
+    (service_monitor,) = chart_tools.render("--set", "serviceMonitor.enabled=true",
+                                            "--show-only", "templates/servicemonitor.yaml")
+    drop_bill(tmp_path / "inbox", BILL_WITH_UNKNOWN_SERVICE)
+    with operator_like_scraper(agent.url.removeprefix("http://"), service_monitor=service_monitor,
+                               workdir=tmp_path) as prometheus:
+        wait_for(lambda: instant(prometheus, f'cz_bill_total_cost{{period="{PERIOD}"}}'),
+                 what="the scraped bill", log_path=agent.log_path)
+        # rate() and increase() need a few samples in their window.
+        wait_for(lambda: instant(prometheus, "count_over_time(cz_agent_store_up[1m]) >= 3"),
+                 what="three scrapes", log_path=agent.log_path)
+        variables = resolve_variables(prometheus, dashboard["templating"]["list"])
+        assert variables["company"] == {"alpha", "beta"}
+        # honor_labels kept the metrics' service label: the scrape target's Service name is not offered.
+        assert "mobile" in variables["service"] and service_monitor["metadata"]["name"] not in variables["service"]
+        assert variables["cluster"] == {"prod", "stage"}
+
+        substitutions = {"period": PERIOD, "company": ".*", "service": ".*", "cluster": ".*", **BUILT_INS}
+        results = {(panel["title"], target["refId"]): run_target(prometheus, target, substitutions)
+                   for panel in panels(dashboard) for target in panel["targets"]}
+    empty = [key for key, result in results.items() if not result]
+    assert not empty, f"panel targets without data: {empty}"
+
+    assert values(results["Bill total", "A"]) == [pytest.approx(BILL_TOTAL)]
+    assert values(results["Reconciliation", "D"]) == [pytest.approx(0, abs=1e-6)]
+    assert sum(values(results["Cost per company", "A"])) == pytest.approx(BILL_TOTAL - 5)
+    assert [r["metric"]["reason"] for r in results["Unallocated by reason", "A"]] == ["unknown service 'unknown-service'"]
+    assert {r["metric"]["job"] for r in results["Since last success", "A"]} == {"allocate", "import"}
+
+
+def panels(dashboard: dict) -> Iterator[dict]:
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            yield from panel.get("panels", [])
+        else:
+            yield panel
+
+
+def substituted(expression: str, substitutions: dict[str, str]) -> str:
+    def value(match: re.Match) -> str:
+        name = match["name"]
+        assert name in substitutions, f"no value for ${name} in {expression}"
+        return substitutions[name]
+    return re.sub(r"\$\{?(?P<name>\w+)\}?", value, expression)
+
+
+def resolve_variables(prometheus: str, variables: list[dict]) -> dict[str, set[str]]:
+    """Every query variable's options, asked as Grafana asks (label values of the matching series); the period
+    offers the bill's month, and each multi-value variable's "All" is `.*`."""
+    resolved: dict[str, set[str]] = {}
+    for variable in variables:
+        if variable["type"] == "datasource":
+            assert variable["query"] == "prometheus"
+            continue
+        match = re.fullmatch(r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)", variable["query"]["query"])
+        assert match, f"variable {variable['name']} is not a label_values() query"
+        selector = substituted(match["selector"], {"period": PERIOD, "company": ".*"})
+        url = (f"{prometheus}/api/v1/label/{match['label']}/values?"
+               f"{urllib.parse.urlencode({'match[]': selector})}")
+        options = set(json.loads(http_get(url))["data"])
+        assert options, f"variable {variable['name']} ({selector}) offers nothing"
+        assert variable["name"] == "period" or variable["allValue"] == ".*"
+        resolved[variable["name"]] = options
+    assert PERIOD in resolved["period"]
+    return resolved
+
+
+def run_target(prometheus: str, target: dict, substitutions: dict[str, str]) -> list[dict]:
+    expression = substituted(target["expr"], substitutions)
+    if target["instant"]:
+        return instant(prometheus, expression)
+    end = time.time()
+    query = urllib.parse.urlencode({"query": expression, "start": end - 60, "end": end, "step": 2})
+    return json.loads(http_get(f"{prometheus}/api/v1/query_range?{query}"))["data"]["result"]
+
+
+def instant(prometheus: str, expression: str) -> list[dict]:
+    query = urllib.parse.urlencode({"query": expression})
+    return json.loads(http_get(f"{prometheus}/api/v1/query?{query}"))["data"]["result"]
+
+
+def values(result: list[dict]) -> list[float]:
+    return [float(series["value"][1]) for series in result]
+
+
+@contextmanager
+def operator_like_scraper(target: str, *, service_monitor: dict, workdir: Path) -> Iterator[str]:
+    """A Prometheus scraping `target` every second as the Prometheus Operator would from the chart's
+    ServiceMonitor: its endpoint's path and honorLabels, and the operator's target labels (job = the Service,
+    namespace, service, pod, container, endpoint), several of which the agent's metrics carry themselves."""
+    prometheus, _ = ensure_prometheus()
+    endpoint = service_monitor["spec"]["endpoints"][0]
+    service = service_monitor["metadata"]["name"]
+    labels = {"namespace": service_monitor["metadata"]["namespace"], "service": service, "pod": f"{service}-0",
+              "container": "agent", "endpoint": endpoint["port"]}
+    config = workdir / "operator-scraper.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [{"job_name": service, "honor_labels": endpoint["honorLabels"],
+                            "metrics_path": endpoint["path"],
+                            "static_configs": [{"targets": [target], "labels": labels}]}],
+    }))
+    port = _free_port()
+    log_path = workdir / "operator-scraper.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([prometheus, f"--config.file={config}",
+                                    f"--storage.tsdb.path={workdir / 'operator-scraped'}",
+                                    f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not _answers(f"{url}/-/ready"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the scraping Prometheus did not start; log tail:\n{_tail(log_path)}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
