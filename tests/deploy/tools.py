@@ -41,7 +41,8 @@ class ChartTools:
     def run_helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {"HELM_PLUGINS": str(self.directory / "plugins"), "HELM_CONFIG_HOME": str(self.helm_home / "config"),
                "HELM_CACHE_HOME": str(self.helm_home / "cache"), "HELM_DATA_HOME": str(self.helm_home / "data"),
-               "PATH": "/usr/bin:/bin"}
+               # client-go keeps its discovery cache under $HOME/.kube: keep it out of the working tree.
+               "HOME": str(self.helm_home), "PATH": "/usr/bin:/bin"}
         result = subprocess.run([str(self.helm), *args], capture_output=True, text=True, env=env)
         if check and result.returncode != 0:
             pytest.fail(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}",
