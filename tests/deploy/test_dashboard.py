@@ -14,11 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.deploy.tools import CHART, ChartTools
 from tests.integration.fixtures_live import BILL
-from tests.integration.fixtures_prom import READY_TIMEOUT_SECONDS, _answers, _free_port, _tail, ensure_prometheus
+from tests.integration.fixtures_prom import running_prometheus
 # `agent` is test_serve's fixture: a real `cz-agent serve` using the backfilled Prometheus and the API server.
 from tests.integration.test_serve import Agent, agent, drop_bill, http_get, wait_for  # noqa: F401
 
@@ -129,32 +128,11 @@ def operator_like_scraper(target: str, *, service_monitor: dict, workdir: Path) 
     """A Prometheus scraping `target` every second as the Prometheus Operator would from the chart's
     ServiceMonitor: its endpoint's path and honorLabels, and the operator's target labels (job = the Service,
     namespace, service, pod, container, endpoint), several of which the agent's metrics carry themselves."""
-    prometheus, _ = ensure_prometheus()
     endpoint = service_monitor["spec"]["endpoints"][0]
     service = service_monitor["metadata"]["name"]
     labels = {"namespace": service_monitor["metadata"]["namespace"], "service": service, "pod": f"{service}-0",
               "container": "agent", "endpoint": endpoint["port"]}
-    config = workdir / "operator-scraper.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [{"job_name": service, "honor_labels": endpoint["honorLabels"],
-                            "metrics_path": endpoint["path"],
-                            "static_configs": [{"targets": [target], "labels": labels}]}],
-    }))
-    port = _free_port()
-    log_path = workdir / "operator-scraper.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen([prometheus, f"--config.file={config}",
-                                    f"--storage.tsdb.path={workdir / 'operator-scraped'}",
-                                    f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while not _answers(f"{url}/-/ready"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the scraping Prometheus did not start; log tail:\n{_tail(log_path)}")
-            time.sleep(0.2)
+    scrape_configs = [{"job_name": service, "honor_labels": endpoint["honorLabels"], "metrics_path": endpoint["path"],
+                       "static_configs": [{"targets": [target], "labels": labels}]}]
+    with running_prometheus(scrape_configs, workdir=workdir, name="operator-scraper") as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)

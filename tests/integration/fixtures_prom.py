@@ -158,21 +158,30 @@ def _tail(path: Path, lines: int = 30) -> str:
 @contextmanager
 def scraping_prometheus(target: str, *, workdir: Path) -> Iterator[str]:
     """A second Prometheus that scrapes `target` (host:port) every second; yields its URL."""
+    scrape_configs = [{"job_name": "cz-agent", "static_configs": [{"targets": [target]}]}]
+    with running_prometheus(scrape_configs, workdir=workdir, name="scraper") as url:
+        yield url
+
+
+@contextmanager
+def running_prometheus(scrape_configs: list[dict], *, workdir: Path, name: str) -> Iterator[str]:
+    """A Prometheus with these scrape configs, scraping every second, its files under workdir/name*; yields
+    its URL once ready and stops it afterwards."""
     prometheus, _ = ensure_prometheus()
-    config = workdir / "scraper.yml"
-    config.write_text("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"
-                      f"  - job_name: cz-agent\n    static_configs:\n      - targets: ['{target}']\n")
+    config = workdir / f"{name}.yml"
+    config.write_text(json.dumps({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+                                  "scrape_configs": scrape_configs}))
     port = _free_port()
-    log_path = workdir / "scraper.log"
+    log_path = workdir / f"{name}.log"
     with log_path.open("ab") as log:
-        process = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'scraped'}",
+        process = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / name}",
                                     f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while not _answers(f"{url}/-/ready"):
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the scraping Prometheus did not start; log tail:\n{_tail(log_path)}")
+                pytest.fail(f"Prometheus {name} did not start; log tail:\n{_tail(log_path)}")
             time.sleep(0.2)
         yield url
     finally:
