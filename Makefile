@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_OUT ?= out/demo
 
-.PHONY: venv infra demo test clean
+.PHONY: venv infra demo test bench clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,11 @@ infra:
 
 test: venv infra
 	$(BIN)/python -m pytest
+
+# Benchmarks (minutes): writes bench/RESULTS-*.md. make test runs only a smoke of them.
+bench: venv
+	scripts/install-prometheus.sh
+	$(BIN)/python bench/usage_fetch.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

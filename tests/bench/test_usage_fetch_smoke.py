@@ -1,0 +1,20 @@
+"""A small run of the usage-fetch benchmark: it still runs, its two sides agree, and it reports the ratios."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.integration.fixtures_prom import ensure_prometheus
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "usage_fetch.py"
+
+
+def test_usage_fetch_benchmark_smoke():
+    ensure_prometheus()
+    result = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = Path(result.stdout.strip().splitlines()[-1]).read_text()
+    assert "**ratio ours / floor**" in report
+    assert "5 namespaces" in report
