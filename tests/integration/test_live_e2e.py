@@ -86,3 +86,23 @@ def test_a_token_without_namespace_access_is_a_clear_error(prometheus_server: Pr
     assert "401" in error and kube_apiserver.url in error
     assert "not-a-real-token" not in error and "Traceback" not in error
     assert not (agent_env / "r.csv").exists()
+
+
+def test_a_service_account_without_namespace_access_is_refused_clearly(
+        prometheus_server: PrometheusServer, agent_env: Path, kube_apiserver: KubeApiServer, admin: client.ApiClient,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    from tests.integration.fixtures_kube import write_kubeconfig
+
+    core = client.CoreV1Api(admin)
+    core.create_namespaced_service_account("cz-agent-e2e", client.V1ServiceAccount(
+        metadata=client.V1ObjectMeta(name="no-rbac")))
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    token = core.create_namespaced_service_account_token("no-rbac", "cz-agent-e2e", request).status.token
+    kubeconfig = write_kubeconfig(tmp_path / "no-rbac.kubeconfig", url=kube_apiserver.url, token=token,
+                                  ca_file=kube_apiserver.ca_file)
+    monkeypatch.setenv("CZ_AGENT_KUBECONFIG", str(kubeconfig))
+    bill, rules = write_inputs(agent_env, prometheus_server)
+    assert allocate(bill, rules, agent_env / "r.csv") == 1
+    error = capsys.readouterr().err
+    assert "403" in error and "cannot list namespaces" in error
+    assert token not in error and "Traceback" not in error
