@@ -51,8 +51,11 @@ class Inbox:
         self._hashes: dict[Path, tuple[int, int, str]] = {}
 
     def scan(self) -> InboxScan:
-        if not self._directory.is_dir():
-            raise AgentError(f"{self._directory}: the bill inbox is not a directory")
+        # Created when missing: a fresh volume has no inbox yet, and waiting for one helps nobody.
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AgentError(f"{self._directory}: cannot use as the bill inbox: {e.strerror or e}") from e
         bills, failures = [], {}
         for path in bill_files(self._directory):
             try:

@@ -105,3 +105,14 @@ def test_hidden_and_escaping_files_are_ignored(setup, tmp_path: Path):
     (inbox / "2026-10" / "undated.csv").write_text("cz_container_bill,unblendedCost,currency\nmobile,5,USD\n")
     assert service.import_job() and service.allocate_job()
     assert periods_of(engine) == ["2026-10"]
+
+
+def test_a_missing_inbox_is_created_and_a_file_in_its_place_fails_the_job(setup, tmp_path: Path):
+    service, inbox, engine, stats, _, _ = setup
+    inbox.rmdir()
+    assert service.import_job()
+    assert inbox.is_dir()
+    inbox.rmdir()
+    inbox.write_text("not a directory")
+    assert not service.import_job()
+    assert {s.job: s for s in stats.snapshot()}["import"].runs == {"success": 1, "failure": 1}
