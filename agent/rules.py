@@ -52,7 +52,7 @@ class AttributionMatch(_Strict):
     api_key: str | None = None
 
     @model_validator(mode="after")
-    def _something(self) -> AttributionMatch:
+    def _at_least_one_pattern(self) -> AttributionMatch:
         if not self.patterns():
             raise ValueError("give at least one of sub_account, workspace, api_key")
         return self
@@ -162,9 +162,6 @@ class Rules(_Strict):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-    def company_weights_of(self, service: str) -> dict[str, Decimal]:
-        return self.services[service]
 
 
 class _DecimalLoader(yaml.SafeLoader):
