@@ -35,6 +35,8 @@ Clock = Callable[[], datetime]
 class PeriodPlan:
     period: str
     reason: str
+    # The period's latest run when planned: a new run equal to it is not stored again.
+    latest: RunSummary | None = None
 
 
 class AgentService:
@@ -110,13 +112,13 @@ class AgentService:
             if run is None:
                 plans.append(PeriodPlan(period, "first run"))
             elif _bill_digests(run) != bills:
-                plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills changed"))
+                plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills changed", run))
             elif period in frozen:
                 continue
             elif run.manifest["rules_digest"] != rules_digest(rules):
-                plans.append(PeriodPlan(period, "rules changed"))
+                plans.append(PeriodPlan(period, "rules changed", run))
             elif period in recent:
-                plans.append(PeriodPlan(period, "month to date" if period == _month(now) else "previous month"))
+                plans.append(PeriodPlan(period, "month to date" if period == _month(now) else "previous month", run))
         return plans
 
     def _allocate_period(self, plan: PeriodPlan, *, rules: Rules) -> None:
@@ -133,9 +135,8 @@ class AgentService:
             import_options=import_options_for(rules, period=plan.period),
             coverage=None if live is None else live.coverage,
         )
-        latest = _latest_by_period(list_runs(self._engine, period=plan.period)).get(plan.period)
         result = run_allocation(request, engine=self._engine, created_at=now.isoformat(timespec="seconds"),
-                                unchanged_from=latest)
+                                unchanged_from=plan.latest)
         if result.stored:
             log.info("period %s (%s): stored run %d, %d rows", plan.period, plan.reason, result.run_id,
                      len(result.allocation.rows))
