@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,15 +17,20 @@ from sqlalchemy import (
     Connection,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     create_engine,
+    delete,
     event,
+    func,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,16 +39,21 @@ from agent.allocate import Allocation, Contribution, ReportRow, TagLine
 from agent.errors import StoreError
 from agent.lineitems import RejectedRow
 
+# Strings carry no length: PostgreSQL enforces VARCHAR lengths that SQLite ignores, and a run storable in one
+# store must be storable in the other.
 metadata = MetaData()
 
 runs = Table(
     "runs", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("period", String(7), nullable=False, index=True),
-    Column("created_at", String(32), nullable=False),
-    Column("tool_version", String(32), nullable=False),
-    Column("report_sha256", String(64), nullable=False),
+    Column("period", String, nullable=False, index=True),
+    Column("created_at", String, nullable=False),
+    Column("tool_version", String, nullable=False),
+    Column("report_sha256", String, nullable=False),
     Column("manifest", Text, nullable=False),
+    # 1, 2, ... within the period (schema version 2): two writers can never both append the period's next run.
+    Column("period_sequence", Integer, nullable=False, server_default=text("0")),
+    Index("ux_runs_period_sequence", "period", "period_sequence", unique=True),
 )
 allocation_rows = Table(
     "allocation_rows", metadata,
@@ -50,18 +61,18 @@ allocation_rows = Table(
     Column("position", Integer, primary_key=True),
     Column("company", String, nullable=False),
     Column("service", String, nullable=False),
-    Column("category", String(32), nullable=False),
+    Column("category", String, nullable=False),
     Column("cluster", String, nullable=False),
-    Column("amount", String(64), nullable=False),
-    Column("currency", String(3), nullable=False),
+    Column("amount", String, nullable=False),
+    Column("currency", String, nullable=False),
 )
 contributions = Table(
     "contributions", metadata,
     Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("position", Integer, primary_key=True),
-    Column("currency", String(3), nullable=False),
+    Column("currency", String, nullable=False),
     Column("tag", String, nullable=False),
-    Column("category", String(32), nullable=False),
+    Column("category", String, nullable=False),
     Column("company", String, nullable=False),
     Column("service", String, nullable=False),
     Column("cluster", String, nullable=False),
@@ -76,9 +87,9 @@ tag_lines = Table(
     "tag_lines", metadata,
     Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("position", Integer, primary_key=True),
-    Column("currency", String(3), nullable=False),
+    Column("currency", String, nullable=False),
     Column("tag", String, nullable=False),
-    Column("amount", String(64), nullable=False),
+    Column("amount", String, nullable=False),
     Column("line_count", Integer, nullable=False),
     Column("rows_by_source", Text, nullable=False),
     Column("rule", String, nullable=False),
@@ -103,23 +114,34 @@ bill_splits = Table(
     Column("sub_account", String, nullable=False),
     Column("workspace", String, nullable=False),
     Column("api_key", String, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("amount", String(64), nullable=False),
+    Column("currency", String, nullable=False),
+    Column("amount", String, nullable=False),
     Column("line_count", Integer, nullable=False),
 )
 closed_periods = Table(
     "closed_periods", metadata,
-    Column("period", String(7), primary_key=True),
-    Column("closed_at", String(32), nullable=False),
+    Column("period", String, primary_key=True),
+    Column("closed_at", String, nullable=False),
     Column("run_id", ForeignKey("runs.id"), nullable=False),
 )
 # The billing periods found in each bill file the service has imported, by content: a restart does not
 # parse an unchanged bill again.
 bill_periods = Table(
     "bill_periods", metadata,
-    Column("sha256", String(64), primary_key=True),
+    Column("sha256", String, primary_key=True),
     Column("periods", Text, nullable=False),
 )
+# One row: the version of the schema above (schema version 2 added it; a store without it is version 1).
+schema_version = Table(
+    "schema_version", metadata,
+    Column("version", Integer, nullable=False),
+)
+SCHEMA_VERSION = 2
+# A SQLite writer waits this long for another writer's lock before the write fails as "database is locked".
+SQLITE_BUSY_TIMEOUT_SECONDS = 15
+# Marks a connection that is about to write: SQLite then takes the write lock at BEGIN (BEGIN IMMEDIATE), so
+# what the transaction reads cannot go stale before it writes.
+_WRITE_OPTION = "cz_agent_write"
 
 
 @dataclass(frozen=True)
@@ -155,22 +177,106 @@ class StoredRun:
 
 
 def open_store(url: str) -> Engine:
-    """An engine on the store, creating the schema (and a SQLite file's directory) if needed."""
+    """An engine on the store, creating the schema (and a SQLite file's directory) or migrating it if needed."""
     try:
         parsed = make_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url)
         if parsed.get_backend_name() == "sqlite":
-            event.listen(engine, "connect", _sqlite_foreign_keys)
-        metadata.create_all(engine)
+            engine = _sqlite_engine(url, database=parsed.database)
+        else:
+            # pre_ping: after a database restart the pooled connections are dead; the next job must not fail on one.
+            engine = create_engine(url, pool_pre_ping=True)
+        _ensure_schema(engine)
     except (SQLAlchemyError, OSError, ValueError) as e:
-        raise StoreError(f"cannot open the run store {_masked(url)}: {e}") from e
+        raise StoreError(f"cannot open the run store {_masked(url)}: {_reason(e)}") from e
     return engine
 
 
-def _sqlite_foreign_keys(connection: Any, _record: Any) -> None:
+def _sqlite_engine(url: str, *, database: str | None) -> Engine:
+    if database not in (None, "", ":memory:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(connection: Any, _record: Any) -> None:
+    """Foreign keys on; WAL so that readers (the API, /metrics) keep serving while a writer holds the lock;
+    transactions begun by _sqlite_begin rather than by the driver."""
+    connection.isolation_level = None
     connection.execute("PRAGMA foreign_keys=ON")
+    connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    mode = "IMMEDIATE" if connection.get_execution_options().get(_WRITE_OPTION) else "DEFERRED"
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _ensure_schema(engine: Engine) -> None:
+    """Create or migrate the schema; only a store that needs it is locked for writing."""
+    with engine.connect() as connection:
+        if _schema_version(connection) == SCHEMA_VERSION:
+            return
+    with _writing(engine) as connection:
+        _lock(connection, "schema")
+        version = _schema_version(connection)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the run store has schema version {version}, newer than this agent's "
+                             f"{SCHEMA_VERSION}: upgrade the agent")
+        if version == 0:
+            metadata.create_all(connection)
+        else:
+            for migrate in MIGRATIONS[version - 1:]:
+                migrate(connection)
+            metadata.create_all(connection)
+        connection.execute(delete(schema_version))
+        connection.execute(insert(schema_version).values(version=SCHEMA_VERSION))
+
+
+def _schema_version(connection: Connection) -> int:
+    """0 for an empty store, 1 for a store made before versions were recorded, else the recorded version."""
+    tables = set(inspect(connection).get_table_names())
+    if "runs" not in tables:
+        return 0
+    if "schema_version" not in tables:
+        return 1
+    return connection.execute(select(func.max(schema_version.c.version))).scalar_one() or 1
+
+
+def _add_period_sequence(connection: Connection) -> None:
+    """Version 1 -> 2: number each period's runs in id order and make (period, number) unique."""
+    connection.execute(text("ALTER TABLE runs ADD COLUMN period_sequence INTEGER NOT NULL DEFAULT 0"))
+    connection.execute(text("UPDATE runs SET period_sequence = (SELECT COUNT(*) FROM runs AS earlier "
+                            "WHERE earlier.period = runs.period AND earlier.id <= runs.id)"))
+    connection.execute(text("CREATE UNIQUE INDEX ux_runs_period_sequence ON runs (period, period_sequence)"))
+
+
+# MIGRATIONS[v - 1] takes a store from version v to v + 1.
+MIGRATIONS: list[Callable[[Connection], None]] = [_add_period_sequence]
+
+
+@contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    """One write transaction (on SQLite, holding the write lock from its start)."""
+    with engine.connect() as connection:
+        connection.execution_options(**{_WRITE_OPTION: True})
+        with connection.begin():
+            yield connection
+
+
+def _lock(connection: Connection, name: str) -> None:
+    """Serialise writers of `name` across processes until the transaction ends: a PostgreSQL advisory lock
+    (SQLite writers are already serialised by BEGIN IMMEDIATE)."""
+    if connection.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(f"cz-agent:{name}".encode()).digest()[:8], "big", signed=True)
+        connection.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+def _reason(error: Exception) -> str:
+    """The driver's own message on one line, without SQLAlchemy's statement dump and links."""
+    original = getattr(error, "orig", None) or error
+    return " ".join(str(original).split()) or type(original).__name__
 
 
 def _masked(url: str) -> str:
@@ -191,12 +297,23 @@ def save_run(
     created_at: str,
     tool_version: str,
 ) -> int:
-    """Store a run and everything behind it in one transaction; returns its id."""
+    """Store a run and everything behind it in one transaction; returns its id. A run identical to the
+    period's latest (same manifest: same inputs and results) is not stored again: its id is returned, so
+    two agents allocating the same period at once leave one run."""
+    manifest_text = json.dumps(manifest, sort_keys=True)
     try:
-        with engine.begin() as connection:
+        with _writing(engine) as connection:
+            _lock(connection, f"period:{allocation.period}")
+            latest = connection.execute(
+                select(runs.c.id, runs.c.period_sequence, runs.c.manifest).where(runs.c.period == allocation.period)
+                .order_by(runs.c.period_sequence.desc()).limit(1)
+            ).first()
+            if latest is not None and json.loads(latest.manifest) == json.loads(manifest_text):
+                return int(latest.id)
             run_id = connection.execute(
                 insert(runs).values(period=allocation.period, created_at=created_at, tool_version=tool_version,
-                                    report_sha256=report_sha256, manifest=json.dumps(manifest, sort_keys=True))
+                                    report_sha256=report_sha256, manifest=manifest_text,
+                                    period_sequence=1 if latest is None else latest.period_sequence + 1)
             ).inserted_primary_key[0]
             _insert(connection, allocation_rows, run_id, [_row_record(r) for r in allocation.rows])
             _insert(connection, contributions, run_id, [_contribution_record(c) for c in allocation.contributions])
@@ -204,7 +321,7 @@ def save_run(
             _insert(connection, rejected_rows, run_id, [_reject_record(r) for r in rejected])
             _insert(connection, bill_splits, run_id, [_split_record(t) for t in splits])
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot store the run: {e}") from e
+        raise StoreError(f"cannot store the run of {allocation.period}: {_reason(e)}") from e
     return int(run_id)
 
 
@@ -267,12 +384,12 @@ def close_period(engine: Engine, *, period: str, closed_at: str) -> int:
     """Freeze the period at its latest run; returns that run's id. Closing twice is an error."""
     run_id = latest_run_id(engine, period=period)
     try:
-        with engine.begin() as connection:
+        with _writing(engine) as connection:
             if connection.execute(select(closed_periods).where(closed_periods.c.period == period)).first():
                 raise StoreError(f"period {period} is already closed")
             connection.execute(insert(closed_periods).values(period=period, closed_at=closed_at, run_id=run_id))
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot close period {period}: {e}") from e
+        raise StoreError(f"cannot close period {period}: {_reason(e)}") from e
     return run_id
 
 
@@ -290,11 +407,11 @@ def known_bill_periods(engine: Engine, sha256: str) -> list[str] | None:
 
 def remember_bill_periods(engine: Engine, *, sha256: str, periods: list[str]) -> None:
     try:
-        with engine.begin() as connection:
+        with _writing(engine) as connection:
             if not connection.execute(select(bill_periods).where(bill_periods.c.sha256 == sha256)).first():
                 connection.execute(insert(bill_periods).values(sha256=sha256, periods=json.dumps(sorted(periods))))
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot record the periods of bill {sha256[:12]}: {e}") from e
+        raise StoreError(f"cannot record the periods of bill {sha256[:12]}: {_reason(e)}") from e
 
 
 def seen_namespace_maps(engine: Engine) -> dict[str, dict[str, str | None]]:
@@ -358,4 +475,4 @@ def _reading(engine: Engine) -> Iterator[Connection]:
         with engine.connect() as connection:
             yield connection
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot read the run store: {e}") from e
+        raise StoreError(f"cannot read the run store: {_reason(e)}") from e
