@@ -25,6 +25,7 @@ demo: venv
 # (built from the Go module proxy once, then cached under ~/.cache/cz-agent).
 infra:
 	scripts/install-prometheus.sh
+	scripts/install-postgres.sh
 	scripts/kube-binaries.sh >/dev/null
 	scripts/helm-tools.sh >/dev/null
 	scripts/install-chromium.sh
