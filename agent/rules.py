@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,7 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.errors import RulesError
 from agent.money import is_currency_code
 
-Weight = Annotated[Decimal, Field(allow_inf_nan=False)]
+# Bounded so exact arithmetic stays cheap: a weight like 1e-999999999 would make every share a
+# billion-digit fraction.
+Weight = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=30, decimal_places=12)]
+# A YAML document expands its aliases when validated: more nodes than this is an alias bomb, not rules.
+MAX_RULES_NODES = 100_000
 
 
 class _Strict(BaseModel):
@@ -169,7 +173,13 @@ class _DecimalLoader(yaml.SafeLoader):
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
-    return Decimal(loader.construct_scalar(node).replace("_", ""))
+    text = loader.construct_scalar(node).replace("_", "")
+    # YAML spells infinity and NaN `.inf` and `.nan`; Decimal wants them spelled out (validation rejects them).
+    special = {".inf": "Infinity", "+.inf": "Infinity", "-.inf": "-Infinity", ".nan": "NaN"}
+    try:
+        return Decimal(special.get(text.lower(), text))
+    except InvalidOperation as e:
+        raise yaml.constructor.ConstructorError(None, None, f"not a number: {text!r}", node.start_mark) from e
 
 
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
@@ -177,16 +187,56 @@ _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 
 def parse_rules(text: str, *, source: str = "<rules>") -> Rules:
     """Rules from YAML text; RulesError naming the key and the reason."""
-    try:
-        document = yaml.load(text, Loader=_DecimalLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise RulesError(f"{source}: not valid YAML: {e}") from e
+    document = _load_yaml(text, source=source)
     if not isinstance(document, dict):
         raise RulesError(f"{source}: expected a mapping of rules at the top level")
     try:
         return Rules.model_validate(document)
     except ValidationError as e:
         raise RulesError(f"{source}: " + "; ".join(_describe(error) for error in e.errors())) from e
+
+
+def _load_yaml(text: str, *, source: str) -> object:
+    """The YAML document, refusing what would exhaust the stack or memory before validation sees it."""
+    try:
+        return _bounded_document(text, source=source)
+    except yaml.YAMLError as e:
+        raise RulesError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from e
+    except ValueError as e:
+        # PyYAML's int constructor: an integer with more digits than Python converts.
+        raise RulesError(f"{source}: not valid YAML: {e}") from e
+    except RecursionError as e:
+        raise RulesError(f"{source}: not valid YAML: nested too deeply") from e
+
+
+def _bounded_document(text: str, *, source: str) -> object:
+    loader = _DecimalLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        nodes = _expanded_size(node, {})
+        if nodes > MAX_RULES_NODES:
+            raise RulesError(f"{source}: the document expands to {nodes} nodes (aliases included), more than "
+                             f"{MAX_RULES_NODES}")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes in the document once every alias is expanded (an alias is the node object it names)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = 1  # a recursive alias counts once; construction rejects or bounds it
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
 
 
 def _describe(error: dict) -> str:
@@ -204,6 +254,8 @@ def load_rules(path: Path) -> Rules:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RulesError(f"{path}: cannot read the rules file: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise RulesError(f"{path}: the rules file is not UTF-8 text (byte {e.start}: {e.reason})") from e
     return parse_rules(text, source=str(path))
 
 

@@ -7,6 +7,9 @@ from collections.abc import Iterable
 
 # Text a tag value is missing with, besides JSON null.
 _MISSING_VALUES = frozenset({"", "NULL", "null"})
+# Clouds cap a resource's tags at a few kilobytes (AWS: 50 tags of 128 + 256 characters); a larger cell is
+# hostile or corrupt, and parsing it would cost memory for nothing.
+MAX_TAGS_CHARS = 64 * 1024
 
 
 class TagReader:
@@ -28,11 +31,15 @@ class TagReader:
     def _parse(self, text: str) -> tuple[str | None, str | None]:
         # Azure EA exports drop the outer braces: `"a": "b","c": "d"`. Other texts parse as they are, so that
         # an array or a number is reported as such.
+        if len(text) > MAX_TAGS_CHARS:
+            return None, f"tags are {len(text)} characters long, more than {MAX_TAGS_CHARS}: {_excerpt(text)}"
         body = "{" + text + "}" if text.startswith('"') else text
         try:
             tags = json.loads(body)
         except ValueError:
             return None, f"tags are not valid JSON: {_excerpt(text)}"
+        except RecursionError:
+            return None, f"tags are nested too deeply: {_excerpt(text)}"
         if not isinstance(tags, dict):
             return None, f"tags are not a JSON object: {_excerpt(text)}"
         return _find_value(tags, self._keys), None
