@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 from agent.api import create_app
 from agent.errors import AgentError, SettingsError
 from agent.inbox import Inbox, InboxScan
+from agent.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
 from agent.live import collect_live_usage
 from agent.metrics import AllocationCollector, JobStats
 from agent.pipeline import RunRequest, import_options_for, run_allocation
@@ -44,13 +45,14 @@ class AgentService:
     good run of every period stays in the store, so it stays served."""
 
     def __init__(self, *, settings: Settings, engine: Engine, job_stats: JobStats,
-                 clock: Clock = lambda: datetime.now(UTC)) -> None:
+                 clock: Clock = lambda: datetime.now(UTC), leadership: Leadership | None = None) -> None:
         if settings.rules_file is None:
             raise SettingsError("the service needs the rules file: set CZ_AGENT_RULES_FILE or rules_file")
         self._settings = settings
         self._engine = engine
         self._stats = job_stats
         self._clock = clock
+        self._leadership = leadership or SoleReplica("agent")
         self._scan: InboxScan | None = None
         self.on_new_bills: Callable[[], None] = lambda: None
 
@@ -61,7 +63,13 @@ class AgentService:
         return self._timed("allocate", self._allocate)
 
     def _timed(self, job: str, work: Callable[[], None]) -> bool:
+        # Only the leader writes; a follower skips the job (it is not a failure) and keeps serving the store.
+        if not self._leadership.is_leading():
+            log.debug("job %s skipped: %s is not the leader", job, self._leadership.identity)
+            return True
         started = time.monotonic()
+        # Start and end name the writer and its lease term, so overlapping writers would show in the logs.
+        log.info("job %s started by %s (term %d)", job, self._leadership.identity, self._leadership.term())
         try:
             work()
             outcome = "success"
@@ -70,6 +78,7 @@ class AgentService:
             outcome = "failure"
         self._stats.record(job, outcome=outcome, duration_seconds=time.monotonic() - started,
                            finished_at=self._clock().timestamp())
+        log.info("job %s ended by %s: %s", job, self._leadership.identity, outcome)
         return outcome == "success"
 
     def _import(self) -> None:
@@ -89,6 +98,9 @@ class AgentService:
         rules = self._rules()
         failures = []
         for plan in self.plan(rules, scan=self._scan):
+            # Leadership can end mid-job: no further period is written once the lease is lost.
+            if not self._leadership.is_leading():
+                raise AgentError(f"lost the lease before allocating {plan.period}; the new leader takes over")
             try:
                 self._allocate_period(plan, rules=rules)
             except AgentError as e:
@@ -164,28 +176,45 @@ def _bill_digests(run: RunSummary) -> set[str]:
 
 
 def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
-    """Run the agent until SIGTERM/SIGINT (or, with `once`, run each job once and exit: 0 if all succeeded)."""
+    """Run the agent until SIGTERM/SIGINT (or, with `once`, run each job once and exit: 0 if all succeeded).
+
+    With leader election on, every replica serves the API and /metrics but only the lease holder runs the jobs;
+    `once` ignores leader election (a one-off run is started by hand, not by a Deployment)."""
     stats = JobStats()
-    service = AgentService(settings=settings, engine=engine, job_stats=stats)
     if once:
+        service = AgentService(settings=settings, engine=engine, job_stats=stats)
         imported = service.import_job()
         allocated = service.allocate_job()
         return 0 if imported and allocated else 1
+    leadership = leadership_for(settings)
+    service = AgentService(settings=settings, engine=engine, job_stats=stats, leadership=leadership)
     registry = CollectorRegistry()
     registry.register(AllocationCollector(engine=engine, job_stats=stats, periods=settings.exposed_periods,
                                           max_series_per_family=settings.max_series_per_family,
                                           split_top=settings.split_top))
+    registry.register(LeaderCollector(leadership))
     scheduler = _scheduler(settings, service)
+    # A new leader runs both jobs at once instead of waiting for the next interval.
+    leadership.on_started_leading = lambda: _run_jobs_now(scheduler)
     app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
                      metrics_token_required=settings.metrics_require_token, ready=service.ready)
     server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False))
     scheduler.start()
+    leadership.start()
     try:
         server.run()
     finally:
         log.info("shutting down: waiting for the running job to finish")
         scheduler.shutdown(wait=True)
+        # After the last job: the lease is kept renewed while it runs, then handed back to a follower.
+        leadership.stop(release=True)
     return 0
+
+
+def _run_jobs_now(scheduler: BackgroundScheduler) -> None:
+    now = datetime.now(UTC)
+    for job_id in ("import", "allocate"):
+        scheduler.modify_job(job_id, next_run_time=now)
 
 
 class _Server(uvicorn.Server):

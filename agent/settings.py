@@ -60,6 +60,19 @@ class Settings(BaseSettings):
     metrics_require_token: bool = False
     log_format: Literal["text", "json"] = "text"
 
+    # Two or more replicas: only the holder of a coordination.k8s.io Lease runs the jobs; every replica serves.
+    leader_election: bool = False
+    leader_election_lease_name: str = "cz-allocation-agent"
+    # Default: POD_NAMESPACE, else the namespace of the pod's service account.
+    leader_election_namespace: str | None = None
+    # Default: POD_NAME (the downward API), else HOSTNAME.
+    leader_election_identity: str | None = None
+    # client-go's defaults: a follower takes over lease_duration after the last renewal it saw; the leader stops
+    # its jobs when it could not renew for renew_deadline; every candidate tries every retry_period.
+    leader_election_lease_duration_seconds: float = Field(default=15, gt=0)
+    leader_election_renew_deadline_seconds: float = Field(default=10, gt=0)
+    leader_election_retry_period_seconds: float = Field(default=2, gt=0)
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
