@@ -60,3 +60,35 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "cz-allocation-agent.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
+
+{{/* "true" when the replicas elect a leader: always with more than one replica, else when asked for. */}}
+{{- define "cz-allocation-agent.leaderElection" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.leaderElection.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The Lease the replicas compete for, in the release namespace. */}}
+{{- define "cz-allocation-agent.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "cz-allocation-agent.fullname" .) }}
+{{- end }}
+
+{{/* "true" when the agent calls the Kubernetes API with the pod's token; otherwise no token is mounted. */}}
+{{- define "cz-allocation-agent.needsToken" -}}
+{{- if or .Values.rbac.readNamespaces (include "cz-allocation-agent.leaderElection" .) }}true{{ end }}
+{{- end }}
+
+{{/* Fails the render when replicas could not share the store and the inbox, or two leaders could overlap. */}}
+{{- define "cz-allocation-agent.validateReplicas" -}}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- if and (not .Values.store.existingSecret) (hasPrefix "sqlite" .Values.store.url) }}
+{{- fail "replicaCount > 1 needs a shared store: SQLite on a ReadWriteOnce volume cannot be shared between pods; set store.existingSecret (or store.url) to a PostgreSQL URL" }}
+{{- end }}
+{{- if and (not .Values.persistence.existingClaim) (not (has "ReadWriteMany" .Values.persistence.accessModes)) }}
+{{- fail "replicaCount > 1 needs a shared bill inbox: set persistence.accessModes to [ReadWriteMany] or persistence.existingClaim to a claim every replica can mount" }}
+{{- end }}
+{{- end }}
+{{- with .Values.leaderElection }}
+{{- if not (and (gt (int .leaseDurationSeconds) (int .renewDeadlineSeconds)) (gt (float64 .renewDeadlineSeconds) (mulf 1.2 .retryPeriodSeconds))) }}
+{{- fail "leaderElection needs leaseDurationSeconds > renewDeadlineSeconds > 1.2 x retryPeriodSeconds (a leader must stop before a follower takes over)" }}
+{{- end }}
+{{- end }}
+{{- end }}
