@@ -1,0 +1,361 @@
+"""agent/store.py as released at schema version 1 (before the schema_version table), frozen for the migration tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from agent.allocate import Allocation, Contribution, ReportRow, TagLine
+from agent.errors import StoreError
+from agent.lineitems import RejectedRow
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("period", String(7), nullable=False, index=True),
+    Column("created_at", String(32), nullable=False),
+    Column("tool_version", String(32), nullable=False),
+    Column("report_sha256", String(64), nullable=False),
+    Column("manifest", Text, nullable=False),
+)
+allocation_rows = Table(
+    "allocation_rows", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("company", String, nullable=False),
+    Column("service", String, nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("cluster", String, nullable=False),
+    Column("amount", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+)
+contributions = Table(
+    "contributions", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("tag", String, nullable=False),
+    Column("category", String(32), nullable=False),
+    Column("company", String, nullable=False),
+    Column("service", String, nullable=False),
+    Column("cluster", String, nullable=False),
+    Column("namespace", String, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("target_share", String, nullable=False),
+    Column("company_share", String, nullable=False),
+    Column("amount", String, nullable=False),
+    Column("rule", String, nullable=False),
+)
+tag_lines = Table(
+    "tag_lines", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("tag", String, nullable=False),
+    Column("amount", String(64), nullable=False),
+    Column("line_count", Integer, nullable=False),
+    Column("rows_by_source", Text, nullable=False),
+    Column("rule", String, nullable=False),
+)
+rejected_rows = Table(
+    "rejected_rows", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("source", String, nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("column", String, nullable=False),
+    Column("reason", String, nullable=False),
+    Column("raw_cost", String, nullable=False),
+)
+
+# The accepted bill of the run summed per (sub-account, workspace, API key, currency), exact: the source of
+# the split views (API, metrics) of a stored run.
+bill_splits = Table(
+    "bill_splits", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("sub_account", String, nullable=False),
+    Column("workspace", String, nullable=False),
+    Column("api_key", String, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", String(64), nullable=False),
+    Column("line_count", Integer, nullable=False),
+)
+closed_periods = Table(
+    "closed_periods", metadata,
+    Column("period", String(7), primary_key=True),
+    Column("closed_at", String(32), nullable=False),
+    Column("run_id", ForeignKey("runs.id"), nullable=False),
+)
+# The billing periods found in each bill file the service has imported, by content: a restart does not
+# parse an unchanged bill again.
+bill_periods = Table(
+    "bill_periods", metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("periods", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    id: int
+    period: str
+    created_at: str
+    tool_version: str
+    report_sha256: str
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SplitTotal:
+    """Exact cost of one (sub-account, workspace, API key) of a run's bill; "(none)" where a line had none."""
+
+    sub_account: str
+    workspace: str
+    api_key: str
+    currency: str
+    amount: Decimal
+    line_count: int
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    summary: RunSummary
+    rows: list[ReportRow]
+    contributions: list[Contribution]
+    tag_lines: list[TagLine]
+    rejected: list[RejectedRow]
+    splits: list[SplitTotal]
+
+
+def open_store(url: str) -> Engine:
+    """An engine on the store, creating the schema (and a SQLite file's directory) if needed."""
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(engine, "connect", _sqlite_foreign_keys)
+        metadata.create_all(engine)
+    except (SQLAlchemyError, OSError, ValueError) as e:
+        raise StoreError(f"cannot open the run store {_masked(url)}: {e}") from e
+    return engine
+
+
+def _sqlite_foreign_keys(connection: Any, _record: Any) -> None:
+    connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _masked(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ValueError, SQLAlchemyError):
+        return "<unparseable URL>"
+
+
+def save_run(
+    engine: Engine,
+    *,
+    allocation: Allocation,
+    rejected: list[RejectedRow],
+    splits: list[SplitTotal],
+    manifest: dict[str, Any],
+    report_sha256: str,
+    created_at: str,
+    tool_version: str,
+) -> int:
+    """Store a run and everything behind it in one transaction; returns its id."""
+    try:
+        with engine.begin() as connection:
+            run_id = connection.execute(
+                insert(runs).values(period=allocation.period, created_at=created_at, tool_version=tool_version,
+                                    report_sha256=report_sha256, manifest=json.dumps(manifest, sort_keys=True))
+            ).inserted_primary_key[0]
+            _insert(connection, allocation_rows, run_id, [_row_record(r) for r in allocation.rows])
+            _insert(connection, contributions, run_id, [_contribution_record(c) for c in allocation.contributions])
+            _insert(connection, tag_lines, run_id, [_tag_line_record(t) for t in allocation.tag_lines])
+            _insert(connection, rejected_rows, run_id, [_reject_record(r) for r in rejected])
+            _insert(connection, bill_splits, run_id, [_split_record(t) for t in splits])
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot store the run: {e}") from e
+    return int(run_id)
+
+
+def _insert(connection: Any, table: Table, run_id: int, records: list[dict[str, Any]]) -> None:
+    if records:
+        connection.execute(insert(table), [{"run_id": run_id, "position": i, **r} for i, r in enumerate(records)])
+
+
+def _row_record(row: ReportRow) -> dict[str, Any]:
+    return {"company": row.company, "service": row.service, "category": row.category, "cluster": row.cluster,
+            "amount": format(row.amount, "f"), "currency": row.currency}
+
+
+def _contribution_record(c: Contribution) -> dict[str, Any]:
+    return {"currency": c.currency, "tag": c.tag, "category": c.category, "company": c.company,
+            "service": c.service, "cluster": c.cluster, "namespace": c.namespace, "reason": c.reason,
+            "target_share": str(c.target_share), "company_share": str(c.company_share), "amount": str(c.amount),
+            "rule": c.rule}
+
+
+def _tag_line_record(t: TagLine) -> dict[str, Any]:
+    return {"currency": t.currency, "tag": t.tag, "amount": format(t.amount, "f"), "line_count": t.line_count,
+            "rows_by_source": json.dumps(t.rows_by_source, sort_keys=True), "rule": t.rule}
+
+
+def _reject_record(r: RejectedRow) -> dict[str, Any]:
+    return {"source": r.source, "row": r.row, "column": r.column, "reason": r.reason, "raw_cost": r.raw_cost}
+
+
+def store_answers(engine: Engine) -> bool:
+    try:
+        with engine.connect() as connection:
+            connection.execute(select(1))
+    except SQLAlchemyError:
+        return False
+    return True
+
+
+def _split_record(t: SplitTotal) -> dict[str, Any]:
+    return {"sub_account": t.sub_account, "workspace": t.workspace, "api_key": t.api_key, "currency": t.currency,
+            "amount": format(t.amount, "f"), "line_count": t.line_count}
+
+
+def list_runs(engine: Engine, *, period: str | None = None) -> list[RunSummary]:
+    query = select(runs).order_by(runs.c.id)
+    if period:
+        query = query.where(runs.c.period == period)
+    with _reading(engine) as connection:
+        return [_summary(record) for record in connection.execute(query).mappings()]
+
+
+def latest_run_id(engine: Engine, *, period: str) -> int:
+    found = list_runs(engine, period=period)
+    if not found:
+        raise StoreError(f"no stored run for period {period}")
+    return found[-1].id
+
+
+def close_period(engine: Engine, *, period: str, closed_at: str) -> int:
+    """Freeze the period at its latest run; returns that run's id. Closing twice is an error."""
+    run_id = latest_run_id(engine, period=period)
+    try:
+        with engine.begin() as connection:
+            if connection.execute(select(closed_periods).where(closed_periods.c.period == period)).first():
+                raise StoreError(f"period {period} is already closed")
+            connection.execute(insert(closed_periods).values(period=period, closed_at=closed_at, run_id=run_id))
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot close period {period}: {e}") from e
+    return run_id
+
+
+def closed(engine: Engine) -> dict[str, int]:
+    """Closed period -> the run it was closed at."""
+    with _reading(engine) as connection:
+        return {row.period: row.run_id for row in connection.execute(select(closed_periods))}
+
+
+def known_bill_periods(engine: Engine, sha256: str) -> list[str] | None:
+    with _reading(engine) as connection:
+        found = connection.execute(select(bill_periods.c.periods).where(bill_periods.c.sha256 == sha256)).first()
+    return None if found is None else json.loads(found.periods)
+
+
+def remember_bill_periods(engine: Engine, *, sha256: str, periods: list[str]) -> None:
+    try:
+        with engine.begin() as connection:
+            if not connection.execute(select(bill_periods).where(bill_periods.c.sha256 == sha256)).first():
+                connection.execute(insert(bill_periods).values(sha256=sha256, periods=json.dumps(sorted(periods))))
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot record the periods of bill {sha256[:12]}: {e}") from e
+
+
+def seen_namespace_maps(engine: Engine) -> dict[str, dict[str, str | None]]:
+    """cluster -> namespace -> service as the stored runs saw them, the newest run winning: a namespace
+    deleted mid-month keeps the service it had."""
+    merged: dict[str, dict[str, str | None]] = {}
+    for run in list_runs(engine):
+        for cluster, namespaces in run.manifest.get("namespace_map", {}).items():
+            for namespace, service in namespaces.items():
+                if service:
+                    merged.setdefault(cluster, {})[namespace] = service
+    return merged
+
+
+def load_run(engine: Engine, run_id: int) -> StoredRun:
+    with _reading(engine) as connection:
+        record = connection.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
+        if record is None:
+            raise StoreError(f"no stored run with id {run_id}")
+        summary = _summary(record)
+
+        def rows_of(table: Table) -> list[Any]:
+            query = select(table).where(table.c.run_id == run_id).order_by(table.c.position)
+            return list(connection.execute(query).mappings())
+
+        return StoredRun(
+            summary=summary,
+            rows=[ReportRow(period=summary.period, company=r["company"], service=r["service"],
+                            category=r["category"], cluster=r["cluster"], amount=Decimal(r["amount"]),
+                            currency=r["currency"]) for r in rows_of(allocation_rows)],
+            contributions=[_contribution(r) for r in rows_of(contributions)],
+            tag_lines=[TagLine(currency=r["currency"], tag=r["tag"], amount=Decimal(r["amount"]),
+                               line_count=r["line_count"], rows_by_source=json.loads(r["rows_by_source"]),
+                               rule=r["rule"])
+                       for r in rows_of(tag_lines)],
+            rejected=[RejectedRow(source=r["source"], row=r["row"], column=r["column"], reason=r["reason"],
+                                  raw_cost=r["raw_cost"]) for r in rows_of(rejected_rows)],
+            splits=[SplitTotal(sub_account=r["sub_account"], workspace=r["workspace"], api_key=r["api_key"],
+                               currency=r["currency"], amount=Decimal(r["amount"]), line_count=r["line_count"])
+                    for r in rows_of(bill_splits)],
+        )
+
+
+def _contribution(r: Any) -> Contribution:
+    return Contribution(currency=r["currency"], tag=r["tag"], category=r["category"], company=r["company"],
+                        service=r["service"], cluster=r["cluster"], namespace=r["namespace"], reason=r["reason"],
+                        target_share=Fraction(r["target_share"]), company_share=Fraction(r["company_share"]),
+                        amount=Fraction(r["amount"]), rule=r["rule"])
+
+
+def _summary(record: Any) -> RunSummary:
+    return RunSummary(id=record["id"], period=record["period"], created_at=record["created_at"],
+                      tool_version=record["tool_version"], report_sha256=record["report_sha256"],
+                      manifest=json.loads(record["manifest"]))
+
+
+@contextmanager
+def _reading(engine: Engine) -> Iterator[Connection]:
+    """A read connection whose database errors become StoreError."""
+    try:
+        with engine.connect() as connection:
+            yield connection
+    except SQLAlchemyError as e:
+        raise StoreError(f"cannot read the run store: {e}") from e
