@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,6 +19,10 @@ from agent.errors import AgentError
 
 REPORT_COLUMNS = ("period", "company", "service", "category", "cluster", "amount", "currency")
 FORMATS = ("csv", "json", "parquet")
+# OWASP's CSV injection list: a cell starting with one of these is a formula to a spreadsheet. Plain numbers
+# (a credit of -12.50) are not, and stay numbers.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
 def render_report(rows: Sequence[ReportRow], *, report_format: str) -> bytes:
@@ -37,11 +42,33 @@ def _fields(row: ReportRow) -> list[str]:
 
 
 def render_csv(header: Sequence[str], records: Iterable[Sequence[object]]) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(records)
-    return out.getvalue().encode()
+    """CSV for people who open it in a spreadsheet: every text cell passes through csv_safe, lines end in LF."""
+    lines = _CsvLines()
+    text = [lines.line([csv_safe(name) for name in header])]
+    text += [lines.line([csv_safe(cell) if isinstance(cell, str) else cell for cell in record]) for record in records]
+    return "".join(text).encode()
+
+
+class _CsvLines:
+    """Writes one record at a time with CRLF endings, so the csv module quotes a cell holding a lone CR (with
+    LF endings it would not, and readers would split the row there), then ends the line with LF."""
+
+    def __init__(self) -> None:
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
+
+    def line(self, cells: Sequence[object]) -> str:
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        self._writer.writerow(cells)
+        return self._buffer.getvalue()[:-2] + "\n"
+
+
+def csv_safe(cell: str) -> str:
+    """The cell, with a leading apostrophe when a spreadsheet would read it as a formula (OWASP)."""
+    if cell.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.match(cell):
+        return "'" + cell
+    return cell
 
 
 def _parquet(rows: Sequence[ReportRow]) -> bytes:

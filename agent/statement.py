@@ -8,7 +8,6 @@ neutralised with a leading apostrophe.
 from __future__ import annotations
 
 import html
-import re
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,15 +22,14 @@ from agent import __version__
 from agent.allocate import CATEGORIES, CLUSTER_PREFIX, COMMON_PREFIX, Contribution, ReportRow, TagLine
 from agent.errors import AgentError
 from agent.money import round_amount
+# csv_safe is re-exported: statements are where users meet formula-looking names.
+from agent.report import csv_safe as csv_safe
 from agent.report import render_csv, write_atomically
 from agent.store import StoredRun, latest_run_id, load_run
 
 CSV_COLUMNS = ("run_id", "period", "company", "service", "category", "cluster", "amount", "currency")
 _EXACT_PLACES = 6
 _SHARE_PLACES = 4
-# Cells a spreadsheet reads as a formula start with one of these (OWASP's list); plain numbers are kept.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 _CHART_LABEL_CHARS = 28
 
 
@@ -387,13 +385,5 @@ def _audit(statement: Statement) -> str:
 
 def render_statement_csv(statement: Statement) -> bytes:
     """The company's report rows; they add up to the statement's total per currency."""
-    return render_csv(CSV_COLUMNS, ([csv_safe(cell) for cell in (
-        str(statement.run_id), row.period, row.company, row.service, row.category, row.cluster,
-        format(row.amount, "f"), row.currency)] for row in statement.rows))
-
-
-def csv_safe(cell: str) -> str:
-    """The cell, with a leading apostrophe when a spreadsheet would read it as a formula."""
-    if cell.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.match(cell):
-        return "'" + cell
-    return cell
+    return render_csv(CSV_COLUMNS, ((str(statement.run_id), row.period, row.company, row.service, row.category,
+                                     row.cluster, format(row.amount, "f"), row.currency) for row in statement.rows))
