@@ -12,7 +12,7 @@ from agent.errors import AgentError
 from agent.rules import ClusterSource, Rules
 from agent.settings import Settings
 from agent.sources.kube import namespace_services
-from agent.sources.prom import PrometheusTarget, query_usage
+from agent.sources.prom import ClusterUsage, PrometheusTarget, query_usage
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,28 @@ def collect_live_usage(
     coverage: dict[str, float] = {}
     namespace_map: NamespaceMap = {}
     for cluster, source in rules.clusters.items():
-        measured = query_usage(cluster=cluster, target=prometheus_target(source, settings=settings), start=start,
-                               end=end, basis=settings.usage_basis, step_seconds=settings.usage_step_seconds, now=now)
+        # The namespace list first: one cheap request, so an unreachable API server fails the run before
+        # a month of usage queries is spent.
         labels = namespace_services(label=rules.namespace_label, kubeconfig=settings.kubeconfig,
                                     context=source.kube_context, timeout_seconds=settings.kube_timeout_seconds)
+        measured = query_usage(cluster=cluster, target=prometheus_target(source, settings=settings), start=start,
+                               end=end, basis=settings.usage_basis, step_seconds=settings.usage_step_seconds, now=now)
         services = resolve_services(measured.usage, rules=rules, labels=labels,
                                     previous=previous_maps.get(cluster, {}))
         usage += [replace(record, service=services[record.namespace]) for record in measured.usage]
         coverage[cluster] = measured.coverage
         namespace_map[cluster] = services
-        log.info("cluster %s: %d namespaces, coverage %.3f", cluster, len(measured.usage), measured.coverage)
+        _log_coverage(cluster, measured, threshold=settings.coverage_warning_threshold)
     return LiveUsage(usage=usage, coverage=coverage, namespace_map=namespace_map)
+
+
+def _log_coverage(cluster: str, measured: ClusterUsage, *, threshold: float) -> None:
+    """A warning below the threshold: the run is stored, but its memory shares rest on a part of the period."""
+    if measured.coverage < threshold:
+        log.warning("cluster %s: usage data covers %.1f%% of the period (threshold %.0f%%); its memory shares "
+                    "may be skewed", cluster, measured.coverage * 100, threshold * 100)
+    else:
+        log.info("cluster %s: %d namespaces, coverage %.3f", cluster, len(measured.usage), measured.coverage)
 
 
 def prometheus_target(source: ClusterSource, *, settings: Settings) -> PrometheusTarget:

@@ -4,21 +4,28 @@ The integral is computed by the server: the namespace's total memory is sampled 
 resolution (`step_seconds`) by a subquery and summed, one instant query per day of the period so
 that no query touches more than a day of samples. Step `s` holds the last sample in (s - step, s]
 and counts for [s, s + step); the period's steps are the multiples of the step in [start, end).
+
+Each day's per-namespace answer is checked against the cluster total of a second query, and an
+answer carrying warnings (a partial response) is refused: a usage source that answers only in part
+must fail the run, never shift cost between namespaces unnoticed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+import urllib3
 from pydantic import SecretStr
+from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3.util.retry import Retry
 
@@ -33,6 +40,12 @@ BASES = ("usage", "request", "max")
 DAY_MS = 86_400_000
 RETRY_ON_STATUS = (429, 500, 502, 503, 504)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Relative gap allowed between the namespaces' sum and the cluster total: both are float sums on the
+# server, exact below 2**53 bytes and only rounded beyond, so a missing namespace stands far above it.
+TOTAL_TOLERANCE = Decimal("1e-9")
+# An instant vector per namespace is a few hundred bytes; far more than this is not a usage answer.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+READ_CHUNK_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,15 @@ class ClusterUsage:
     coverage: float  # fraction of the period's resolution steps with any data, 0..1
 
 
+@dataclass(frozen=True)
+class _WindowAnswer:
+    """One day's answers: each namespace's byte-steps, the cluster's byte-steps, and its steps with data."""
+
+    namespaces: dict[str, Decimal]
+    total: Decimal
+    steps: Decimal
+
+
 def query_usage(
     *,
     cluster: str,
@@ -78,7 +100,7 @@ def query_usage(
     end_ms = max(start_ms, _milliseconds(min(end, now or datetime.now(UTC))))
     namespace_memory = namespace_memory_promql(basis, selector=target.selector, step_seconds=step_seconds)
     with requests.Session() as session:
-        server = _Server(client=_client(target, session), url=_safe_url(target.url))
+        server = _server(target, session)
         byte_steps, covered_steps = _sum_windows(server, namespace_memory, start_ms=start_ms, end_ms=end_ms,
                                                  step_seconds=step_seconds)
     # Multiplying by the step here, in Decimal, keeps the server's float sums far from 2**53.
@@ -98,13 +120,33 @@ def _sum_windows(
     byte_steps: dict[str, Decimal] = defaultdict(Decimal)
     covered_steps = Decimal(0)
     for window in day_windows(start_ms, end_ms):
-        sums = server.window_values("sum_over_time", namespace_memory, window=window, step_seconds=step_seconds)
-        for namespace, value in sums.items():
+        answer = _window_answer(server, namespace_memory, window=window, step_seconds=step_seconds)
+        for namespace, value in answer.namespaces.items():
             byte_steps[namespace] += value
-        counts = server.window_values("count_over_time", f"sum({namespace_memory})", window=window,
-                                      step_seconds=step_seconds)
-        covered_steps += sum(counts.values())
+        covered_steps += answer.steps
     return byte_steps, covered_steps
+
+
+def _window_answer(server: _Server, namespace_memory: str, *, window: tuple[int, int],
+                   step_seconds: int) -> _WindowAnswer:
+    """The window's two queries, checked against each other."""
+    window_ms = window[1] - window[0]
+    per_namespace = window_query("sum_over_time", namespace_memory, window_ms=window_ms, step_seconds=step_seconds)
+    aggregates = cluster_aggregates_promql(namespace_memory, window_ms=window_ms, step_seconds=step_seconds)
+    cluster = server.window_values(aggregates, window=window, key="aggregate")
+    answer = _WindowAnswer(namespaces=server.window_values(per_namespace, window=window, key="namespace"),
+                           total=cluster.get("total", Decimal(0)), steps=cluster.get("steps", Decimal(0)))
+    _check_complete(answer, server=server, window=window)
+    return answer
+
+
+def _check_complete(answer: _WindowAnswer, *, server: _Server, window: tuple[int, int]) -> None:
+    """The namespaces must add up to the cluster total, else an answer lost a series on the way."""
+    summed = sum(answer.namespaces.values(), Decimal(0))
+    if abs(summed - answer.total) > TOTAL_TOLERANCE * max(abs(answer.total), Decimal(1)):
+        raise UsageQueryError(
+            f"Prometheus {server.url} gave an incomplete answer for the day from {_iso(window[0])}: "
+            f"its namespaces add up to {summed} byte-steps but the cluster total is {answer.total}")
 
 
 def namespace_memory_promql(basis: str, *, selector: str, step_seconds: int) -> str:
@@ -127,6 +169,16 @@ def namespace_memory_promql(basis: str, *, selector: str, step_seconds: int) -> 
     return f"sum by (namespace) ({larger})"
 
 
+def cluster_aggregates_promql(namespace_memory: str, *, window_ms: int, step_seconds: int) -> str:
+    """The cluster's steps with data (`aggregate="steps"`) and its byte-steps (`aggregate="total"`) over a
+    window, in one query: the total is computed independently of the per-namespace answer it checks."""
+    cluster_memory = f"sum({namespace_memory})"
+    steps = window_query("count_over_time", cluster_memory, window_ms=window_ms, step_seconds=step_seconds)
+    total = window_query("sum_over_time", cluster_memory, window_ms=window_ms, step_seconds=step_seconds)
+    return (f'label_replace({steps}, "aggregate", "steps", "", "") '
+            f'or label_replace({total}, "aggregate", "total", "", "")')
+
+
 def day_windows(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
     """[start, end) cut into consecutive windows of one day, the last one shorter."""
     return [(edge, min(edge + DAY_MS, end_ms)) for edge in range(start_ms, end_ms, DAY_MS)]
@@ -144,55 +196,131 @@ def window_query(function: str, expression: str, *, window_ms: int, step_seconds
 
 @dataclass(frozen=True)
 class _Server:
-    client: PrometheusConnect
+    session: requests.Session
+    query_url: str
     url: str  # without credentials: it goes into error messages
+    timeout_seconds: float
+    verify: str | bool  # the CA file, or True for the system's trust store
 
-    def window_values(self, function: str, expression: str, *, window: tuple[int, int],
-                      step_seconds: int) -> dict[str, Decimal]:
-        """`function` over the window's steps of `expression`, per namespace ("" when not by namespace)."""
-        window_start, window_end = window
-        query = window_query(function, expression, window_ms=window_end - window_start, step_seconds=step_seconds)
-        return {
-            sample["metric"].get("namespace", ""): self._value(sample, query)
-            for sample in self.instant(query, at_ms=window_end - 1)
-        }
+    def window_values(self, query: str, *, window: tuple[int, int], key: str) -> dict[str, Decimal]:
+        """The query's value per `key` label ("" when a series lacks it), evaluated at the window's end."""
+        at = _prometheus_time(window[1] - 1)
+        return {sample["metric"].get(key, ""): _sample_value(sample, where=self._where(query, at))
+                for sample in self.instant(query, at=at)}
 
-    def instant(self, query: str, *, at_ms: int) -> list[dict]:
-        at = f"{at_ms // 1000}.{at_ms % 1000:03d}"
+    def instant(self, query: str, *, at: str) -> list[dict]:
         log.debug("Prometheus %s: %s at %s", self.url, query, at)
+        where = self._where(query, at)
         try:
-            return self.client.custom_query(query, params={"time": at})
-        except (PrometheusApiClientException, requests.RequestException, KeyError, ValueError) as e:
-            raise UsageQueryError(f"Prometheus {self.url} failed query {query!r} at {at}: {e}") from e
+            status, body = self._get({"query": query, "time": at, "partial_response": "false"})
+        except requests.RequestException as e:
+            raise UsageQueryError(f"{where}: {_transport_reason(e, timeout_seconds=self.timeout_seconds)}") from e
+        return _vector(status, body, where=where)
 
-    def _value(self, sample: dict, query: str) -> Decimal:
-        # From the string Prometheus sends, never through a Python float.
-        value = Decimal(sample["value"][1])
-        if not value.is_finite():
-            raise UsageQueryError(f"Prometheus {self.url} query {query!r} returned {value} for {sample['metric']}")
-        return value
+    def _get(self, params: dict[str, str]) -> tuple[int, bytes]:
+        """Status and body; the body must arrive within the timeout, even when it trickles in byte by byte
+        (the read timeout alone only bounds each pause between bytes)."""
+        # `verify` per request: requests lets $REQUESTS_CA_BUNDLE override the session's own CA file.
+        with self.session.get(self.query_url, params=params, timeout=self.timeout_seconds, verify=self.verify,
+                              stream=True) as answer:
+            deadline = time.monotonic() + self.timeout_seconds
+            body = bytearray()
+            for chunk in answer.iter_content(READ_CHUNK_BYTES):
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise requests.Timeout(f"the answer took longer than {self.timeout_seconds:g} s to arrive")
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise requests.RequestException(f"the answer exceeds {MAX_ANSWER_BYTES // 2**20} MiB")
+            return answer.status_code, bytes(body)
+
+    def _where(self, query: str, at: str) -> str:
+        return f"Prometheus {self.url} failed query {query!r} at {at}"
 
 
-def _client(target: PrometheusTarget, session: requests.Session) -> PrometheusConnect:
-    """The client on a session carrying the target's TLS, auth, timeout and retry policy.
+def _vector(status: int, body: bytes, *, where: str) -> list[dict]:
+    """The samples of an instant-vector answer; anything else is a UsageQueryError naming the query."""
+    try:
+        document = json.loads(body)
+    except ValueError as e:
+        raise UsageQueryError(f"{where}: the answer is not JSON ({len(body)} bytes, {e})") from e
+    if not isinstance(document, dict):
+        raise UsageQueryError(f"{where}: the answer is not a Prometheus API document")
+    if status != 200 or document.get("status") != "success":
+        raise UsageQueryError(f"{where}: HTTP Status Code {status} ({_api_error(document)})")
+    if document.get("warnings"):
+        raise UsageQueryError(f"{where}: the answer may be partial, Prometheus warns: "
+                              + "; ".join(str(w) for w in document["warnings"]))
+    data = document.get("data")
+    if not isinstance(data, dict) or data.get("resultType") != "vector" or not isinstance(data.get("result"), list):
+        raise UsageQueryError(f"{where}: the answer holds no instant vector")
+    return data["result"]
 
-    prometheus_api_client (already a dependency) sends the query and raises on non-200 answers;
-    it accepts a session, an auth object and a urllib3 Retry, which is all it takes to re-read a
-    rotating bearer token at each request and to use the target's retry policy instead of its
-    fixed one, so plain requests would gain nothing.
-    """
-    session.verify = str(target.ca_file) if target.ca_file else True
-    return PrometheusConnect(
-        url=target.url.rstrip("/"),
-        session=session,
-        auth=_auth(target),
-        retry=_retry(target),
-        timeout=target.timeout_seconds,
-    )
+
+def _api_error(document: dict) -> str:
+    error = str(document.get("error") or "no error message")[:500]
+    return f"{document['errorType']}: {error}" if document.get("errorType") else error
+
+
+def _sample_value(sample: object, *, where: str) -> Decimal:
+    # From the string Prometheus sends, never through a Python float.
+    try:
+        metric, value = sample["metric"], Decimal(sample["value"][1])  # type: ignore[index]
+    except (TypeError, KeyError, IndexError, InvalidOperation) as e:
+        raise UsageQueryError(f"{where}: malformed sample {str(sample)[:200]}") from e
+    if not isinstance(metric, dict) or not value.is_finite():
+        raise UsageQueryError(f"{where}: returned {value} for {metric}")
+    return value
+
+
+def _transport_reason(error: requests.RequestException, *, timeout_seconds: float) -> str:
+    """What went wrong on the wire in a few words ('Connection refused'), without the pool and object
+    reprs urllib3 wraps around it, and whether the retries were spent."""
+    chain = _exception_chain(error)
+    # urllib3 files a refused connection under its timeouts: the socket's own error is checked first.
+    reason = next((_os_reason(e) for e in reversed(chain) if _os_reason(e)), None)
+    if reason is None and any(isinstance(e, (requests.Timeout, urllib3.exceptions.TimeoutError)) for e in chain):
+        reason = f"the answer did not arrive within the {timeout_seconds:g} s timeout"
+    reason = reason or _first_line(chain[-1])
+    if any(isinstance(e, urllib3.exceptions.MaxRetryError) for e in chain):
+        return f"{reason} (Max retries exceeded)"
+    return reason
+
+
+def _exception_chain(error: BaseException) -> list[BaseException]:
+    """The error and what it wraps, outermost first: requests -> urllib3 -> the socket's OSError."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        wrapped = [arg for arg in current.args if isinstance(arg, BaseException)]
+        current = current.__cause__ or getattr(current, "reason", None) or next(iter(wrapped), None)
+        current = current if isinstance(current, BaseException) else None
+    return chain
+
+
+def _os_reason(error: BaseException) -> str | None:
+    if not isinstance(error, OSError) or isinstance(error, TimeoutError):
+        return None  # a socket timeout says only 'timed out': the caller names the timeout instead
+    if error.strerror:
+        return error.strerror
+    return error.args[0] if error.args and isinstance(error.args[0], str) else None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
+def _server(target: PrometheusTarget, session: requests.Session) -> _Server:
+    """A session carrying the target's auth and retry policy."""
+    session.auth = _auth(target)
+    base_url = target.url.rstrip("/")
+    session.mount(base_url, HTTPAdapter(max_retries=_retry(target)))
+    return _Server(session=session, query_url=f"{base_url}/api/v1/query", url=_safe_url(target.url),
+                   timeout_seconds=target.timeout_seconds, verify=str(target.ca_file) if target.ca_file else True)
 
 
 def _retry(target: PrometheusTarget) -> Retry:
-    # Connection failures, overload and server errors are worth retrying; a 4xx (bad query) is not.
+    # Connection failures, timeouts, overload and server errors are worth retrying; a 4xx (bad query) is not.
     return Retry(
         total=target.retries,
         backoff_factor=target.backoff_seconds,
@@ -219,7 +347,7 @@ class BearerTokenFile(AuthBase):
         try:
             token = self.path.read_text().strip()
         except OSError as e:
-            raise requests.RequestException(f"cannot read bearer token file {self.path}: {e}") from e
+            raise UsageQueryError(f"cannot read the Prometheus bearer token file {self.path}: {e.strerror or e}") from e
         request.headers["Authorization"] = f"Bearer {token}"
         return request
 
@@ -229,6 +357,14 @@ def _safe_url(url: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=host))
+
+
+def _prometheus_time(at_ms: int) -> str:
+    return f"{at_ms // 1000}.{at_ms % 1000:03d}"
+
+
+def _iso(at_ms: int) -> str:
+    return (EPOCH + timedelta(milliseconds=at_ms)).isoformat()
 
 
 def _milliseconds(moment: datetime) -> int:
