@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
@@ -34,6 +35,11 @@ PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 _RATIO_PLACES = Decimal("1e-12")
 
 Period = Annotated[str, Query(pattern=PERIOD_PATTERN, description="billing period, YYYY-MM")]
+# Every request the API answers is a GET with a short query: anything far larger is refused before routing.
+MAX_QUERY_BYTES = 4 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 64 * 1024
+PUBLIC_PATHS = ("/healthz", "/readyz")
 
 
 # ------------------------------------------------------------------------------------------ response models
@@ -395,6 +401,73 @@ async def store_unavailable(_request: Request, error: Exception) -> JSONResponse
     return JSONResponse({"detail": str(error)}, status_code=503)
 
 
+class RequestLimits:
+    """Refuses oversized query strings (414), header sets (431) and bodies (413) before the app reads them.
+
+    uvicorn's h11 parser already drops a request line plus headers over its own 16 KiB buffer; these limits
+    hold whatever server runs the app, and cover bodies, which the server streams without a limit.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        refusal = _oversize(scope)
+        if refusal is not None:
+            await JSONResponse({"detail": refusal[1]}, status_code=refusal[0])(scope, receive, send)
+            return
+        await self._app(scope, _bounded_body(receive), send)
+
+
+def _oversize(scope: Scope) -> tuple[int, str] | None:
+    headers = scope["headers"]
+    if len(scope["query_string"]) > MAX_QUERY_BYTES:
+        return 414, f"the query string is longer than {MAX_QUERY_BYTES} bytes"
+    if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
+        return 431, f"the request headers are larger than {MAX_HEADER_BYTES} bytes"
+    length = dict(headers).get(b"content-length", b"0")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return 413, f"the request body is larger than {MAX_BODY_BYTES} bytes"
+    return None
+
+
+class BodyTooLarge(Exception):
+    """A chunked body went past MAX_BODY_BYTES."""
+
+
+def _bounded_body(receive: Receive) -> Receive:
+    """`receive`, counting body bytes: a chunked upload has no Content-Length to check up front."""
+    received = 0
+
+    async def bounded() -> Message:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        return message
+
+    return bounded
+
+
+async def body_too_large(_request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=413)
+
+
+def docs_router(app: FastAPI) -> APIRouter:
+    """The OpenAPI document behind the token: with auth on, only the health checks are public."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/openapi.json")
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    return router
+
+
 def create_app(
     *,
     engine: Engine,
@@ -403,14 +476,21 @@ def create_app(
     metrics_token_required: bool = False,
     ready: Callable[[], bool] = lambda: True,
 ) -> FastAPI:
-    """The API over the run store; `/api/...` (and `/metrics` if asked) require the token when one is set."""
+    """The API over the run store; with a token set, everything but /healthz and /readyz requires it (and
+    /metrics only if asked, since Prometheus scrapes it)."""
     if metrics_token_required and not api_token:
         raise ValueError("metrics_token_required needs an api_token")
     guard = [Depends(bearer_guard(api_token))] if api_token else []
+    # With a token, the interactive docs go (a browser cannot send it) and the document is guarded.
+    docs: dict[str, Any] = {"openapi_url": None, "docs_url": None, "redoc_url": None} if api_token else {}
     app = FastAPI(title="cz-allocation-agent", version=__version__,
-                  description="Exact chargeback of cloud bills to companies and services: the stored runs.")
+                  description="Exact chargeback of cloud bills to companies and services: the stored runs.", **docs)
     app.include_router(api_router(RunReader(engine)), prefix="/api/v1", dependencies=guard)
     app.include_router(operations_router(registry, ready=ready, metrics_guard=guard if metrics_token_required
                                          else []))
+    if api_token:
+        app.include_router(docs_router(app), dependencies=guard)
     app.add_exception_handler(StoreError, store_unavailable)
+    app.add_exception_handler(BodyTooLarge, body_too_large)
+    app.add_middleware(RequestLimits)
     return app

@@ -315,7 +315,9 @@ def test_openapi_lists_every_path_with_title_and_version(worked):
 
 
 def test_openapi_declares_the_bearer_scheme_when_a_token_is_set(stores):
-    document = client_for(stores.worked, api_token=TOKEN).get("/openapi.json").json()
+    client = client_for(stores.worked, api_token=TOKEN)
+    assert client.get("/openapi.json").status_code == 401
+    document = client.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert set(document["paths"]) == PATHS
     schemes = document["components"]["securitySchemes"]
     assert [s for s in schemes.values() if s["type"] == "http" and s["scheme"] == "bearer"]
