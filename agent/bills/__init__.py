@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.bills.detect import detect_format
-from agent.bills.importer import read_bill
+from agent.bills.importer import read_bill, total_bill
 from agent.bills.options import ImportOptions
 
-__all__ = ["ImportOptions", "detect_format", "read_bill"]
+__all__ = ["ImportOptions", "detect_format", "read_bill", "total_bill"]

@@ -40,10 +40,10 @@ def convert_chunk(chunk: pd.DataFrame, *, columns: ColumnMap, options: ImportOpt
                   tag_reader: TagReader) -> ChunkResult:
     """Validate each row (cost first: a row reports its first problem) and build the line items."""
     costs, cost_check = _costs(chunk, columns.cost)
-    currencies, currency_check = _currencies(chunk, columns=columns, default=options.default_currency)
-    tag_values, tag_check = _tags(chunk, columns=columns, tag_reader=tag_reader)
-    billing_month, billing_check = _months(chunk, columns.billing_period)
-    charge_month, charge_check = _months(chunk, columns.charge_period)
+    currencies, currency_check = currency_cells(chunk, columns=columns, default=options.default_currency)
+    tag_values, tag_check = tag_cells(chunk, columns=columns, tag_reader=tag_reader)
+    billing_month, billing_check = month_cells(chunk, columns.billing_period)
+    charge_month, charge_check = month_cells(chunk, columns.charge_period)
     period = billing_month.fillna(charge_month)
     if options.period is not None:
         period = period.fillna(options.period)
@@ -67,7 +67,7 @@ def empty_items() -> pd.DataFrame:
     return empty_line_items().astype({"row": "int64"})
 
 
-def _cells(chunk: pd.DataFrame, column: str | None) -> pd.Series:
+def text_cells(chunk: pd.DataFrame, column: str | None) -> pd.Series:
     """Stripped text of a column; missing where the cell is empty, the literal NULL, or the column absent."""
     if column is None:
         return pd.Series(np.nan, index=chunk.index, dtype="str")
@@ -82,7 +82,7 @@ def _reason_where(failing: pd.Series, reason: str | pd.Series) -> pd.Series:
 def _costs(chunk: pd.DataFrame, column: str) -> tuple[pd.Series, _Check]:
     amounts: list[Decimal | None] = []
     reasons: list[str | None] = []
-    for text in _cells(chunk, column):
+    for text in text_cells(chunk, column):
         amount, reason = _parse_cost(text)
         amounts.append(amount)
         reasons.append(reason)
@@ -99,8 +99,8 @@ def _parse_cost(text: object) -> tuple[Decimal | None, str | None]:
         return None, f"cost is {e}"
 
 
-def _currencies(chunk: pd.DataFrame, *, columns: ColumnMap, default: str | None) -> tuple[pd.Series, _Check]:
-    currencies = _cells(chunk, columns.currency).str.upper()
+def currency_cells(chunk: pd.DataFrame, *, columns: ColumnMap, default: str | None) -> tuple[pd.Series, _Check]:
+    currencies = text_cells(chunk, columns.currency).str.upper()
     if default is not None:
         currencies = currencies.fillna(default.strip().upper())
     invalid = currencies.notna() & ~currencies.str.fullmatch(_CURRENCY_CODE).astype(bool)
@@ -109,8 +109,8 @@ def _currencies(chunk: pd.DataFrame, *, columns: ColumnMap, default: str | None)
     return currencies, _Check(columns.currency or "currency", reasons)
 
 
-def _tags(chunk: pd.DataFrame, *, columns: ColumnMap, tag_reader: TagReader) -> tuple[pd.Series, _Check]:
-    cells = _cells(chunk, columns.tag)
+def tag_cells(chunk: pd.DataFrame, *, columns: ColumnMap, tag_reader: TagReader) -> tuple[pd.Series, _Check]:
+    cells = text_cells(chunk, columns.tag)
     if not columns.tags_are_json:
         return cells, _Check(columns.tag or "tag", pd.Series(None, index=chunk.index, dtype=object))
     found = tag_reader.read(cells)
@@ -119,8 +119,8 @@ def _tags(chunk: pd.DataFrame, *, columns: ColumnMap, tag_reader: TagReader) -> 
     return values, _Check(columns.tag or "tags", reasons)
 
 
-def _months(chunk: pd.DataFrame, column: str | None) -> tuple[pd.Series, _Check]:
-    dates = _cells(chunk, column)
+def month_cells(chunk: pd.DataFrame, column: str | None) -> tuple[pd.Series, _Check]:
+    dates = text_cells(chunk, column)
     month = months(dates) if column is not None else dates
     reasons = _reason_where(dates.notna() & month.isna(), "not a date: '" + dates + "'")
     return month, _Check(column or "date", reasons)
@@ -155,7 +155,7 @@ def _line_items(chunk: pd.DataFrame, *, columns: ColumnMap, source: str,
         "resource_id": columns.resource_id,
         "service_name": columns.service_name,
     }
-    values = {**fields, **{field: _cells(chunk, column) for field, column in text_columns.items()}}
+    values = {**fields, **{field: text_cells(chunk, column) for field, column in text_columns.items()}}
     frame = pd.DataFrame({field: _optional(series) for field, series in values.items()}, index=chunk.index)
     frame["source"] = pd.Series(source, index=chunk.index, dtype=object)
     frame["row"] = chunk.index.to_numpy(dtype="int64")

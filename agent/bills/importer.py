@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from agent.bills import reader
 from agent.bills.columns import resolve_columns
+from agent.bills.columns import ColumnMap
 from agent.bills.convert import convert_chunk, empty_items
 from agent.bills.detect import SPECS, detect_format
+from agent.bills.fast import clean_rows
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
+from agent.bills.totals import BillTotals
 from agent.errors import BillFormatError
 from agent.lineitems import BillImport
 from agent.money import is_currency_code
@@ -30,13 +35,7 @@ def read_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], No
     Rows that cannot be imported are listed in `rejected` and the rest of the file is still read.
     `on_rows` hears how many records each chunk held, for progress reports on large bills.
     """
-    source = str(path)
-    _check_options(options, source=source)
-    if not path.is_file():
-        raise BillFormatError("no such file", source=source)
-    header = reader.read_header(path, source=source)
-    bill_format = detect_format(header, source=source) if options.bill_format == "auto" else options.bill_format
-    columns = resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
+    source, bill_format, columns = _open(path, options)
     tag_reader = TagReader(options.tag_key)
     results = []
     for chunk in reader.read_chunks(path, columns=columns.used(), source=source):
@@ -55,6 +54,58 @@ def read_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], No
     log.info("read %s bill %s: %d rows, %d items, %d out of period, %d rejected", bill_format, source,
              bill.input_rows, len(bill.items), len(bill.out_of_period), len(bill.rejected))
     return bill
+
+
+def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], None] | None = None) -> BillTotals:
+    """The bill reduced to exact group totals (agent.bills.totals), read chunk by chunk in bounded memory.
+
+    Gives the same totals, rejected rows and counts as `read_bill` followed by grouping its line items;
+    well-formed rows are converted by Arrow compute (agent.bills.fast), the others row by row.
+    """
+    source, bill_format, columns = _open(path, options)
+    used = columns.used()
+    try:
+        totals = _totals(reader.read_batches(path, columns=used, cost=columns.cost, source=source), columns=columns, options=options,
+                         source=source, on_rows=on_rows)
+    except reader.FastReadError as e:
+        log.info("%s: read again with the row-by-row CSV reader (%s)", source, e)
+        chunks = ((pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64"))
+                  for chunk in reader.read_chunks(path, columns=used, source=source))
+        totals = _totals(chunks, columns=columns, options=options, source=source, on_rows=on_rows)
+    totals.sha256 = reader.file_sha256(path)
+    totals.bill_format = bill_format
+    log.info("read %s bill %s: %d rows, %d items, %d out of period, %d rejected", bill_format, source,
+             totals.input_rows, totals.accepted_rows, totals.out_of_period_rows, len(totals.rejected))
+    return totals
+
+
+def _totals(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap, options: ImportOptions,
+            source: str, on_rows: Callable[[int], None] | None) -> BillTotals:
+    tag_reader = TagReader(options.tag_key)
+    totals = BillTotals(source=source)
+    for chunk, rows in chunks:
+        split = clean_rows(chunk, rows, columns=columns, options=options, tag_reader=tag_reader)
+        totals.add_table(split.items, outside=split.outside)
+        if len(split.others):
+            result = convert_chunk(split.others, columns=columns, options=options, source=source,
+                                   tag_reader=tag_reader)
+            totals.add_items(result.items, outside=result.out_of_period)
+            totals.rejected += result.rejected
+        totals.input_rows += len(chunk)
+        if on_rows is not None:
+            on_rows(len(chunk))
+    return totals
+
+
+def _open(path: Path, options: ImportOptions) -> tuple[str, str, ColumnMap]:
+    """The bill's source name, format and column map; BillFormatError if it cannot be imported at all."""
+    source = str(path)
+    _check_options(options, source=source)
+    if not path.is_file():
+        raise BillFormatError("no such file", source=source)
+    header = reader.read_header(path, source=source)
+    bill_format = detect_format(header, source=source) if options.bill_format == "auto" else options.bill_format
+    return source, bill_format, resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
 
 
 def _check_options(options: ImportOptions, *, source: str) -> None:

@@ -8,16 +8,22 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import openpyxl
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from openpyxl.utils.exceptions import InvalidFileException
 
+from agent.bills.fast import blank_records
 from agent.errors import BillFormatError
 
 CHUNK_ROWS = 200_000
+# Bytes of CSV text per Arrow chunk: about 80 000 lines of a typical bill.
+CSV_BLOCK_BYTES = 8 << 20
+_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 # What the CSV, gzip, Parquet and XLSX libraries raise on a file they cannot read (openpyxl: KeyError for a
 # zip archive that holds no workbook).
 _READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, InvalidFileException, pa.ArrowException, KeyError)
@@ -46,6 +52,65 @@ def read_chunks(path: Path, *, columns: list[str], source: str) -> Iterator[pd.D
         yield from _CHUNK_READERS[_kind(path)](path, columns)
     except _READ_ERRORS as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
+
+
+def read_batches(path: Path, *, columns: list[str], cost: str, source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """The bill's records as Arrow text columns (null where a cell is absent) with their row numbers, as
+    `read_chunks` gives them. CSV is parsed by Arrow's multithreaded reader; a file it cannot parse the way
+    `read_chunks` would (invalid UTF-8, ragged rows, repeated column names) raises FastReadError, and
+    the caller reads it again with `read_chunks`."""
+    kind = _kind(path)
+    if kind in (".csv", ".gz"):
+        yield from _arrow_csv_batches(path, columns, cost=cost)
+        return
+    if kind == ".parquet":
+        try:
+            yield from _parquet_batches(path, columns, cost=cost)
+        except _READ_ERRORS as e:
+            raise BillFormatError(f"cannot read the file: {e}", source=source) from e
+        return
+    for chunk in read_chunks(path, columns=columns, source=source):
+        yield pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64")
+
+
+class FastReadError(Exception):
+    """Arrow's CSV reader cannot read this file as pandas would: read it with `read_chunks` instead."""
+
+
+def _arrow_csv_batches(path: Path, columns: list[str], *, cost: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    header = _csv_header(path)
+    if len(set(header)) != len(header) or not set(columns) <= set(header):
+        raise FastReadError("repeated or renamed column names")
+    # Blank lines are kept as records, as pandas keeps them, so that row numbers stay aligned. Columns other
+    # than the cost repeat a few values: they are read as dictionaries.
+    types = {name: pa.string() if name == cost else _DICTIONARY for name in columns}
+    options = {
+        "read_options": pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        "parse_options": pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+        "convert_options": pacsv.ConvertOptions(include_columns=columns, strings_can_be_null=False,
+                                                column_types=types),
+    }
+    next_row = 2
+    try:
+        stream = pa.input_stream(str(path), compression="gzip" if _kind(path) == ".gz" else None)
+        with stream, pacsv.open_csv(stream, **options) as reader:
+            for batch in reader:
+                table = pa.Table.from_batches([batch])
+                rows = np.arange(next_row, next_row + len(table), dtype=np.int64)
+                next_row += len(table)
+                blank = blank_records(table, cost=cost)
+                yield table.filter(~blank), rows[~blank]
+    except (pa.ArrowException, OSError, EOFError, UnicodeError) as e:
+        raise FastReadError(str(e)) from e
+
+
+def _parquet_batches(path: Path, columns: list[str], *, cost: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    first_row = 1
+    bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name != cost])
+    for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+        rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
+        yield pa.table({name: _arrow_strings(batch.column(name)) for name in columns}), rows
+        first_row += batch.num_rows
 
 
 def _kind(path: Path) -> str:
@@ -95,14 +160,20 @@ def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
 
 
 def _arrow_text(array: pa.Array, index: pd.Index) -> pd.Series:
+    return _arrow_strings(array).to_pandas().astype("str").set_axis(index)
+
+
+def _arrow_strings(array: pa.Array) -> pa.Array:
     """A Parquet column as exact text: Arrow prints decimals exactly and floats in their shortest form."""
+    if pa.types.is_dictionary(array.type) and pa.types.is_string(array.type.value_type):
+        return array
     kind = array.type
     if pa.types.is_map(kind) or pa.types.is_struct(kind) or pa.types.is_list(kind):
         # Tag maps arrive as lists of (key, value) pairs; the tag lookup reads JSON objects.
-        values = [None if value is None else json.dumps(dict(value) if pa.types.is_map(kind) else value, default=str)
-                  for value in array.to_pylist()]
-        return pd.Series(values, index=index, dtype="str")
-    return pc.cast(array, pa.string()).to_pandas().astype("str").set_axis(index)
+        return pa.array([None if value is None else json.dumps(dict(value) if pa.types.is_map(kind) else value,
+                                                               default=str)
+                         for value in array.to_pylist()], pa.string())
+    return pc.cast(array, pa.string())
 
 
 def _xlsx_header(path: Path) -> list[str]:

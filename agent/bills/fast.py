@@ -1,0 +1,191 @@
+"""The vectorised import of well-formed rows: Arrow and numpy over a whole chunk, no Python per row.
+
+`clean_rows` takes a chunk of bill text as Arrow columns and splits it in two: the rows whose every field
+is valid (a plain decimal cost of at most 12 decimals, a currency, a tag, a date), converted here to line
+items with the cost as an exact decimal; and the other rows, left as text for `agent.bills.convert`, which
+accepts or rejects each one with its reason.
+
+Bills repeat a few values over millions of lines, so every column but the cost is handled as a dictionary:
+convert.py's own cell functions judge each distinct value once, and the verdicts are spread over the rows
+by index. A row therefore gives the same line item whichever way it goes; only the speed differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agent.bills import convert
+from agent.bills.columns import ColumnMap
+from agent.bills.options import ImportOptions
+from agent.bills.tags import TagReader
+
+# The characters str.strip() removes, so that Arrow trims a cell as Python does.
+STRIP_CHARACTERS = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006" \
+                   "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+DECIMALS = 12
+COST_TYPE = pa.decimal128(38, DECIMALS)
+# Costs taken here: plain decimals that fit COST_TYPE exactly. Others (exponents, more decimals, non-ASCII
+# digits, underscores, NaN) go row by row to convert.py, which parses them as Python's Decimal does.
+_PLAIN_COST = rf"^[+-]?(?:[0-9]{{1,26}}(?:\.[0-9]{{0,{DECIMALS}}})?|\.[0-9]{{1,{DECIMALS}}})$"
+TEXT_FIELDS = ("sub_account", "workspace", "api_key")
+MISSING = -1
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A column as dictionary codes: `codes[i]` indexes `values`, MISSING where the cell is absent."""
+
+    codes: np.ndarray
+    values: list[str | None]
+
+    def verdicts(self, per_value: list[bool], *, missing: bool) -> np.ndarray:
+        """Each row's verdict, given one per distinct value and one for absent cells."""
+        return np.append(np.asarray(per_value, dtype=bool), missing)[self.codes]
+
+
+@dataclass(frozen=True)
+class CleanRows:
+    """A chunk split: line items of the clean rows (in and out of the period), and the other rows' text."""
+
+    items: pa.Table
+    outside: pa.Table
+    others: pd.DataFrame
+
+
+def encode(column: pa.ChunkedArray | pa.Array) -> Encoded:
+    array = column.unify_dictionaries().combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_dictionary(array.type):
+        array = pc.dictionary_encode(array)
+    values = pc.cast(array.dictionary, pa.string()).to_pylist()
+    return Encoded(codes=array.indices.fill_null(MISSING).to_numpy(zero_copy_only=False).astype(np.int64),
+                   values=values)
+
+
+def trimmed(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Text trimmed as str.strip() trims it: Arrow's fast ASCII trim unless a cell holds a control or
+    non-ASCII character, which Python may also count as white space."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.type != pa.string():
+        array = pc.cast(array, pa.string())
+    data = array.buffers()[2]
+    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
+    if ((raw < 0x20) | (raw >= 0x80)).any():
+        return pc.utf8_trim(array, characters=STRIP_CHARACTERS)
+    return pc.ascii_trim_whitespace(array)
+
+
+def blank_records(table: pa.Table, *, cost: str) -> np.ndarray:
+    """Records whose cells are all empty or white space: blank lines, or lines of bare separators."""
+    blank = np.asarray(pc.equal(pc.utf8_length(trimmed(table[cost])), 0).fill_null(True))
+    if not blank.any():
+        return blank
+    for name in table.column_names:
+        if name != cost:
+            column = encode(table[name])
+            blank &= column.verdicts([value.strip() == "" for value in column.values], missing=True)
+    return blank
+
+
+def clean_rows(chunk: pa.Table, rows: np.ndarray, *, columns: ColumnMap, options: ImportOptions,
+               tag_reader: TagReader) -> CleanRows:
+    """Split one chunk; `rows` holds each record's row number."""
+    fields = _Fields(chunk, columns=columns, options=options, tag_reader=tag_reader)
+    cost, places, clean = _costs(chunk[columns.cost])
+    clean &= fields.clean
+    table = pa.table({
+        "period": fields.period,
+        "currency": fields.currency,
+        "tag": fields.tag,
+        **fields.text,
+        "cost": cost,
+        "places": places,
+        "row": pa.array(rows, pa.int64()),
+    })
+    inside = clean & ~fields.outside
+    return CleanRows(items=table.filter(inside), outside=table.filter(clean & fields.outside),
+                     others=_text_frame(chunk.filter(~clean), rows[~clean]))
+
+
+class _Fields:
+    """The chunk's fields other than the cost, judged per distinct value with convert.py's functions."""
+
+    def __init__(self, chunk: pa.Table, *, columns: ColumnMap, options: ImportOptions, tag_reader: TagReader):
+        length = len(chunk)
+        self.clean = np.ones(length, dtype=bool)
+        self.currency = self._field(chunk, columns.currency, length, lambda frame: convert.currency_cells(
+            frame, columns=columns, default=options.default_currency))
+        self.tag = self._field(chunk, columns.tag, length, lambda frame: convert.tag_cells(
+            frame, columns=columns, tag_reader=tag_reader))
+        billing = self._field(chunk, columns.billing_period, length,
+                              lambda frame: convert.month_cells(frame, columns.billing_period))
+        charge = self._field(chunk, columns.charge_period, length,
+                             lambda frame: convert.month_cells(frame, columns.charge_period))
+        self.period = pc.coalesce(billing, charge, pa.scalar(options.period, pa.string()))
+        self.clean &= np.asarray(pc.is_valid(self.period))
+        self.outside = _outside(billing, charge, period=options.period)
+        self.text = {name: self._field(chunk, getattr(columns, name), length,
+                                       lambda frame, name=name: (convert.text_cells(frame, getattr(columns, name)), None))
+                     for name in TEXT_FIELDS}
+
+    def _field(self, chunk: pa.Table, name: str | None, length: int, judge) -> pa.Array:
+        """The field's value per row; rows whose value convert.py would reject are marked unclean."""
+        if name is None:
+            frame = pd.DataFrame(index=pd.RangeIndex(1))
+            values, check = judge(frame)
+            value = values.iloc[0] if isinstance(values.iloc[0], str) else None
+            if check is not None and isinstance(check.reasons.iloc[0], str):
+                self.clean[:] = False
+            return pa.array([value] * length, pa.string())
+        column = encode(chunk[name])
+        frame = pd.DataFrame({name: pd.Series(column.values, dtype="str")})
+        values, check = judge(frame)
+        if check is not None:
+            self.clean &= column.verdicts([not isinstance(r, str) for r in check.reasons], missing=True)
+            # An absent cell is judged as the value of an absent column.
+            absent_values, absent_check = judge(pd.DataFrame({name: pd.Series([None], dtype="str")}))
+            self.clean[column.codes == MISSING] &= not isinstance(absent_check.reasons.iloc[0], str)
+        else:
+            absent_values = pd.Series([None], dtype=object)
+        distinct = [value if isinstance(value, str) else None for value in values]
+        absent = absent_values.iloc[0] if isinstance(absent_values.iloc[0], str) else None
+        return pc.take(pa.array([*distinct, absent], pa.string()), pa.array(column.codes % (len(distinct) + 1)))
+
+
+def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """Exact costs, their written decimals, and which rows' costs are plain decimals."""
+    text = trimmed(column)
+    present = pc.and_(pc.greater(pc.utf8_length(text), 0), pc.not_equal(text, "NULL"))
+    text = pc.if_else(present, text, pa.scalar(None, pa.string()))
+    # An exponent changes the decimals a cost is written with: 5.6E-05 has 6, not 4.
+    plain = pc.invert(pc.match_substring(text, "e", ignore_case=True))
+    try:
+        cost = pc.cast(text, COST_TYPE)
+        clean = pc.and_(pc.is_valid(cost), plain)
+    except pa.ArrowInvalid:
+        clean = pc.match_substring_regex(text, _PLAIN_COST)
+        cost = pc.cast(pc.if_else(clean, text, pa.scalar(None, pa.string())), COST_TYPE)
+    dot = pc.find_substring(text, ".")
+    places = pc.if_else(pc.greater_equal(dot, 0), pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1), 0)
+    return cost, pc.fill_null(places, 0).cast(pa.int32()), np.asarray(pc.fill_null(clean, False))
+
+
+def _outside(billing_month: pa.Array, charge_month: pa.Array, *, period: str | None) -> np.ndarray:
+    """Rows whose billing or charge month is another than the requested period (as convert.py decides)."""
+    if period is None:
+        return np.zeros(len(billing_month), dtype=bool)
+    wanted = pa.scalar(period)
+    return np.asarray(pc.or_(pc.fill_null(pc.not_equal(billing_month, wanted), False),
+                             pc.fill_null(pc.not_equal(charge_month, wanted), False)))
+
+
+def _text_frame(chunk: pa.Table, rows: np.ndarray) -> pd.DataFrame:
+    """Rows as convert.convert_chunk reads them: text columns indexed by row number."""
+    frame = pd.DataFrame({name: pd.Series(pc.cast(chunk[name], pa.string()).to_pylist(), dtype="str")
+                          for name in chunk.column_names})
+    frame.index = pd.Index(rows)
+    return frame
