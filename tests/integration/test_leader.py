@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client
 
 from agent.errors import KubernetesError
@@ -245,6 +247,85 @@ def test_a_follower_takes_over_after_expiry_or_at_once_after_a_release_repeatedl
         # the crash), and not much after.
         assert min(seconds) >= TIMING.lease_duration - 1.2 * TIMING.retry_period - 0.1
         assert max(seconds) < TIMING.lease_duration + 2 * TIMING.retry_period + SLACK_SECONDS
+
+
+class CuttableTunnel:
+    """A TCP tunnel to the API server (TLS passes through) that a test can cut, as a network partition does:
+    open connections are reset and new ones closed at once, until healed."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("https://").split(":")
+        self._upstream = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._cut = threading.Event()
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            for connection in self._open:
+                connection.close()
+            self._open.clear()
+
+    def heal(self) -> None:
+        self._cut.clear()
+
+    def _accept(self) -> None:
+        while True:
+            downstream, _ = self._listener.accept()
+            if self._cut.is_set():
+                downstream.close()
+                continue
+            upstream = socket.create_connection(self._upstream)
+            with self._lock:
+                self._open.extend((downstream, upstream))
+            for source, target in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            source.close()
+            target.close()
+
+
+def test_a_leader_cut_off_from_the_api_server_stops_at_its_renew_deadline_before_a_takeover(
+        coordination: client.CoordinationV1Api, candidate_kubeconfig: Path, kube_apiserver: KubeApiServer,
+        tmp_path: Path):
+    tunnel = CuttableTunnel(kube_apiserver.url)
+    token = yaml.safe_load(candidate_kubeconfig.read_text())["users"][0]["user"]["token"]
+    partitioned = write_kubeconfig(tmp_path / "tunnel.kubeconfig", url=tunnel.url, token=token,
+                                   ca_file=kube_apiserver.ca_file)
+    for round_ in range(ROUNDS):
+        tunnel.heal()
+        cut_off, other = elector(partitioned, f"cut-off-{round_}"), elector(candidate_kubeconfig, f"other-{round_}")
+        cut_off.start()
+        wait_for(cut_off.is_leading, what="the first leader", timeout=TIMING.lease_duration + WAIT_SECONDS)
+        other.start()
+        with LeadershipWatch([cut_off, other]) as watch:
+            cut_at = time.monotonic()
+            tunnel.cut()
+            wait_for(lambda: not cut_off.is_leading(), what="the cut-off leader to stop")
+            stopped = time.monotonic() - cut_at
+            wait_for(other.is_leading, what="the other to take over", timeout=TIMING.lease_duration + WAIT_SECONDS)
+            took_over = time.monotonic() - cut_at
+        cut_off.stop(release=False)
+        other.stop(release=True)
+        print(f"cut off: stopped leading after {stopped:.2f} s, taken over after {took_over:.2f} s")
+        assert watch.overlaps == [] and watch.samples > 100
+        # The leader gives up within the renew deadline of its last renewal (at most a retry period before the
+        # cut); the follower waits for the whole lease duration.
+        assert stopped <= TIMING.renew_deadline + 0.2
+        assert took_over >= TIMING.lease_duration - 1.2 * TIMING.retry_period - 0.1
+        assert took_over > stopped
 
 
 # --------------------------------------------------------------------------------- two real agent replicas
