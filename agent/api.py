@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -148,8 +149,9 @@ def not_found(detail: str) -> HTTPException:
     return HTTPException(status_code=404, detail=detail)
 
 
-def bad_parameter(detail: str) -> HTTPException:
-    return HTTPException(status_code=422, detail=detail)
+def bad_parameter(name: str, detail: str) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own (`detail`: a list of errors), as the OpenAPI document promises."""
+    return RequestValidationError([{"loc": ("query", name), "msg": detail, "type": "value_error"}])
 
 
 class RunReader:
@@ -193,7 +195,7 @@ class RunReader:
 def chosen_run(reader: RunReader, *, period: str | None, run_id: int | None) -> RunSummary:
     if run_id is None:
         if period is None:
-            raise bad_parameter("give period=YYYY-MM (its latest run) or run=ID")
+            raise bad_parameter("period", "give period=YYYY-MM (its latest run) or run=ID")
         return reader.latest(period)
     summary = reader.summary(run_id)
     if period is not None and summary.period != period:
@@ -211,7 +213,8 @@ def parse_dimensions(aggregate: str | None) -> tuple[str, ...]:
     asked = [name.strip() for name in aggregate.split(",") if name.strip()]
     unknown = [name for name in asked if name not in DIMENSIONS]
     if unknown:
-        raise bad_parameter(f"unknown aggregate dimension(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}")
+        raise bad_parameter("aggregate", f"unknown aggregate dimension(s) {', '.join(unknown)}; "
+                            f"choose from {', '.join(DIMENSIONS)}")
     return tuple(name for name in DIMENSIONS if name in asked)
 
 
@@ -332,7 +335,7 @@ def api_router(reader: RunReader) -> APIRouter:
         try:
             columns = parse_split_dimensions(by)
         except SplitError as e:
-            raise bad_parameter(str(e)) from e
+            raise bad_parameter("by", str(e)) from e
         summary = chosen_run(reader, period=period, run_id=run)
         result = split_bill(split_items(reader.stored(summary.id)), columns=columns)
         if report_format == "csv":

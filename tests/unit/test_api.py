@@ -233,7 +233,8 @@ def test_bad_parameters_are_422(worked, params):
 
 def test_unknown_dimension_is_named(worked):
     response = worked.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "tenant"})
-    assert "tenant" in response.json()["detail"]
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", "aggregate"] and "tenant" in error["msg"]
 
 
 def test_a_store_error_is_503_with_its_message(tmp_path):
