@@ -14,8 +14,9 @@ from fractions import Fraction
 
 import pandas as pd
 
-from agent.money import largest_remainder, minor_unit, round_amount
 from agent.attribution import attribute, rule_by_label
+from agent.bills.totals import BillTotals, GroupTotal, RowSample
+from agent.money import largest_remainder, minor_unit, round_amount
 from agent.rules import AttributionRule, Rules
 
 CLUSTER_PREFIX = "cz_cluster_"
@@ -122,11 +123,24 @@ def allocate(
     usage: Iterable[NamespaceUsage] = (),
     namespace_labels: Mapping[str, Mapping[str, str | None]] | None = None,
 ) -> Allocation:
-    """Allocate the period's line items; `namespace_labels` is the live cluster -> namespace -> service map."""
+    """Allocate the period's line items (agent.lineitems); see `allocate_lines`."""
+    return allocate_lines(summarise_tag_lines(items, rules=rules), rules=rules, period=period, usage=usage,
+                          namespace_labels=namespace_labels)
+
+
+def allocate_lines(
+    tag_lines: list[TagLine],
+    *,
+    rules: Rules,
+    period: str,
+    usage: Iterable[NamespaceUsage] = (),
+    namespace_labels: Mapping[str, Mapping[str, str | None]] | None = None,
+) -> Allocation:
+    """Allocate the period's bill lines, summed per tag value; `namespace_labels` is the live
+    cluster -> namespace -> service map."""
     usage = list(usage)
     namespace_map = resolve_namespace_map(usage, rules=rules, namespace_labels=namespace_labels or {})
     weights = cluster_weights(usage)
-    tag_lines = summarise_tag_lines(items, rules=rules)
     rule_targets = rule_by_label(rules)
     contributions: list[Contribution] = []
     for line in tag_lines:
@@ -171,44 +185,43 @@ def cluster_weights(usage: list[NamespaceUsage]) -> dict[str, dict[str, Decimal]
 
 
 def summarise_tag_lines(items: pd.DataFrame, *, rules: Rules) -> list[TagLine]:
+    """The tag lines of canonical line items (see `tag_lines_of`)."""
+    bills = []
+    for source, lines in items.groupby("source", sort=True):
+        bill = BillTotals(source=str(source))
+        bill.add_items(lines, outside=lines.iloc[:0])
+        bills.append(bill)
+    return tag_lines_of(bills, rules=rules)
+
+
+def tag_lines_of(bills: Iterable[BillTotals], *, rules: Rules) -> list[TagLine]:
     """One TagLine per (currency, tag value, attribution rule), in a stable order, with the bill rows behind it."""
-    if items.empty:
-        return []
-    frame = items[["currency", "tag", "cost", "source", "row"]].copy()
-    frame["tag"] = frame["tag"].fillna("")
-    frame["rule"] = attribute(items, rules)
-    lines = []
-    for (currency, tag, rule), group in frame.groupby(["currency", "tag", "rule"], sort=True):
-        rows_by_source = {
-            str(source): compress_rows(rows["row"]) for source, rows in group.groupby("source", sort=True)
-        }
-        lines.append(
-            TagLine(
-                currency=str(currency),
-                tag=str(tag),
-                amount=sum(group["cost"], Decimal(0)),
-                line_count=len(group),
-                rows_by_source=rows_by_source,
-                rule=str(rule),
-            )
-        )
-    return lines
+    bills = list(bills)
+    claims = _claims(bills, rules)
+    merged: dict[tuple[str, str, str], tuple[GroupTotal, dict[str, RowSample]]] = {}
+    for bill in bills:
+        for key, group in bill.tag_groups.items():
+            _, currency, tag, *dimensions = key
+            rule = claims.get(tuple(dimensions), "") if tag is None else ""
+            total, rows = merged.setdefault((currency, tag or "", rule), (GroupTotal(), {}))
+            total.add(group.amount, group.lines, group.places)
+            rows.setdefault(bill.source, RowSample()).merge(bill.tag_rows[key])
+    return [
+        TagLine(currency=currency, tag=tag, amount=total.exact(), line_count=total.lines,
+                rows_by_source={source: sample.describe() for source, sample in sorted(rows.items())}, rule=rule)
+        for (currency, tag, rule), (total, rows) in sorted(merged.items())
+    ]
 
 
-def compress_rows(rows: Iterable[int]) -> str:
-    """Row numbers as ranges: 2,3,4,7 -> '2-4,7'."""
-    ranges: list[str] = []
-    start = previous = None
-    for row in sorted(int(r) for r in rows):
-        if previous is not None and row == previous + 1:
-            previous = row
-            continue
-        if start is not None:
-            ranges.append(f"{start}-{previous}" if previous != start else f"{start}")
-        start = previous = row
-    if start is not None:
-        ranges.append(f"{start}-{previous}" if previous != start else f"{start}")
-    return ",".join(ranges)
+def _claims(bills: list[BillTotals], rules: Rules) -> dict[tuple[str | None, ...], str]:
+    """The attribution rule (label) claiming each (sub-account, workspace, API key) of untagged lines."""
+    untagged = sorted({tuple(key[3:]) for bill in bills for key in bill.tag_groups if key[2] is None},
+                      key=lambda dimensions: tuple(value or "" for value in dimensions))
+    if not untagged or not rules.attribution:
+        return {}
+    frame = pd.DataFrame(untagged, columns=["sub_account", "workspace", "api_key"], dtype=object)
+    frame["tag"] = None
+    return dict(zip(untagged, attribute(frame, rules)))
 
 
 def classify(

@@ -17,10 +17,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
-import pandas as pd
 
 from agent import __version__, summary
-from agent.bills import ImportOptions, read_bill
+from agent.bills import ImportOptions, total_bill
 from agent.bills.reader import read_header
 from agent.errors import AgentError
 from agent.focus_export import FOCUS_FORMAT, render_focus
@@ -32,7 +31,7 @@ from agent.rules import Rules, load_rules
 from agent.logs import configure_logging
 from agent.service import serve
 from agent.settings import Settings, load_settings
-from agent.split import SplitError, parse_dimensions, split_bill, summary_lines
+from agent.split import SplitError, bill_lines, parse_dimensions, split_bill, summary_lines
 from agent.statement import write_statement
 from agent.store import close_period, latest_run_id, list_runs, load_run, open_store, seen_namespace_maps
 from agent.usage import format_usage, read_usage
@@ -285,14 +284,13 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
 
 def _split(args: argparse.Namespace, *, console: Console) -> int:
     with import_progress(console) as on_rows:
-        imports = [read_bill(path, options=_split_import_options(args, path),
-                             on_rows=None if on_rows is None else functools.partial(on_rows, path))
+        imports = [total_bill(path, options=_split_import_options(args, path),
+                              on_rows=None if on_rows is None else functools.partial(on_rows, path))
                    for path in args.bill]
     rejected = [reject for bill in imports for reject in bill.rejected]
     if args.strict and rejected:
         raise RejectedRowsError(f"{len(rejected)} bill row(s) rejected (--strict); first: {rejected[0].message()}")
-    items = pd.concat([bill.items for bill in imports], ignore_index=True)
-    result = split_bill(items, columns=args.by, precision=args.precision)
+    result = split_bill(bill_lines(imports), columns=args.by, precision=args.precision)
     write_atomically(args.out, render_csv(result.header(), result.records()))
     for line in summary_lines(result, imports=imports, out=str(args.out)):
         console.print(line, highlight=False, markup=False, emoji=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from agent.bills import ImportOptions, read_bill
+from agent.bills import ImportOptions, total_bill
 from agent.bills.reader import file_sha256
 from agent.errors import AgentError
 from agent.store import known_bill_periods, remember_bill_periods
@@ -105,6 +105,5 @@ def bill_files(directory: Path) -> list[Path]:
 def bill_periods(path: Path, *, options: ImportOptions) -> list[str]:
     """The billing periods of a bill's rows; a YYYY-MM in the file's path stands for bills without dates."""
     hint = _PERIOD_IN_PATH.findall(str(path))
-    imported = read_bill(path, options=replace(options, period=hint[-1] if hint else None))
-    found = set(imported.items["period"]) | set(imported.out_of_period["period"])
-    return sorted(str(period) for period in found if period)
+    imported = total_bill(path, options=replace(options, period=hint[-1] if hint else None))
+    return sorted(period for period in imported.periods() if period)

@@ -12,17 +12,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import Engine
 
 from agent import __version__
-from agent.allocate import Allocation, NamespaceUsage, allocate, report_precision, rounded_bill_totals
-from agent.bills import ImportOptions, read_bill
+from agent.allocate import Allocation, NamespaceUsage, allocate_lines, report_precision, rounded_bill_totals, tag_lines_of
+from agent.bills import ImportOptions, total_bill
+from agent.bills.totals import BillTotals
 from agent.errors import AgentError
-from agent.lineitems import BillImport, RejectedRow
+from agent.lineitems import RejectedRow
 from agent.report import render_report
 from agent.rules import Rules, rules_digest
-from agent.split import split_bill
+from agent.split import bill_lines, split_bill
 from agent.store import RunSummary, SplitTotal, save_run
 from agent.usage import usage_digest
 
@@ -50,7 +50,7 @@ class RunResult:
     # False when the inputs and results equal the `unchanged_from` run: nothing new was stored.
     stored: bool
     allocation: Allocation
-    imports: list[BillImport]
+    imports: list[BillTotals]
     rejected: list[RejectedRow]
     manifest: dict[str, Any]
     report: bytes
@@ -73,8 +73,8 @@ def import_options_for(rules: Rules, *, period: str | None,
     return ImportOptions(tag_key=rules.tag_key, period=period, default_currency=rules.currency, **columns)
 
 
-def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillImport]:
-    return [read_bill(path, options=request.import_options,
+def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillTotals]:
+    return [total_bill(path, options=request.import_options,
                       on_rows=None if on_rows is None else functools.partial(on_rows, path))
             for path in request.bills]
 
@@ -87,27 +87,27 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
     rejected = [reject for bill in imports for reject in bill.rejected]
     if request.strict and rejected:
         raise RejectedRowsError(f"{len(rejected)} bill row(s) rejected (--strict); first: {rejected[0].message()}")
-    items = pd.concat([bill.items for bill in imports], ignore_index=True)
-    allocation = allocate(items, rules=request.rules, period=request.period, usage=request.usage or ())
+    allocation = allocate_lines(tag_lines_of(imports, rules=request.rules), rules=request.rules, period=request.period,
+                                usage=request.usage or ())
     report = render_report(allocation.rows, report_format=request.report_format)
     manifest = build_manifest(request, imports=imports, allocation=allocation, report=report)
     if unchanged_from is not None and json.loads(json.dumps(manifest)) == unchanged_from.manifest:
         return RunResult(run_id=unchanged_from.id, stored=False, allocation=allocation, imports=imports,
                          rejected=rejected, manifest=manifest, report=report)
-    run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(items), manifest=manifest,
+    run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(imports), manifest=manifest,
                       report_sha256=manifest["report"]["sha256"], created_at=created_at, tool_version=__version__)
     return RunResult(run_id=run_id, stored=True, allocation=allocation, imports=imports, rejected=rejected, manifest=manifest,
                      report=report)
 
 
-def split_totals(items: pd.DataFrame) -> list[SplitTotal]:
+def split_totals(imports: list[BillTotals]) -> list[SplitTotal]:
     """The accepted lines' exact cost per sub-account, workspace and API key, for the run's split views."""
-    split = split_bill(items, columns=SPLIT_COLUMNS)
+    split = split_bill(bill_lines(imports), columns=SPLIT_COLUMNS)
     return [SplitTotal(*row.values, currency=row.currency, amount=row.exact_amount, line_count=row.line_count)
             for row in split.rows]
 
 
-def build_manifest(request: RunRequest, *, imports: list[BillImport], allocation: Allocation,
+def build_manifest(request: RunRequest, *, imports: list[BillTotals], allocation: Allocation,
                    report: bytes) -> dict[str, Any]:
     """Everything needed to explain and repeat the run; no clock, so equal inputs give equal manifests."""
     return {
@@ -131,29 +131,29 @@ def build_manifest(request: RunRequest, *, imports: list[BillImport], allocation
     }
 
 
-def _bill_manifest(bill: BillImport) -> dict[str, Any]:
+def _bill_manifest(bill: BillTotals) -> dict[str, Any]:
     return {
         "path": bill.source,
         "sha256": bill.sha256,
         "format": bill.bill_format,
         "input_rows": bill.input_rows,
-        "accepted_rows": len(bill.items),
+        "accepted_rows": bill.accepted_rows,
         "rejected_rows": len(bill.rejected),
-        "out_of_period_rows": len(bill.out_of_period),
+        "out_of_period_rows": bill.out_of_period_rows,
     }
 
 
-def _row_counts(imports: list[BillImport]) -> dict[str, int]:
+def _row_counts(imports: list[BillTotals]) -> dict[str, int]:
     counts = {"input": 0, "accepted": 0, "rejected": 0, "out_of_period": 0}
     for bill in imports:
         counts["input"] += bill.input_rows
-        counts["accepted"] += len(bill.items)
+        counts["accepted"] += bill.accepted_rows
         counts["rejected"] += len(bill.rejected)
-        counts["out_of_period"] += len(bill.out_of_period)
+        counts["out_of_period"] += bill.out_of_period_rows
     return counts
 
 
-def _totals(imports: list[BillImport], allocation: Allocation, rules: Rules) -> dict[str, dict[str, str]]:
+def _totals(imports: list[BillTotals], allocation: Allocation, rules: Rules) -> dict[str, dict[str, str]]:
     """Per currency: the accepted bill (exact and rounded), what was allocated and left unallocated, and
     the out-of-period amount set aside."""
     rounded = rounded_bill_totals(allocation, rules)

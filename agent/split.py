@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pandas as pd
 
 from agent.errors import AgentError
-from agent.lineitems import BillImport, empty_line_items
+from agent.bills.totals import BillTotals
 from agent.money import minor_unit
 
 # --by name -> line-item column (and output column) it groups on.
@@ -149,7 +149,8 @@ def _group_sums(items: pd.DataFrame, *, columns: list[str]) -> list[tuple[tuple[
     grouped = items["cost"].groupby(keys, sort=True)
     with _exact_arithmetic():
         sums = grouped.sum()
-    counts = grouped.size()
+    # Lines already summed (a bill's group totals, a run's stored split) say how many lines each row stands for.
+    counts = items["line_count"].groupby(keys, sort=True).sum() if "line_count" in items else grouped.size()
     return [(tuple(key), Decimal(amount), int(count))
             for key, amount, count in zip(sums.index.tolist(), sums.tolist(), counts.tolist())]
 
@@ -174,19 +175,24 @@ def _exact_sum(amounts: Iterable[Decimal]) -> Decimal:
         return sum(amounts, Decimal(0))
 
 
-def summary_lines(split: BillSplit, *, imports: Sequence[BillImport], out: str) -> list[str]:
+def bill_lines(bills: Sequence[BillTotals]) -> pd.DataFrame:
+    """The bills' split groups as line items, each with the count of lines it sums, for `split_bill`."""
+    records = [(*key, group.exact(), group.lines) for bill in bills for key, group in bill.split_groups.items()]
+    return pd.DataFrame(records, columns=["period", "currency", "sub_account", "workspace", "api_key", "cost",
+                                          "line_count"], dtype=object)
+
+
+def summary_lines(split: BillSplit, *, imports: Sequence[BillTotals], out: str) -> list[str]:
     """What the CLI prints: row counts, each currency's reconciliation, and the rows set aside."""
     rejected = [reject for bill in imports for reject in bill.rejected]
-    outside = (pd.concat([bill.out_of_period for bill in imports], ignore_index=True) if imports
-               else empty_line_items())
     lines = [f"split by {', '.join(split.columns)}: {len(split.rows)} rows written to {out}", _row_counts(imports),
              *_reconciliation_lines(split)]
     if rejected:
         lines.append(f"{len(rejected)} rejected row(s), excluded:")
         lines += [f"  {reject.message()}" for reject in rejected[:_SHOWN_LINES]]
         lines += [f"  ... and {len(rejected) - _SHOWN_LINES} more"] if len(rejected) > _SHOWN_LINES else []
-    if len(outside):
-        lines += _out_of_period_lines(outside)
+    if any(bill.outside for bill in imports):
+        lines += _out_of_period_lines(imports)
     return lines
 
 
@@ -199,25 +205,26 @@ def _reconciliation_lines(split: BillSplit) -> list[str]:
             for currency, rounded in split.rounded_totals.items()]
 
 
-def _row_counts(imports: Sequence[BillImport]) -> str:
+def _row_counts(imports: Sequence[BillTotals]) -> str:
     total = sum(bill.input_rows for bill in imports)
-    accepted = sum(len(bill.items) for bill in imports)
+    accepted = sum(bill.accepted_rows for bill in imports)
     rejected = sum(len(bill.rejected) for bill in imports)
-    outside = sum(len(bill.out_of_period) for bill in imports)
+    outside = sum(bill.out_of_period_rows for bill in imports)
     return (f"rows: {total} input = {accepted} accepted + {rejected} rejected + {outside} out of period "
             f"(excluded)")
 
 
-def _out_of_period_lines(outside: pd.DataFrame) -> list[str]:
+def _out_of_period_lines(imports: Sequence[BillTotals]) -> list[str]:
     totals: dict[str, Decimal] = defaultdict(Decimal)
     with _exact_arithmetic():
-        for currency, cost in zip(outside["currency"], outside["cost"]):
-            totals[currency] += cost
+        for bill in imports:
+            for currency, amount in bill.out_of_period_totals().items():
+                totals[currency] += amount
     amounts = ", ".join(f"{currency} {format(amount, 'f')}" for currency, amount in sorted(totals.items()))
-    lines = [f"{len(outside)} row(s) outside the period, excluded ({amounts}):"]
-    shown = outside.head(_SHOWN_LINES)
-    lines += [f"  {source}, row {row}: period {period}"
-              for source, row, period in zip(shown["source"], shown["row"], shown["period"])]
-    if len(outside) > _SHOWN_LINES:
-        lines.append(f"  ... and {len(outside) - _SHOWN_LINES} more")
+    count = sum(bill.out_of_period_rows for bill in imports)
+    shown = [(bill.source, row, period) for bill in imports for row, period in bill.outside_rows][:_SHOWN_LINES]
+    lines = [f"{count} row(s) outside the period, excluded ({amounts}):"]
+    lines += [f"  {source}, row {row}: period {period}" for source, row, period in shown]
+    if count > _SHOWN_LINES:
+        lines.append(f"  ... and {count - _SHOWN_LINES} more")
     return lines

@@ -212,7 +212,10 @@ def _first_rows(keyed: pa.Table, keys: list[TagKey]) -> dict[TagKey, list[int]]:
 
 
 def _with_tag_dimensions(items: pd.DataFrame) -> pd.DataFrame:
+    """The items, missing text as None (frames built by hand may hold NaN), with the tag group's dimensions."""
     frame = items.copy()
+    for name in ("period", "currency", "tag", "sub_account", "workspace", "api_key"):
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     untagged = frame["tag"].isna()
     for name in ("sub_account", "workspace", "api_key"):
         frame[f"tag_{name}"] = frame[name].where(untagged, None)

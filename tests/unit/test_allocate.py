@@ -3,7 +3,8 @@ from fractions import Fraction
 
 import pytest
 
-from agent.allocate import NamespaceUsage, allocate, compress_rows
+from agent.allocate import NamespaceUsage, allocate
+from agent.bills.totals import compress_rows
 from agent.rules import parse_rules
 from tests.factories import line_items
 
