@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -218,23 +218,42 @@ class _Server:
         return _vector(status, body, where=where)
 
     def _get(self, params: dict[str, str]) -> tuple[int, bytes]:
-        """Status and body; the body must arrive within the timeout, even when it trickles in byte by byte
-        (the read timeout alone only bounds each pause between bytes)."""
+        """Status and body. The read timeout only bounds each pause between bytes, so a body trickling in
+        would hold the run for ever: past the timeout, a watchdog closes the connection under the read."""
         # `verify` per request: requests lets $REQUESTS_CA_BUNDLE override the session's own CA file.
         with self.session.get(self.query_url, params=params, timeout=self.timeout_seconds, verify=self.verify,
                               stream=True) as answer:
-            deadline = time.monotonic() + self.timeout_seconds
-            body = bytearray()
-            for chunk in answer.iter_content(READ_CHUNK_BYTES):
-                body += chunk
-                if time.monotonic() > deadline:
-                    raise requests.Timeout(f"the answer took longer than {self.timeout_seconds:g} s to arrive")
-                if len(body) > MAX_ANSWER_BYTES:
-                    raise requests.RequestException(f"the answer exceeds {MAX_ANSWER_BYTES // 2**20} MiB")
-            return answer.status_code, bytes(body)
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                answer.raw.shutdown()  # wakes the blocked read, which closing would not
+
+            watchdog = threading.Timer(self.timeout_seconds, expire)
+            watchdog.start()
+            try:
+                body = _read_body(answer)
+            except Exception as e:
+                if expired.is_set():
+                    raise requests.Timeout("the answer's body did not arrive in time") from e
+                raise
+            finally:
+                watchdog.cancel()
+            if expired.is_set():
+                raise requests.Timeout("the answer's body did not arrive in time")
+            return answer.status_code, body
 
     def _where(self, query: str, at: str) -> str:
         return f"Prometheus {self.url} failed query {query!r} at {at}"
+
+
+def _read_body(answer: requests.Response) -> bytes:
+    body = bytearray()
+    for chunk in answer.iter_content(READ_CHUNK_BYTES):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise requests.RequestException(f"the answer exceeds {MAX_ANSWER_BYTES // 2**20} MiB")
+    return bytes(body)
 
 
 def _vector(status: int, body: bytes, *, where: str) -> list[dict]:
@@ -299,8 +318,10 @@ def _exception_chain(error: BaseException) -> list[BaseException]:
 
 
 def _os_reason(error: BaseException) -> str | None:
-    if not isinstance(error, OSError) or isinstance(error, TimeoutError):
-        return None  # a socket timeout says only 'timed out': the caller names the timeout instead
+    """The socket's own words. A socket timeout says only 'timed out' (the caller names the timeout instead),
+    and requests' errors subclass OSError without being the socket's."""
+    if not isinstance(error, OSError) or isinstance(error, (TimeoutError, requests.RequestException)):
+        return None
     if error.strerror:
         return error.strerror
     return error.args[0] if error.args and isinstance(error.args[0], str) else None

@@ -91,7 +91,9 @@ class HttpFaultProxy:
     def _forward(self, path: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(*self.upstream, timeout=120)
         try:
-            connection.request("GET", path, headers={k: v for k, v in headers.items() if k.lower() != "host"})
+            # Without Accept-Encoding the body comes uncompressed, so faults can rewrite it.
+            forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "accept-encoding")}
+            connection.request("GET", path, headers=forwarded)
             response = connection.getresponse()
             return response.status, response.getheaders(), response.read()
         finally:
