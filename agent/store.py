@@ -224,12 +224,10 @@ def _ensure_schema(engine: Engine) -> None:
         if version > SCHEMA_VERSION:
             raise StoreError(f"the run store has schema version {version}, newer than this agent's "
                              f"{SCHEMA_VERSION}: upgrade the agent")
-        if version == 0:
-            metadata.create_all(connection)
-        else:
+        if version > 0:
             for migrate in MIGRATIONS[version - 1:]:
                 migrate(connection)
-            metadata.create_all(connection)
+        metadata.create_all(connection)
         connection.execute(delete(schema_version))
         connection.execute(insert(schema_version).values(version=SCHEMA_VERSION))
 
