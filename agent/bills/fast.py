@@ -105,6 +105,7 @@ def clean_rows(chunk: pa.Table, rows: np.ndarray, *, columns: ColumnMap, options
         "cost": cost,
         "places": places,
         "row": pa.array(rows, pa.int64()),
+        **fields.group_codes(),
     })
     inside = clean & ~fields.outside
     return CleanRows(items=table.filter(inside), outside=table.filter(clean & fields.outside),
@@ -112,27 +113,43 @@ def clean_rows(chunk: pa.Table, rows: np.ndarray, *, columns: ColumnMap, options
 
 
 class _Fields:
-    """The chunk's fields other than the cost, judged per distinct value with convert.py's functions."""
+    """The chunk's fields other than the cost, judged per distinct value with convert.py's functions.
+
+    Each field also keeps its dictionary codes (`codes[name]`, with the number of codes it can take), from
+    which `group_codes` numbers the chunk's groups without comparing text.
+    """
 
     def __init__(self, chunk: pa.Table, *, columns: ColumnMap, options: ImportOptions, tag_reader: TagReader):
-        length = len(chunk)
-        self.clean = np.ones(length, dtype=bool)
-        self.currency = self._field(chunk, columns.currency, length, lambda frame: convert.currency_cells(
+        self._length = len(chunk)
+        self.clean = np.ones(self._length, dtype=bool)
+        self.codes: dict[str, tuple[np.ndarray, int]] = {}
+        self.currency = self._field(chunk, "currency", columns.currency, lambda frame: convert.currency_cells(
             frame, columns=columns, default=options.default_currency))
-        self.tag = self._field(chunk, columns.tag, length, lambda frame: convert.tag_cells(
+        self.tag = self._field(chunk, "tag", columns.tag, lambda frame: convert.tag_cells(
             frame, columns=columns, tag_reader=tag_reader))
-        billing = self._field(chunk, columns.billing_period, length,
+        billing = self._field(chunk, "billing", columns.billing_period,
                               lambda frame: convert.month_cells(frame, columns.billing_period))
-        charge = self._field(chunk, columns.charge_period, length,
+        charge = self._field(chunk, "charge", columns.charge_period,
                              lambda frame: convert.month_cells(frame, columns.charge_period))
         self.period = pc.coalesce(billing, charge, pa.scalar(options.period, pa.string()))
         self.clean &= np.asarray(pc.is_valid(self.period))
         self.outside = _outside(billing, charge, period=options.period)
-        self.text = {name: self._field(chunk, getattr(columns, name), length,
+        self.text = {name: self._field(chunk, name, getattr(columns, name),
                                        lambda frame, name=name: (convert.text_cells(frame, getattr(columns, name)), None))
                      for name in TEXT_FIELDS}
 
-    def _field(self, chunk: pa.Table, name: str | None, length: int, judge) -> pa.Array:
+    def group_codes(self) -> dict[str, np.ndarray]:
+        """Per row, a number for its tag group and one for its split group (see agent.bills.totals); none when
+        the numbers could overflow."""
+        untagged = np.asarray(pc.is_null(self.tag))
+        period = [self.codes["billing"], self.codes["charge"]]
+        dimensions = [self.codes[name] for name in TEXT_FIELDS]
+        tag_dimensions = [(np.where(untagged, codes, size), size + 1) for codes, size in dimensions]
+        groups = {"tag_group": [*period, self.codes["currency"], self.codes["tag"], *tag_dimensions],
+                  "split_group": [*period, self.codes["currency"], *dimensions]}
+        return {name: code for name, parts in groups.items() if (code := _mixed_radix(parts)) is not None}
+
+    def _field(self, chunk: pa.Table, field: str, name: str | None, judge) -> pa.Array:
         """The field's value per row; rows whose value convert.py would reject are marked unclean."""
         if name is None:
             frame = pd.DataFrame(index=pd.RangeIndex(1))
@@ -140,7 +157,8 @@ class _Fields:
             value = values.iloc[0] if isinstance(values.iloc[0], str) else None
             if check is not None and isinstance(check.reasons.iloc[0], str):
                 self.clean[:] = False
-            return pa.array([value] * length, pa.string())
+            self.codes[field] = (np.zeros(self._length, dtype=np.int64), 1)
+            return pa.array([value] * self._length, pa.string())
         column = encode(chunk[name])
         frame = pd.DataFrame({name: pd.Series(column.values, dtype="str")})
         values, check = judge(frame)
@@ -153,7 +171,22 @@ class _Fields:
             absent_values = pd.Series([None], dtype=object)
         distinct = [value if isinstance(value, str) else None for value in values]
         absent = absent_values.iloc[0] if isinstance(absent_values.iloc[0], str) else None
-        return pc.take(pa.array([*distinct, absent], pa.string()), pa.array(column.codes % (len(distinct) + 1)))
+        # Several texts can give one value (' USD', 'usd'): rows are numbered by value, not by text.
+        value_codes, unique = pd.factorize(pd.Series([*distinct, absent], dtype=object), use_na_sentinel=False)
+        codes = value_codes[column.codes % (len(distinct) + 1)].astype(np.int64)
+        self.codes[field] = (codes, len(unique))
+        return pc.take(pa.array([value if isinstance(value, str) else None for value in unique], pa.string()),
+                       pa.array(codes))
+
+
+def _mixed_radix(parts: list[tuple[np.ndarray, int]]) -> np.ndarray | None:
+    """One int64 per row from several codes, each below its size; None if the product of sizes overflows."""
+    if np.prod([float(size) for _, size in parts]) >= 2.0**62:
+        return None
+    combined = np.zeros(len(parts[0][0]), dtype=np.int64)
+    for codes, size in parts:
+        combined = combined * size + codes
+    return combined
 
 
 def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:

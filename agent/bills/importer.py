@@ -94,6 +94,7 @@ def _totals(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap
         totals.input_rows += len(chunk)
         if on_rows is not None:
             on_rows(len(chunk))
+    totals.settle()
     return totals
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pandas as pd
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -119,6 +120,9 @@ class BillTotals:
     outside: dict[OutsideKey, GroupTotal] = field(default_factory=dict)
     # The first out-of-period lines: (row, period).
     outside_rows: list[tuple[int, str]] = field(default_factory=list)
+    _fast_tags: _RunningSums = field(default_factory=lambda: _RunningSums(_TAG_COLUMNS, sample=True), repr=False)
+    _fast_splits: _RunningSums = field(default_factory=lambda: _RunningSums(_SPLIT_COLUMNS), repr=False)
+    _fast_outside: _RunningSums = field(default_factory=lambda: _RunningSums(["period", "currency"]), repr=False)
 
     @property
     def accepted_rows(self) -> int:
@@ -151,64 +155,118 @@ class BillTotals:
         self._sample_outside(zip(outside["row"].head(ROW_SAMPLE).astype(int), outside["period"].head(ROW_SAMPLE)))
 
     def add_table(self, table: pa.Table, *, outside: pa.Table) -> None:
-        """Add line items held as Arrow columns: `cost` a decimal, `places` its decimals, `row` its row."""
+        """Add line items held as Arrow columns (agent.bills.fast): `cost` a decimal, `places` its decimals,
+        `row` its row, and where known `tag_group` and `split_group`, integer codes of the groups in the chunk.
+        Summed in Arrow; call `settle` before reading the groups."""
         if table.num_rows:
-            self._add_tag_groups(table)
-            for record in _grouped(table, _SPLIT_COLUMNS):
-                key = tuple(record[name] for name in _SPLIT_COLUMNS)
-                self.split_groups.setdefault(key, GroupTotal()).add(
-                    record["cost_sum"], record["row_count"], record["places_max"])
+            self._fast_tags.add(_with_tag_dimensions_arrow(table), codes=_column(table, "tag_group"))
+            self._fast_splits.add(table, codes=_column(table, "split_group"))
         if outside.num_rows:
-            for record in _grouped(outside, ["period", "currency"]):
-                self.outside.setdefault((record["period"], record["currency"]), GroupTotal()).add(
-                    record["cost_sum"], record["row_count"], record["places_max"])
+            self._fast_outside.add(outside, codes=None)
             if len(self.outside_rows) < ROW_SAMPLE:
                 head = outside.slice(0, ROW_SAMPLE)
                 self._sample_outside(zip(head["row"].to_pylist(), head["period"].to_pylist()))
 
-    def _add_tag_groups(self, table: pa.Table) -> None:
-        untagged = table["tag"].is_null()
-        dimensions = {f"tag_{name}": pc.if_else(untagged, table[name], pa.nulls(len(table), pa.string()))
-                      for name in ("sub_account", "workspace", "api_key")}
-        keyed = table.select(["period", "currency", "tag", "cost", "places", "row"])
-        for name, column in dimensions.items():
-            keyed = keyed.append_column(name, column)
-        groups = keyed.group_by(_TAG_COLUMNS, use_threads=False).aggregate(
-            [("cost", "sum"), ("places", "max"), ("row", "count"), ("row", "min"), ("row", "max")])
-        records = groups.to_pylist()
-        sampled = [key for key in (tuple(r[name] for name in _TAG_COLUMNS) for r in records)
-                   if len(self.tag_rows.get(key, RowSample()).first) < ROW_SAMPLE]
-        first_rows = _first_rows(keyed, sampled)
-        for record in records:
+    def settle(self) -> None:
+        """Fold the Arrow sums into the groups."""
+        for record in self._fast_tags.records():
             key = tuple(record[name] for name in _TAG_COLUMNS)
-            self.tag_groups.setdefault(key, GroupTotal()).add(record["cost_sum"], record["row_count"],
-                                                               record["places_max"])
-            self.tag_rows.setdefault(key, RowSample()).add(first_rows.get(key, ()), low=record["row_min"],
-                                                          high=record["row_max"], count=record["row_count"])
+            self.tag_groups.setdefault(key, GroupTotal()).add(record["cost"], record["lines"], record["places"])
+            self.tag_rows.setdefault(key, RowSample()).add(record["first"], low=record["low"], high=record["high"],
+                                                          count=record["lines"])
+        for record in self._fast_splits.records():
+            key = tuple(record[name] for name in _SPLIT_COLUMNS)
+            self.split_groups.setdefault(key, GroupTotal()).add(record["cost"], record["lines"], record["places"])
+        for record in self._fast_outside.records():
+            key = (record["period"], record["currency"])
+            self.outside.setdefault(key, GroupTotal()).add(record["cost"], record["lines"], record["places"])
+        self._fast_tags, self._fast_splits, self._fast_outside = (
+            _RunningSums(_TAG_COLUMNS, sample=True), _RunningSums(_SPLIT_COLUMNS), _RunningSums(["period", "currency"]))
 
     def _sample_outside(self, rows: Iterable[tuple[int, str]]) -> None:
         self.outside_rows = sorted([*self.outside_rows, *rows])[:ROW_SAMPLE]
 
 
-def _grouped(table: pa.Table, keys: list[str]) -> list[dict]:
-    return table.group_by(keys, use_threads=False).aggregate(
-        [("cost", "sum"), ("places", "max"), ("row", "count")]).to_pylist()
+class _RunningSums:
+    """Group sums of Arrow chunks, kept as one small Arrow table re-aggregated with each chunk.
+
+    A chunk is first reduced by its integer group codes (cheap) when it has them, by its key columns
+    otherwise. With `sample`, the first ROW_SAMPLE rows of each group are kept too: chunks arrive in row
+    order, so a group's first rows are taken from the chunks that come before it has ROW_SAMPLE lines.
+    """
+
+    def __init__(self, keys: list[str], *, sample: bool = False) -> None:
+        self._keys = keys
+        self._sample = sample
+        self._table: pa.Table | None = None
+        self._lines_seen: dict[tuple, int] = {}
+        self._samples: dict[tuple, list[int]] = {}
+
+    def add(self, chunk: pa.Table, *, codes: pa.ChunkedArray | None) -> None:
+        part = self._reduce(chunk, codes)
+        if self._sample:
+            self._take_samples(part)
+            part = part.drop_columns(["first"])
+        self._table = part if self._table is None else self._regroup(pa.concat_tables([self._table, part]))
+
+    def records(self) -> list[dict]:
+        """One dict per group: its keys, cost, places, lines, low and high rows, and `first` rows if sampled."""
+        records = [] if self._table is None else self._table.to_pylist()
+        if self._sample:
+            for record in records:
+                sample = self._samples.get(tuple(record[name] for name in self._keys), ())
+                record["first"] = sorted(sample)[:ROW_SAMPLE]
+        return records
+
+    def _reduce(self, chunk: pa.Table, codes: pa.ChunkedArray | None) -> pa.Table:
+        aggregates = [("cost", "sum"), ("places", "max"), ("row", "count"), ("row", "min"), ("row", "max")]
+        if self._sample:
+            aggregates.append(("row", "list"))
+        if codes is None:
+            groups = chunk.group_by(self._keys, use_threads=False).aggregate(aggregates)
+            keys = groups.select(self._keys)
+        else:
+            coded = pa.table({"code": codes, "cost": chunk["cost"], "places": chunk["places"], "row": chunk["row"],
+                              "index": pa.array(np.arange(len(chunk)))})
+            groups = coded.group_by("code", use_threads=False).aggregate([*aggregates, ("index", "min")])
+            keys = chunk.select(self._keys).take(groups["index_min"])
+        columns = {"cost": groups["cost_sum"], "places": groups["places_max"], "lines": groups["row_count"],
+                   "low": groups["row_min"], "high": groups["row_max"]}
+        if self._sample:
+            columns["first"] = pc.list_slice(groups["row_list"], 0, ROW_SAMPLE)
+        return pa.table({**{name: keys[name] for name in self._keys}, **columns})
+
+    def _take_samples(self, part: pa.Table) -> None:
+        """The rows of the groups that had fewer than ROW_SAMPLE lines before this chunk. A group can have
+        several entries in `part` (one per code that reads the same): their first rows are all taken."""
+        keys = list(zip(*(part[name].to_pylist() for name in self._keys)))
+        wanted = [position for position, key in enumerate(keys) if self._lines_seen.get(key, 0) < ROW_SAMPLE]
+        for key, lines in zip(keys, part["lines"].to_pylist()):
+            self._lines_seen[key] = self._lines_seen.get(key, 0) + lines
+        for position, rows in zip(wanted, part["first"].take(pa.array(wanted, pa.int64())).to_pylist()):
+            sample = self._samples.setdefault(keys[position], [])
+            sample.extend(rows)
+            if len(sample) > 4 * ROW_SAMPLE:
+                sample[:] = sorted(sample)[:ROW_SAMPLE]
+
+    def _regroup(self, table: pa.Table) -> pa.Table:
+        groups = table.group_by(self._keys, use_threads=False).aggregate(
+            [("cost", "sum"), ("places", "max"), ("lines", "sum"), ("low", "min"), ("high", "max")])
+        return pa.table({**{name: groups[name] for name in self._keys}, "cost": groups["cost_sum"],
+                         "places": groups["places_max"], "lines": groups["lines_sum"], "low": groups["low_min"],
+                         "high": groups["high_max"]})
 
 
-def _first_rows(keyed: pa.Table, keys: list[TagKey]) -> dict[TagKey, list[int]]:
-    """The first ROW_SAMPLE rows of each of `keys`, the groups whose sample is not full yet."""
-    if not keys:
-        return {}
-    wanted = set(keys)
-    groups = keyed.select([*_TAG_COLUMNS, "row"]).group_by(_TAG_COLUMNS, use_threads=False).aggregate(
-        [("row", "list")])
-    lists = pc.list_slice(groups["row_list"], 0, ROW_SAMPLE)
-    found = {}
-    for position, record in enumerate(groups.select(_TAG_COLUMNS).to_pylist()):
-        key = tuple(record[name] for name in _TAG_COLUMNS)
-        if key in wanted:
-            found[key] = lists[position].as_py()
-    return found
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    return table[name] if name in table.column_names else None
+
+
+def _with_tag_dimensions_arrow(table: pa.Table) -> pa.Table:
+    """The chunk with the tag group's dimensions: sub-account, workspace and API key of untagged lines."""
+    untagged = pc.is_null(table["tag"])
+    for name in ("sub_account", "workspace", "api_key"):
+        table = table.append_column(f"tag_{name}", pc.if_else(untagged, table[name], pa.scalar(None, pa.string())))
+    return table
 
 
 def _with_tag_dimensions(items: pd.DataFrame) -> pd.DataFrame:
