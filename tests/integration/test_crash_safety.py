@@ -29,20 +29,21 @@ from tests.integration.fixtures_pg import PostgresServer
 
 KILLS = 20
 PERIOD = "2026-10"
-BILL_LINES = 2000
+# Enough lines that the write lasts tens of milliseconds on SQLite (PostgreSQL's is slower: fewer suffice).
+BILL_LINES = {"sqlite": 6000, "postgres": 2000}
 RUN_TIMEOUT_SECONDS = 300
 POLL_SECONDS = 0.002
 CHILD_TABLES = ("allocation_rows", "contributions", "tag_lines", "rejected_rows", "bill_splits")
 RULES = "companies: {alpha: 60, beta: 40}\nservices:\n  mobile: {alpha: 1}\n"
 
 
-def write_bill(path: Path, *, variant: int) -> None:
+def write_bill(path: Path, *, lines: int, variant: int) -> None:
     """A bill whose run writes many rows (a tag and an API key per line); `variant` makes each run new."""
     rng = random.Random(variant)
-    lines = ["billingCycle,cz_container_bill,apiKeyName,unblendedCost,currency"]
-    lines += [f"{PERIOD},svc-{i},key-{i},{rng.randint(1, 99999) / 100:.2f},USD" for i in range(BILL_LINES)]
-    lines.append(f"{PERIOD},mobile,key-variant,{variant}.00,USD")
-    path.write_text("\n".join(lines) + "\n")
+    rows = ["billingCycle,cz_container_bill,apiKeyName,unblendedCost,currency"]
+    rows += [f"{PERIOD},svc-{i},key-{i},{rng.randint(1, 99999) / 100:.2f},USD" for i in range(lines)]
+    rows.append(f"{PERIOD},mobile,key-variant,{variant}.00,USD")
+    path.write_text("\n".join(rows) + "\n")
 
 
 def start_allocate(url: str, *, bill: Path, rules: Path, out: Path) -> subprocess.Popen:
@@ -119,7 +120,7 @@ def assert_consistent(url: str, *, backend: str, workdir: Path, capsys: pytest.C
     totals = latest.manifest["totals"]["USD"]
     assert sum(row.amount for row in stored.rows) == Decimal(totals["bill_rounded"])
     assert Decimal(totals["allocated"]) + Decimal(totals["unallocated"]) == Decimal(totals["bill_rounded"])
-    assert len(stored.splits) == BILL_LINES + 1
+    assert len(stored.splits) == BILL_LINES[backend] + 1
 
     capsys.readouterr()
     assert main(["--store", url, "runs"]) == 0
@@ -164,7 +165,7 @@ def test_kill_9_during_the_write_never_leaves_a_partial_run(backend: str, postgr
 
     # A first whole run: the good run that must stay served, and the write's duration to aim the kills.
     open_store(url).dispose()
-    write_bill(bill, variant=0)
+    write_bill(bill, lines=BILL_LINES[backend], variant=0)
     calibration = start_allocate(url, bill=bill, rules=rules, out=out)
     assert wait_for_write(calibration, write_started())
     write_seconds = seconds_until_committed(url, runs_before=0)
@@ -173,17 +174,17 @@ def test_kill_9_during_the_write_never_leaves_a_partial_run(backend: str, postgr
 
     outcomes: Counter[str] = Counter()
     for variant in range(1, KILLS + 1):
-        write_bill(bill, variant=variant)
+        write_bill(bill, lines=BILL_LINES[backend], variant=variant)
         agent = start_allocate(url, bill=bill, rules=rules, out=out)
         if wait_for_write(agent, write_started()):
-            time.sleep(random.uniform(0, write_seconds))
+            time.sleep(random.uniform(0, write_seconds / 2))
         agent.send_signal(signal.SIGKILL)
         agent.wait(timeout=RUN_TIMEOUT_SECONDS)
         after = assert_consistent(url, backend=backend, workdir=tmp_path, capsys=capsys)
         outcomes["inside the write" if after == stored else "after the commit"] += 1
         stored = after
 
-    write_bill(bill, variant=KILLS + 1)
+    write_bill(bill, lines=BILL_LINES[backend], variant=KILLS + 1)
     final = start_allocate(url, bill=bill, rules=rules, out=out)
     assert final.wait(timeout=RUN_TIMEOUT_SECONDS) == 0, final.stderr.read()
     assert len(assert_consistent(url, backend=backend, workdir=tmp_path, capsys=capsys)) == len(stored) + 1
