@@ -18,6 +18,8 @@ from agent.money import is_currency_code
 Weight = Annotated[Decimal, Field(allow_inf_nan=False, max_digits=30, decimal_places=12)]
 # A YAML document expands its aliases when validated: more nodes than this is an alias bomb, not rules.
 MAX_RULES_NODES = 100_000
+# Collections nested deeper than this are refused before they are composed.
+MAX_RULES_DEPTH = 64
 
 
 class _Strict(BaseModel):
@@ -168,8 +170,9 @@ class Rules(_Strict):
         return self
 
 
-class _DecimalLoader(yaml.SafeLoader):
-    """YAML loader that reads floats as exact decimals: weights never pass through binary floats."""
+class _DecimalLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """YAML loader that reads floats as exact decimals: weights never pass through binary floats. LibYAML's
+    parser when PyYAML has it: a rules file with thousands of services parses in milliseconds."""
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
@@ -210,6 +213,8 @@ def _load_yaml(text: str, *, source: str) -> object:
 
 
 def _bounded_document(text: str, *, source: str) -> object:
+    if _too_deep(text):
+        raise RulesError(f"{source}: not valid YAML: nested too deeply (more than {MAX_RULES_DEPTH} levels)")
     loader = _DecimalLoader(text)
     try:
         node = loader.get_single_node()
@@ -222,6 +227,30 @@ def _bounded_document(text: str, *, source: str) -> object:
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+def _too_deep(text: str) -> bool:
+    """Whether the document's collections nest deeper than MAX_RULES_DEPTH, from its tokens: LibYAML scans
+    without recursion, but composing a deeply nested document would overflow the C stack. The scan stops
+    at the first level too deep: scanning deep flow collections takes time quadratic in their depth."""
+    scanner = _DecimalLoader(text)
+    depth = 0
+    try:
+        while (token := scanner.get_token()) is not None:
+            if isinstance(token, _OPENING_TOKENS):
+                depth += 1
+                if depth > MAX_RULES_DEPTH:
+                    return True
+            elif isinstance(token, _CLOSING_TOKENS):
+                depth -= 1
+    finally:
+        scanner.dispose()
+    return False
+
+
+_OPENING_TOKENS = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+                   yaml.FlowSequenceStartToken)
+_CLOSING_TOKENS = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
