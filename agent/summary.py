@@ -33,8 +33,12 @@ def print_run(result: RunResult, *, rules: Rules, out: Path, rejects_path: Path 
             console.print(f"  {reject.message()}", highlight=False, markup=False)
         if len(result.rejected) > _SHOWN_REJECTS:
             console.print(f"  ... and {len(result.rejected) - _SHOWN_REJECTS} more")
-    for line in _unallocated_reasons(result):
+    reasons = _unallocated_reasons(result)
+    for line in reasons[:_SHOWN_REJECTS]:
         console.print(f"[yellow]unallocated[/] {line}", highlight=False)
+    if len(reasons) > _SHOWN_REJECTS:
+        console.print(f"  ... and {len(reasons) - _SHOWN_REJECTS} more reasons (cz-agent explain --company '')",
+                      highlight=False)
 
 
 def _company_table(result: RunResult) -> Table:
@@ -77,12 +81,14 @@ def _print_reconciliation(manifest: dict, *, console: Console) -> None:
 
 
 def _unallocated_reasons(result: RunResult) -> list[str]:
+    """Why cost was left unallocated, the largest amounts first."""
     reasons: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
     for c in result.allocation.contributions:
         if c.category == "unallocated":
             reasons[(c.currency, c.reason)] += c.amount
     return [f"{currency} {_money(Decimal(amount.numerator) / Decimal(amount.denominator))}: {reason}"
-            for (currency, reason), amount in sorted(reasons.items())]
+            for (currency, reason), amount in sorted(reasons.items(),
+                                                     key=lambda item: (item[0][0], -abs(item[1]), item[0][1]))]
 
 
 def print_coverage(coverage: dict[str, float], *, threshold: float, console: Console) -> None:
