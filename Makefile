@@ -33,8 +33,10 @@ infra:
 test: venv infra
 	$(BIN)/python -m pytest
 
-# Benchmarks (minutes): writes bench/RESULTS-*.md. make test runs only a smoke of them.
+# Benchmarks (tens of minutes): writes bench/RESULTS.md and bench/RESULTS-usage.md. make test runs only a
+# smoke of them.
 bench: venv
+	$(BIN)/python bench/bill_import.py
 	scripts/install-prometheus.sh
 	$(BIN)/python bench/usage_fetch.py
 
