@@ -18,6 +18,7 @@ _MINOR_UNITS: dict[str, int] = {
     **dict.fromkeys(["CLF", "UYW"], 4),
 }
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
+AMOUNT_DIGITS = 24
 
 
 def minor_unit(currency: str) -> int:
@@ -37,6 +38,9 @@ def parse_amount(text: str) -> Decimal:
         raise ValueError(f"not a number: {text!r}") from e
     if not amount.is_finite():
         raise ValueError(f"not a finite number: {text!r}")
+    # Bounded so that sums and roundings stay exact and small: no bill line is near 10**24 or has 24 decimals.
+    if (amount and amount.adjusted() >= AMOUNT_DIGITS) or amount.as_tuple().exponent < -AMOUNT_DIGITS:
+        raise ValueError(f"out of range (more than {AMOUNT_DIGITS} digits before or after the point): {text!r}")
     return amount
 
 

@@ -13,6 +13,7 @@ by index. A row therefore gives the same line item whichever way it goes; only t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from agent.bills import convert
 from agent.bills.columns import ColumnMap
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
+from agent.money import AMOUNT_DIGITS
 
 # The characters str.strip() removes, so that Arrow trims a cell as Python does.
 STRIP_CHARACTERS = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006" \
@@ -31,7 +33,7 @@ DECIMALS = 12
 COST_TYPE = pa.decimal128(38, DECIMALS)
 # Costs taken here: plain decimals that fit COST_TYPE exactly. Others (exponents, more decimals, non-ASCII
 # digits, underscores, NaN) go row by row to convert.py, which parses them as Python's Decimal does.
-_PLAIN_COST = rf"^[+-]?(?:[0-9]{{1,26}}(?:\.[0-9]{{0,{DECIMALS}}})?|\.[0-9]{{1,{DECIMALS}}})$"
+_PLAIN_COST = rf"^[+-]?(?:[0-9]{{1,{AMOUNT_DIGITS}}}(?:\.[0-9]{{0,{DECIMALS}}})?|\.[0-9]{{1,{DECIMALS}}})$"
 TEXT_FIELDS = ("sub_account", "workspace", "api_key")
 MISSING = -1
 
@@ -202,6 +204,8 @@ def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     except pa.ArrowInvalid:
         clean = pc.match_substring_regex(text, _PLAIN_COST)
         cost = pc.cast(pc.if_else(clean, text, pa.scalar(None, pa.string())), COST_TYPE)
+    # Amounts parse_amount refuses as out of range are left to it, to be rejected.
+    clean = pc.and_(clean, pc.less(pc.abs(cost), pa.scalar(Decimal(10) ** AMOUNT_DIGITS, COST_TYPE)))
     dot = pc.find_substring(text, ".")
     places = pc.if_else(pc.greater_equal(dot, 0), pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1), 0)
     return cost, pc.fill_null(places, 0).cast(pa.int32()), np.asarray(pc.fill_null(clean, False))

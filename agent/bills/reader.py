@@ -139,7 +139,9 @@ def _csv_header(path: Path) -> list[str]:
 def _csv_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     # Blank lines are kept so the record count stays aligned with the file's rows, then dropped here: a record
     # whose read columns are all empty is taken for one (only the columns the import uses are parsed).
-    with pd.read_csv(path, usecols=columns, chunksize=CHUNK_ROWS, skip_blank_lines=False,
+    # index_col=False: a row with more fields than the header would otherwise turn its first column into the
+    # index; the used fields are read by their position in the header, and the extra ones are ignored.
+    with pd.read_csv(path, usecols=columns, chunksize=CHUNK_ROWS, skip_blank_lines=False, index_col=False,
                      **_csv_options(path)) as chunks:
         for chunk in chunks:
             chunk.index = chunk.index + 2

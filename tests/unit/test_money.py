@@ -35,3 +35,14 @@ def test_largest_remainder_gives_missing_units_to_largest_fractions_then_order()
     with_credit = largest_remainder({"a": Decimal("-0.005"), "b": Decimal("1.006")}, 2)
     assert sum(with_credit.values()) == Decimal("1.00")
     assert with_credit == {"a": Decimal("-0.01"), "b": Decimal("1.01")}
+
+
+@pytest.mark.parametrize("text", ["1e40", "1e-999999999", "0E-50", "1" * 25])
+def test_amounts_out_of_range_are_refused(text):
+    with pytest.raises(ValueError, match="out of range"):
+        parse_amount(text)
+
+
+def test_amounts_at_the_edge_of_the_range_are_exact():
+    assert parse_amount("9" * 24) == Decimal("9" * 24)
+    assert parse_amount("0." + "0" * 23 + "1") == Decimal("1E-24")
