@@ -73,6 +73,10 @@ class AgentService:
         try:
             work()
             outcome = "success"
+        except AgentError as e:
+            # An expected failure (a source down, a bad bill, the store locked): its reason, no traceback.
+            log.error("job %s failed; the last good results stay served: %s", job, e)
+            outcome = "failure"
         except Exception:  # noqa: BLE001 - one job's failure must never stop the service
             log.exception("job %s failed; the last good results stay served", job)
             outcome = "failure"
