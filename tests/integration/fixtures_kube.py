@@ -83,7 +83,7 @@ def namespace_reader_kubeconfig(server: KubeApiServer, admin: client.ApiClient, 
         metadata=client.V1ObjectMeta(name=role),
         role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
         subjects=[client.RbacV1Subject(kind="ServiceAccount", name="agent", namespace=namespace)]))
-    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=86400))
     token = core.create_namespaced_service_account_token("agent", namespace, request).status.token
     try:
         yield write_kubeconfig(path, url=server.url, token=token, ca_file=server.ca_file)
