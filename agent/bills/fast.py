@@ -12,6 +12,7 @@ by index. A row therefore gives the same line item whichever way it goes; only t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -183,7 +184,7 @@ class _Fields:
 
 def _mixed_radix(parts: list[tuple[np.ndarray, int]]) -> np.ndarray | None:
     """One int64 per row from several codes, each below its size; None if the product of sizes overflows."""
-    if np.prod([float(size) for _, size in parts]) >= 2.0**62:
+    if math.prod(size for _, size in parts) >= 2**62:
         return None
     combined = np.zeros(len(parts[0][0]), dtype=np.int64)
     for codes, size in parts:
