@@ -13,6 +13,7 @@ by index. A row therefore gives the same line item whichever way it goes; only t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -37,6 +38,9 @@ COST_TYPE = pa.decimal128(38, DECIMALS)
 _PLAIN_COST = rf"^[+-]?(?:[0-9]{{1,{AMOUNT_DIGITS}}}(?:\.[0-9]{{0,{DECIMALS}}})?|\.[0-9]{{1,{DECIMALS}}})$"
 TEXT_FIELDS = ("sub_account", "workspace", "api_key")
 MISSING = -1
+REJECTED = -1
+# The distinct texts a field remembers verdicts for; a column of unique values would otherwise grow without bound.
+KNOWN_TEXTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,26 @@ def blank_records(table: pa.Table, *, cost: str) -> np.ndarray:
     return blank
 
 
-def clean_rows(chunk: pa.Table, rows: np.ndarray, *, columns: ColumnMap, options: ImportOptions,
-               tag_reader: TagReader) -> CleanRows:
+class Judges:
+    """convert.py's verdicts on the distinct values of each field, kept across the chunks of one file, so
+    that a value repeated over millions of lines is judged once."""
+
+    def __init__(self, *, columns: ColumnMap, options: ImportOptions, tag_reader: TagReader):
+        self.columns = columns
+        self.options = options
+        self.currency = _Judge(columns.currency, lambda frame: convert.currency_cells(
+            frame, columns=columns, default=options.default_currency))
+        self.tag = _Judge(columns.tag, lambda frame: convert.tag_cells(frame, columns=columns, tag_reader=tag_reader))
+        self.billing = _Judge(columns.billing_period, lambda frame: convert.month_cells(frame, columns.billing_period))
+        self.charge = _Judge(columns.charge_period, lambda frame: convert.month_cells(frame, columns.charge_period))
+        self.text = {name: _Judge(getattr(columns, name), lambda frame, name=name: (
+            convert.text_cells(frame, getattr(columns, name)), None)) for name in TEXT_FIELDS}
+
+
+def clean_rows(chunk: pa.Table, rows: np.ndarray, *, judges: Judges) -> CleanRows:
     """Split one chunk; `rows` holds each record's row number."""
-    fields = _Fields(chunk, columns=columns, options=options, tag_reader=tag_reader)
-    cost, places, clean = _costs(chunk[columns.cost])
+    fields = _Fields(chunk, judges=judges)
+    cost, places, clean = _costs(chunk[judges.columns.cost])
     clean &= fields.clean
     table = pa.table({
         "period": fields.period,
@@ -115,31 +134,78 @@ def clean_rows(chunk: pa.Table, rows: np.ndarray, *, columns: ColumnMap, options
                      others=_text_frame(chunk.filter(~clean), rows[~clean]))
 
 
-class _Fields:
-    """The chunk's fields other than the cost, judged per distinct value with convert.py's functions.
+class _Judge:
+    """One field's verdicts: per distinct text, the number of the value convert.py gives it (several texts
+    can give one value: ' USD' and 'usd'), or REJECTED. Bounded: past KNOWN_TEXTS texts it starts afresh."""
 
-    Each field also keeps its dictionary codes (`codes[name]`, with the number of codes it can take), from
-    which `group_codes` numbers the chunk's groups without comparing text.
+    def __init__(self, name: str | None, judge: Callable[[pd.DataFrame], tuple[pd.Series, object]]):
+        self._name = name
+        self._judge = judge
+        self._start()
+
+    def _start(self) -> None:
+        self.values: list[str | None] = []
+        self._numbers: dict[str | None, int] = {}
+        self._known: dict[str, int] = {}
+        # An absent cell is judged as the value of an absent column.
+        self.absent = self._number(pd.Series([None], dtype="str"))[0]
+
+    def codes(self, column: pa.ChunkedArray | None, length: int) -> np.ndarray:
+        """Each row's value number, REJECTED where convert.py would reject the row for this field."""
+        if column is None:
+            return np.full(length, self.absent, dtype=np.int64)
+        encoded = encode(column)
+        if len(self._known) > KNOWN_TEXTS:
+            self._start()
+        new = [text for text in encoded.values if text not in self._known]
+        if new:
+            self._known.update(zip(new, self._number(pd.Series(new, dtype="str"))))
+        per_text = np.array([*(self._known[text] for text in encoded.values), self.absent], dtype=np.int64)
+        return per_text[encoded.codes]
+
+    def take(self, codes: np.ndarray) -> pa.Array:
+        """The values of value numbers; null where REJECTED."""
+        values = pa.array([*self.values, None], pa.string())
+        return pc.take(values, pa.array(np.where(codes == REJECTED, len(self.values), codes)))
+
+    def _number(self, texts: pd.Series) -> list[int]:
+        frame = pd.DataFrame({self._name: texts}) if self._name else pd.DataFrame(index=pd.RangeIndex(len(texts)))
+        values, check = self._judge(frame)
+        rejected = ([isinstance(reason, str) for reason in check.reasons] if check is not None
+                    else [False] * len(texts))
+        numbers = []
+        for value, refused in zip(values, rejected):
+            value = value if isinstance(value, str) else None
+            if refused:
+                numbers.append(REJECTED)
+                continue
+            if value not in self._numbers:
+                self._numbers[value] = len(self.values)
+                self.values.append(value)
+            numbers.append(self._numbers[value])
+        return numbers
+
+
+class _Fields:
+    """The chunk's fields other than the cost, as judged by `Judges`.
+
+    Each field also keeps its value numbers (`codes[name]`, with how many numbers it can take), from which
+    `group_codes` numbers the chunk's groups without comparing text.
     """
 
-    def __init__(self, chunk: pa.Table, *, columns: ColumnMap, options: ImportOptions, tag_reader: TagReader):
-        self._length = len(chunk)
-        self.clean = np.ones(self._length, dtype=bool)
+    def __init__(self, chunk: pa.Table, *, judges: Judges):
+        self._chunk = chunk
+        self.clean = np.ones(len(chunk), dtype=bool)
         self.codes: dict[str, tuple[np.ndarray, int]] = {}
-        self.currency = self._field(chunk, "currency", columns.currency, lambda frame: convert.currency_cells(
-            frame, columns=columns, default=options.default_currency))
-        self.tag = self._field(chunk, "tag", columns.tag, lambda frame: convert.tag_cells(
-            frame, columns=columns, tag_reader=tag_reader))
-        billing = self._field(chunk, "billing", columns.billing_period,
-                              lambda frame: convert.month_cells(frame, columns.billing_period))
-        charge = self._field(chunk, "charge", columns.charge_period,
-                             lambda frame: convert.month_cells(frame, columns.charge_period))
-        self.period = pc.coalesce(billing, charge, pa.scalar(options.period, pa.string()))
+        columns, period = judges.columns, judges.options.period
+        self.currency = self._field("currency", columns.currency, judges.currency)
+        self.tag = self._field("tag", columns.tag, judges.tag)
+        billing = self._field("billing", columns.billing_period, judges.billing)
+        charge = self._field("charge", columns.charge_period, judges.charge)
+        self.period = pc.coalesce(billing, charge, pa.scalar(period, pa.string()))
         self.clean &= np.asarray(pc.is_valid(self.period))
-        self.outside = _outside(billing, charge, period=options.period)
-        self.text = {name: self._field(chunk, name, getattr(columns, name),
-                                       lambda frame, name=name: (convert.text_cells(frame, getattr(columns, name)), None))
-                     for name in TEXT_FIELDS}
+        self.outside = _outside(billing, charge, period=period)
+        self.text = {name: self._field(name, getattr(columns, name), judges.text[name]) for name in TEXT_FIELDS}
 
     def group_codes(self) -> dict[str, np.ndarray]:
         """Per row, a number for its tag group and one for its split group (see agent.bills.totals); none when
@@ -152,34 +218,13 @@ class _Fields:
                   "split_group": [*period, self.codes["currency"], *dimensions]}
         return {name: code for name, parts in groups.items() if (code := _mixed_radix(parts)) is not None}
 
-    def _field(self, chunk: pa.Table, field: str, name: str | None, judge) -> pa.Array:
+    def _field(self, field: str, name: str | None, judge: _Judge) -> pa.Array:
         """The field's value per row; rows whose value convert.py would reject are marked unclean."""
-        if name is None:
-            frame = pd.DataFrame(index=pd.RangeIndex(1))
-            values, check = judge(frame)
-            value = values.iloc[0] if isinstance(values.iloc[0], str) else None
-            if check is not None and isinstance(check.reasons.iloc[0], str):
-                self.clean[:] = False
-            self.codes[field] = (np.zeros(self._length, dtype=np.int64), 1)
-            return pa.array([value] * self._length, pa.string())
-        column = encode(chunk[name])
-        frame = pd.DataFrame({name: pd.Series(column.values, dtype="str")})
-        values, check = judge(frame)
-        if check is not None:
-            self.clean &= column.verdicts([not isinstance(r, str) for r in check.reasons], missing=True)
-            # An absent cell is judged as the value of an absent column.
-            absent_values, absent_check = judge(pd.DataFrame({name: pd.Series([None], dtype="str")}))
-            self.clean[column.codes == MISSING] &= not isinstance(absent_check.reasons.iloc[0], str)
-        else:
-            absent_values = pd.Series([None], dtype=object)
-        distinct = [value if isinstance(value, str) else None for value in values]
-        absent = absent_values.iloc[0] if isinstance(absent_values.iloc[0], str) else None
-        # Several texts can give one value (' USD', 'usd'): rows are numbered by value, not by text.
-        value_codes, unique = pd.factorize(pd.Series([*distinct, absent], dtype=object), use_na_sentinel=False)
-        codes = value_codes[column.codes % (len(distinct) + 1)].astype(np.int64)
-        self.codes[field] = (codes, len(unique))
-        return pc.take(pa.array([value if isinstance(value, str) else None for value in unique], pa.string()),
-                       pa.array(codes))
+        codes = judge.codes(self._chunk[name] if name is not None else None, len(self._chunk))
+        rejected = codes == REJECTED
+        self.clean &= ~rejected
+        self.codes[field] = (np.where(rejected, 0, codes), max(len(judge.values), 1))
+        return judge.take(codes)
 
 
 def _mixed_radix(parts: list[tuple[np.ndarray, int]]) -> np.ndarray | None:

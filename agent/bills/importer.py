@@ -16,7 +16,7 @@ from agent.bills.columns import resolve_columns
 from agent.bills.columns import ColumnMap
 from agent.bills.convert import convert_chunk, empty_items
 from agent.bills.detect import SPECS, detect_format
-from agent.bills.fast import clean_rows
+from agent.bills.fast import Judges, clean_rows
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
@@ -83,8 +83,9 @@ def _totals(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap
             source: str, on_rows: Callable[[int], None] | None) -> BillTotals:
     tag_reader = TagReader(options.tag_key)
     totals = BillTotals(source=source)
+    judges = Judges(columns=columns, options=options, tag_reader=tag_reader)
     for chunk, rows in chunks:
-        split = clean_rows(chunk, rows, columns=columns, options=options, tag_reader=tag_reader)
+        split = clean_rows(chunk, rows, judges=judges)
         totals.add_table(split.items, outside=split.outside)
         if len(split.others):
             result = convert_chunk(split.others, columns=columns, options=options, source=source,
