@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 import zipfile
 from collections.abc import Iterator
+from typing import TypeVar
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,12 @@ from openpyxl.utils.exceptions import InvalidFileException
 from agent.bills.fast import blank_records
 from agent.errors import BillFormatError
 
-CHUNK_ROWS = 200_000
-# Bytes of CSV text per Arrow chunk: about 80 000 lines of a typical bill.
-CSV_BLOCK_BYTES = 8 << 20
+CHUNK_ROWS = 100_000
+# Bytes of CSV text Arrow parses at a time (about 10 000 lines of a typical bill). Arrow reads ahead a fixed
+# number of blocks, so this bounds the memory the reader holds; blocks are gathered into chunks of CHUNK_ROWS.
+CSV_BLOCK_BYTES = 1 << 20
+T = TypeVar("T")
+_END = object()
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 # What the CSV, gzip, Parquet and XLSX libraries raise on a file they cannot read (openpyxl: KeyError for a
 # zip archive that holds no workbook).
@@ -61,7 +67,7 @@ def read_batches(path: Path, *, columns: list[str], cost: str, source: str) -> I
     the caller reads it again with `read_chunks`."""
     kind = _kind(path)
     if kind in (".csv", ".gz"):
-        yield from _arrow_csv_batches(path, columns, cost=cost)
+        yield from prefetched(_arrow_csv_batches(path, columns, cost=cost))
         return
     if kind == ".parquet":
         try:
@@ -71,6 +77,50 @@ def read_batches(path: Path, *, columns: list[str], cost: str, source: str) -> I
         return
     for chunk in read_chunks(path, columns=columns, source=source):
         yield pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64")
+
+
+def prefetched(items: Iterator[T]) -> Iterator[T]:
+    """The items, produced one ahead on a second thread: Arrow parses the next block (without the GIL) while
+    the caller works on this one, and at most three blocks are held, where Arrow's own multithreaded reader
+    would parse ahead as far as memory lets it."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _put(handoff, (item, None), stop):
+                    return
+            _put(handoff, (_END, None), stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            _put(handoff, (_END, e), stop)
+        finally:
+            items.close()
+
+    producer = threading.Thread(target=produce, name="bill-reader", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = handoff.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
+
+
+def _put(handoff: queue.Queue, item: tuple, stop: threading.Event) -> bool:
+    """Put unless the consumer has stopped; whether it was put."""
+    while not stop.is_set():
+        try:
+            handoff.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class FastReadError(Exception):
@@ -85,7 +135,7 @@ def _arrow_csv_batches(path: Path, columns: list[str], *, cost: str) -> Iterator
     # than the cost repeat a few values: they are read as dictionaries.
     types = {name: pa.string() if name == cost else _DICTIONARY for name in columns}
     options = {
-        "read_options": pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        "read_options": pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
         "parse_options": pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
         "convert_options": pacsv.ConvertOptions(include_columns=columns, strings_can_be_null=False,
                                                 column_types=types),
@@ -94,14 +144,26 @@ def _arrow_csv_batches(path: Path, columns: list[str], *, cost: str) -> Iterator
     try:
         stream = pa.input_stream(str(path), compression="gzip" if _kind(path) == ".gz" else None)
         with stream, pacsv.open_csv(stream, **options) as reader:
-            for batch in reader:
-                table = pa.Table.from_batches([batch])
+            for batches in _gathered(reader, rows=CHUNK_ROWS):
+                table = pa.Table.from_batches(batches)
                 rows = np.arange(next_row, next_row + len(table), dtype=np.int64)
                 next_row += len(table)
                 blank = blank_records(table, cost=cost)
                 yield table.filter(~blank), rows[~blank]
     except (pa.ArrowException, OSError, EOFError, UnicodeError) as e:
         raise FastReadError(str(e)) from e
+
+
+def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[pa.RecordBatch]]:
+    """Consecutive batches gathered until they hold `rows` records."""
+    gathered: list[pa.RecordBatch] = []
+    for batch in batches:
+        gathered.append(batch)
+        if sum(len(part) for part in gathered) >= rows:
+            yield gathered
+            gathered = []
+    if gathered:
+        yield gathered
 
 
 def _parquet_batches(path: Path, columns: list[str], *, cost: str) -> Iterator[tuple[pa.Table, np.ndarray]]:

@@ -1,12 +1,16 @@
-"""The shared pieces of the bill import: date months, tag lookup, column matching."""
+"""The shared pieces of the bill import: date months, tag lookup, column matching, read-ahead."""
 
 from __future__ import annotations
+
+import itertools
+import threading
 
 import pandas as pd
 import pytest
 
 from agent.bills.columns import find_column
 from agent.bills.dates import months
+from agent.bills.reader import prefetched
 from agent.bills.tags import TagReader
 
 
@@ -63,3 +67,33 @@ def test_find_column_prefers_exact_spelling_then_ignores_case():
     assert find_column(["TAGS"], ["Tags", "resource_tags"]) == "TAGS"
     assert find_column([" EffectiveCost "], ["effectivecost"]) == " EffectiveCost "
     assert find_column(["a", "b"], ["c"]) is None
+
+
+def test_prefetched_gives_every_item_in_order():
+    assert list(prefetched(iter(range(1000)))) == list(range(1000))
+
+
+def test_prefetched_raises_the_producers_error_after_its_items():
+    def items():
+        yield 1
+        raise ValueError("bad block")
+    consumed = []
+    with pytest.raises(ValueError, match="bad block"):
+        for item in prefetched(items()):
+            consumed.append(item)
+    assert consumed == [1]
+
+
+def test_prefetched_stops_and_closes_the_source_when_the_consumer_stops():
+    closed = threading.Event()
+
+    def items():
+        try:
+            yield from itertools.count()
+        finally:
+            closed.set()
+    stream = prefetched(items())
+    assert next(stream) == 0
+    stream.close()
+    assert closed.is_set()
+    assert not any(thread.name == "bill-reader" for thread in threading.enumerate())
