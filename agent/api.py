@@ -17,13 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from agent import __version__
 from agent.allocate import Contribution, ReportRow, TagLine
 from agent.errors import StoreError
+from agent.metrics import exposition
 from agent.report import render_csv
 from agent.split import NO_VALUE, SplitError, split_bill
 from agent.split import parse_dimensions as parse_split_dimensions
@@ -380,7 +381,7 @@ def operations_router(registry: CollectorRegistry, *, ready: Callable[[], bool],
     @router.get("/metrics", dependencies=metrics_guard, response_class=Response,
                 responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus exposition"}})
     def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
 

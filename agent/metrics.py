@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -11,6 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import Engine
 
@@ -142,8 +145,8 @@ def run_samples(stored: StoredRun) -> dict[str, Samples]:
     period = summary.period
     manifest = summary.manifest
     return {
-        "cz_allocation_cost": {(period, r.company, r.service, r.category, r.cluster, r.currency): Fraction(r.amount)
-                               for r in stored.rows},
+        "cz_allocation_cost": {_interned(period, r.company, r.service, r.category, r.cluster, r.currency):
+                               Fraction(r.amount) for r in stored.rows},
         "cz_bill_cost": _summed(((period, r.category, r.currency), r.amount) for r in stored.rows),
         **_reconciliation(summary),
         "cz_unallocated_cost": _summed(((period, c.reason, c.currency), c.amount)
@@ -158,6 +161,11 @@ def run_samples(stored: StoredRun) -> dict[str, Samples]:
         "cz_workspace_cost": _summed(((period, t.workspace, t.currency), t.amount) for t in stored.splits),
         "cz_api_key_cost": _summed(((period, t.workspace, t.api_key, t.currency), t.amount) for t in stored.splits),
     }
+
+
+def _interned(*labels: str) -> tuple[str, ...]:
+    # Each row read from the store brings its own copy of every label: one string per name is kept instead.
+    return tuple(map(sys.intern, labels))
 
 
 def _summed(pairs: Iterable[tuple[tuple[str, ...], Decimal | Fraction]]) -> Samples:
@@ -215,12 +223,12 @@ def _folded_key(key: tuple[str, ...], positions: list[int]) -> tuple[str, ...]:
     return tuple(OTHER if i in positions else value for i, value in enumerate(key))
 
 
-def _gauge(spec: FamilySpec, samples: Samples, *, limit: int) -> GaugeMetricFamily:
+def _gauge(spec: FamilySpec, samples: Samples, *, limit: int) -> RunFamily:
     help_text = spec.help
     if spec.foldable:
         help_text += (f" At most {limit} series: the smallest by absolute value are summed into series whose "
                       f"{' and '.join(spec.foldable)} labels are {OTHER!r}.")
-    family = GaugeMetricFamily(spec.name, help_text, labels=list(spec.labels))
+    family = RunFamily(spec.name, help_text, labels=list(spec.labels))
     for labels, value in fold(samples, spec=spec, limit=limit).items():
         _add_sample(family, labels, value)
     return family
@@ -229,6 +237,35 @@ def _gauge(spec: FamilySpec, samples: Samples, *, limit: int) -> GaugeMetricFami
 def _add_sample(family: GaugeMetricFamily, labels: tuple[str, ...], value: Fraction) -> None:
     # The exposition format is float64: exact amounts become floats here, for display, and nowhere else.
     family.add_metric(list(labels), float(value))
+
+
+# ------------------------------------------------------------------------------------------- exposition
+
+
+class RunFamily(GaugeMetricFamily):
+    """A family of the exposed runs. Runs are immutable, so it is built once per set of exposed runs and shared
+    by the scrapes until that set changes: read it, never add to it."""
+
+    @functools.cached_property
+    def exposition(self) -> bytes:
+        # Rendered at most once: formatting a sample costs far more than reading the store's runs list.
+        return generate_latest(_Families([self]))
+
+
+@dataclass(frozen=True)
+class _Families:
+    """The smallest collector: what generate_latest needs to render families already built."""
+
+    families: list[Metric]
+
+    def collect(self) -> list[Metric]:
+        return self.families
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The registry in the text format, as generate_latest writes it, reusing the text of run families."""
+    return b"".join(family.exposition if isinstance(family, RunFamily) else generate_latest(_Families([family]))
+                    for family in registry.collect())
 
 
 # -------------------------------------------------------------------------------------------- collector
@@ -248,6 +285,8 @@ class AllocationCollector:
         self._split_top = split_top
         self._lock = threading.Lock()
         self._cache: dict[int, dict[str, Samples]] = {}
+        # The ids of the exposed runs and their families, rebuilt when a new run is exposed or one goes.
+        self._families: tuple[tuple[int, ...], list[RunFamily]] | None = None
 
     def describe(self) -> list[Metric]:
         """The families' names without touching the store, so registering stays cheap."""
@@ -257,31 +296,42 @@ class AllocationCollector:
     def collect(self) -> Iterator[Metric]:
         yield from job_families(self._job_stats)
         try:
-            exposed = self._exposed_samples()
+            families = self._run_families()
         except StoreError as e:
             log.error("metrics scrape: cannot read the run store: %s", e)
             yield store_up_family(False)
             return
         yield store_up_family(True)
+        yield from families
+
+    def _run_families(self) -> list[RunFamily]:
+        latest = latest_runs(list_runs(self._engine), periods=self._periods)
+        exposed_ids = tuple(run.id for run in latest)
+        with self._lock:
+            if self._families is None or self._families[0] != exposed_ids:
+                self._families = (exposed_ids, self._build_families(self._exposed_samples(latest)))
+            return self._families[1]
+
+    def _build_families(self, exposed: list[dict[str, Samples]]) -> list[RunFamily]:
+        families = []
         for spec in SPECS:
             merged = {key: value for per_run in exposed for key, value in per_run[spec.name].items()}
-            yield _gauge(spec, merged, limit=self._limit)
+            families.append(_gauge(spec, merged, limit=self._limit))
         for spec in SPLIT_SPECS:
             # Top N per period plus `other`: each run's series are folded on their own.
-            family = GaugeMetricFamily(spec.name, f"{spec.help} The largest {self._split_top} per period; the "
-                                       f"rest summed into {OTHER!r}.", labels=list(spec.labels))
+            family = RunFamily(spec.name, f"{spec.help} The largest {self._split_top} per period; the rest summed "
+                               f"into {OTHER!r}.", labels=list(spec.labels))
             for per_run in exposed:
                 for labels, value in fold(per_run[spec.name], spec=spec, limit=self._split_top + 1).items():
                     _add_sample(family, labels, value)
-            yield family
+            families.append(family)
+        return families
 
-    def _exposed_samples(self) -> list[dict[str, Samples]]:
-        latest = latest_runs(list_runs(self._engine), periods=self._periods)
-        with self._lock:
-            # Runs are immutable: only runs not seen before are loaded; runs no longer exposed are dropped.
-            cache = {run.id: self._cache.get(run.id) or run_samples(load_run(self._engine, run.id)) for run in latest}
-            self._cache = cache
-            return [cache[run.id] for run in latest]
+    def _exposed_samples(self, latest: list[RunSummary]) -> list[dict[str, Samples]]:
+        # Runs are immutable: only runs not seen before are loaded; runs no longer exposed are dropped.
+        cache = {run.id: self._cache.get(run.id) or run_samples(load_run(self._engine, run.id)) for run in latest}
+        self._cache = cache
+        return [cache[run.id] for run in latest]
 
 
 def latest_runs(found: list[RunSummary], *, periods: int) -> list[RunSummary]:
