@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +65,13 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
     """
     source, bill_format, columns = _open(path, options)
     used = columns.used()
+    # Totals keep neither the resource nor the product. Their columns are still read, as plain text (a resource
+    # ID is often unique per line), so that a record holding only them is rejected, not taken for a blank line.
+    plain = {columns.cost, columns.resource_id, columns.service_name}
+    columns = replace(columns, resource_id=None, service_name=None)
     try:
-        totals = _totals(reader.read_batches(path, columns=used, cost=columns.cost, source=source), columns=columns, options=options,
-                         source=source, on_rows=on_rows)
+        totals = _totals(reader.read_batches(path, columns=used, plain=plain, source=source), columns=columns,
+                         options=options, source=source, on_rows=on_rows)
     except reader.FastReadError as e:
         log.info("%s: read again with the row-by-row CSV reader (%s)", source, e)
         chunks = ((pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64"))

@@ -7,7 +7,7 @@ import json
 import queue
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import TypeVar
 from pathlib import Path
 
@@ -60,18 +60,20 @@ def read_chunks(path: Path, *, columns: list[str], source: str) -> Iterator[pd.D
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
 
-def read_batches(path: Path, *, columns: list[str], cost: str, source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
+                 source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """The bill's records as Arrow text columns (null where a cell is absent) with their row numbers, as
     `read_chunks` gives them. CSV is parsed by Arrow's multithreaded reader; a file it cannot parse the way
     `read_chunks` would (invalid UTF-8, ragged rows, repeated column names) raises FastReadError, and
-    the caller reads it again with `read_chunks`."""
+    the caller reads it again with `read_chunks`. Columns are read as dictionaries, except those in `plain`
+    (the cost, and columns whose values rarely repeat); the first of `columns` must be the cost."""
     kind = _kind(path)
     if kind in (".csv", ".gz"):
-        yield from prefetched(_arrow_csv_batches(path, columns, cost=cost))
+        yield from prefetched(_arrow_csv_batches(path, columns, plain=plain))
         return
     if kind == ".parquet":
         try:
-            yield from _parquet_batches(path, columns, cost=cost)
+            yield from _parquet_batches(path, columns, plain=plain)
         except _READ_ERRORS as e:
             raise BillFormatError(f"cannot read the file: {e}", source=source) from e
         return
@@ -127,13 +129,13 @@ class FastReadError(Exception):
     """Arrow's CSV reader cannot read this file as pandas would: read it with `read_chunks` instead."""
 
 
-def _arrow_csv_batches(path: Path, columns: list[str], *, cost: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
     header = _csv_header(path)
     if len(set(header)) != len(header) or not set(columns) <= set(header):
         raise FastReadError("repeated or renamed column names")
     # Blank lines are kept as records, as pandas keeps them, so that row numbers stay aligned. Columns other
     # than the cost repeat a few values: they are read as dictionaries.
-    types = {name: pa.string() if name == cost else _DICTIONARY for name in columns}
+    types = {name: pa.string() if name in plain else _DICTIONARY for name in columns}
     options = {
         "read_options": pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False),
         "parse_options": pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
@@ -148,7 +150,7 @@ def _arrow_csv_batches(path: Path, columns: list[str], *, cost: str) -> Iterator
                 table = pa.Table.from_batches(batches)
                 rows = np.arange(next_row, next_row + len(table), dtype=np.int64)
                 next_row += len(table)
-                blank = blank_records(table, cost=cost)
+                blank = blank_records(table, cost=columns[0])
                 yield table.filter(~blank), rows[~blank]
     except (pa.ArrowException, OSError, EOFError, UnicodeError) as e:
         raise FastReadError(str(e)) from e
@@ -166,9 +168,9 @@ def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[
         yield gathered
 
 
-def _parquet_batches(path: Path, columns: list[str], *, cost: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
     first_row = 1
-    bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name != cost])
+    bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain])
     for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
         yield pa.table({name: _arrow_strings(batch.column(name)) for name in columns}), rows

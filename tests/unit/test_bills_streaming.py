@@ -67,3 +67,16 @@ def test_streamed_totals_equal_the_grouped_line_items_of_hostile_rows(tmp_path, 
         for module, name, value in SMALL if small else []:
             patch.setattr(module, name, value)
         assert view(total_bill(path, options=options)) == view(grouped(path, options))
+
+
+def test_a_record_holding_only_a_resource_id_is_rejected_not_taken_for_a_blank_line(tmp_path):
+    path = tmp_path / "bill.csv"
+    path.write_text("unblendedCost,currency,cz_container_bill,resourceId,productName\n"
+                    "1.5,USD,web,i-1,ec2\n"
+                    ",,,i-2,\n"
+                    ",,,,\n"
+                    ",,,,rds\n", encoding="utf-8")
+    options = ImportOptions(period="2026-10")
+    streamed = total_bill(path, options=options)
+    assert [(reject.row, reject.reason) for reject in streamed.rejected] == [(3, "missing cost"), (5, "missing cost")]
+    assert view(streamed) == view(grouped(path, options))
