@@ -79,11 +79,18 @@ def trimmed(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if array.type != pa.string():
         array = pc.cast(array, pa.string())
-    data = array.buffers()[2]
-    raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
+    raw = _text_bytes(array)
     if ((raw < 0x20) | (raw >= 0x80)).any():
         return pc.utf8_trim(array, characters=STRIP_CHARACTERS)
+    if not (raw == 0x20).any():
+        return array
     return pc.ascii_trim_whitespace(array)
+
+
+def _text_bytes(array: pa.Array) -> np.ndarray:
+    """The bytes of a string array's values (of its whole buffer: a slice may show more)."""
+    data = array.buffers()[2]
+    return np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
 
 
 def blank_records(table: pa.Table, *, cost: str) -> np.ndarray:
@@ -145,6 +152,7 @@ class _Judge:
 
     def _start(self) -> None:
         self.values: list[str | None] = []
+        self._dictionary = pa.array([], pa.string())
         self._numbers: dict[str | None, int] = {}
         self._known: dict[str, int] = {}
         # An absent cell is judged as the value of an absent column.
@@ -163,10 +171,14 @@ class _Judge:
         per_text = np.array([*(self._known[text] for text in encoded.values), self.absent], dtype=np.int64)
         return per_text[encoded.codes]
 
-    def take(self, codes: np.ndarray) -> pa.Array:
-        """The values of value numbers; null where REJECTED."""
-        values = pa.array([*self.values, None], pa.string())
-        return pc.take(values, pa.array(np.where(codes == REJECTED, len(self.values), codes)))
+    def take(self, codes: np.ndarray) -> pa.DictionaryArray:
+        """The values of value numbers, as indices into `values` (no text is copied); null where the value is
+        missing or REJECTED."""
+        missing = (codes == REJECTED) | (codes == self._numbers.get(None, REJECTED))
+        indices = pa.array(np.where(missing, 0, codes).astype(np.int32), mask=missing)
+        if len(self._dictionary) != len(self.values):
+            self._dictionary = pa.array(self.values, pa.string())
+        return pa.DictionaryArray.from_arrays(indices, self._dictionary)
 
     def _number(self, texts: pd.Series) -> list[int]:
         frame = pd.DataFrame({self._name: texts}) if self._name else pd.DataFrame(index=pd.RangeIndex(len(texts)))
@@ -200,8 +212,8 @@ class _Fields:
         columns, period = judges.columns, judges.options.period
         self.currency = self._field("currency", columns.currency, judges.currency)
         self.tag = self._field("tag", columns.tag, judges.tag)
-        billing = self._field("billing", columns.billing_period, judges.billing)
-        charge = self._field("charge", columns.charge_period, judges.charge)
+        billing = self._field("billing", columns.billing_period, judges.billing).dictionary_decode()
+        charge = self._field("charge", columns.charge_period, judges.charge).dictionary_decode()
         self.period = pc.coalesce(billing, charge, pa.scalar(period, pa.string()))
         self.clean &= np.asarray(pc.is_valid(self.period))
         self.outside = _outside(billing, charge, period=period)
@@ -218,7 +230,7 @@ class _Fields:
                   "split_group": [*period, self.codes["currency"], *dimensions]}
         return {name: code for name, parts in groups.items() if (code := _mixed_radix(parts)) is not None}
 
-    def _field(self, field: str, name: str | None, judge: _Judge) -> pa.Array:
+    def _field(self, field: str, name: str | None, judge: _Judge) -> pa.DictionaryArray:
         """The field's value per row; rows whose value convert.py would reject are marked unclean."""
         codes = judge.codes(self._chunk[name] if name is not None else None, len(self._chunk))
         rejected = codes == REJECTED
@@ -240,10 +252,11 @@ def _mixed_radix(parts: list[tuple[np.ndarray, int]]) -> np.ndarray | None:
 def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     """Exact costs, their written decimals, and which rows' costs are plain decimals."""
     text = trimmed(column)
+    # An exponent changes the decimals a cost is written with: 5.6E-05 has 6, not 4.
+    exponents = ((_text_bytes(text) | 0x20) == ord("e")).any()
     present = pc.and_(pc.greater(pc.utf8_length(text), 0), pc.not_equal(text, "NULL"))
     text = pc.if_else(present, text, pa.scalar(None, pa.string()))
-    # An exponent changes the decimals a cost is written with: 5.6E-05 has 6, not 4.
-    plain = pc.invert(pc.match_substring(text, "e", ignore_case=True))
+    plain = pc.invert(pc.match_substring(text, "e", ignore_case=True)) if exponents else pa.scalar(True)
     try:
         cost = pc.cast(text, COST_TYPE)
         clean = pc.and_(pc.is_valid(cost), plain)

@@ -223,13 +223,16 @@ class _RunningSums:
         if self._sample:
             aggregates.append(("row", "list"))
         if codes is None:
+            chunk = pa.table({name: _decoded(chunk[name]) if name in self._keys else chunk[name]
+                              for name in chunk.column_names})
             groups = chunk.group_by(self._keys, use_threads=False).aggregate(aggregates)
             keys = groups.select(self._keys)
         else:
             coded = pa.table({"code": codes, "cost": chunk["cost"], "places": chunk["places"], "row": chunk["row"],
                               "index": pa.array(np.arange(len(chunk)))})
             groups = coded.group_by("code", use_threads=False).aggregate([*aggregates, ("index", "min")])
-            keys = chunk.select(self._keys).take(groups["index_min"])
+            taken = chunk.select(self._keys).take(groups["index_min"])
+            keys = {name: _decoded(taken[name]) for name in self._keys}
         columns = {"cost": groups["cost_sum"], "places": groups["places_max"], "lines": groups["row_count"],
                    "low": groups["row_min"], "high": groups["row_max"]}
         if self._sample:
@@ -255,6 +258,11 @@ class _RunningSums:
         return pa.table({**{name: groups[name] for name in self._keys}, "cost": groups["cost_sum"],
                          "places": groups["places_max"], "lines": groups["lines_sum"], "low": groups["low_min"],
                          "high": groups["high_max"]})
+
+
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text columns of agent.bills.fast come as dictionaries: their plain text."""
+    return column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
 
 
 def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
