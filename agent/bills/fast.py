@@ -36,6 +36,10 @@ COST_TYPE = pa.decimal128(38, DECIMALS)
 # Costs taken here: plain decimals that fit COST_TYPE exactly. Others (exponents, more decimals, non-ASCII
 # digits, underscores, NaN) go row by row to convert.py, which parses them as Python's Decimal does.
 _PLAIN_COST = rf"^[+-]?(?:[0-9]{{1,{AMOUNT_DIGITS}}}(?:\.[0-9]{{0,{DECIMALS}}})?|\.[0-9]{{1,{DECIMALS}}})$"
+# Costs taken here have at most FAST_DIGITS digits before the point, so that Arrow's sums, which wrap around
+# silently past COST_TYPE's 26 digits, stay exact over SUM_ROWS lines (agent.bills.totals settles before).
+FAST_DIGITS = 18
+SUM_ROWS = 10**(38 - DECIMALS - FAST_DIGITS - 1)
 TEXT_FIELDS = ("sub_account", "workspace", "api_key")
 MISSING = -1
 REJECTED = -1
@@ -263,8 +267,8 @@ def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     except pa.ArrowInvalid:
         clean = pc.match_substring_regex(text, _PLAIN_COST)
         cost = pc.cast(pc.if_else(clean, text, pa.scalar(None, pa.string())), COST_TYPE)
-    # Amounts parse_amount refuses as out of range are left to it, to be rejected.
-    clean = pc.and_(clean, pc.less(pc.abs(cost), pa.scalar(Decimal(10) ** AMOUNT_DIGITS, COST_TYPE)))
+    # Larger amounts are left to parse_amount, which takes them exactly or rejects them as out of range.
+    clean = pc.and_(clean, pc.less(pc.abs(cost), pa.scalar(Decimal(10) ** FAST_DIGITS, COST_TYPE)))
     dot = pc.find_substring(text, ".")
     places = pc.if_else(pc.greater_equal(dot, 0), pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1), 0)
     return cost, pc.fill_null(places, 0).cast(pa.int32()), np.asarray(pc.fill_null(clean, False))

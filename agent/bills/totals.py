@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from agent.bills.fast import SUM_ROWS
 from agent.lineitems import RejectedRow
 
 # The rows kept per group to show where its cost came from; a group of contiguous rows is shown whole.
@@ -123,6 +124,7 @@ class BillTotals:
     _fast_tags: _RunningSums = field(default_factory=lambda: _RunningSums(_TAG_COLUMNS, sample=True), repr=False)
     _fast_splits: _RunningSums = field(default_factory=lambda: _RunningSums(_SPLIT_COLUMNS), repr=False)
     _fast_outside: _RunningSums = field(default_factory=lambda: _RunningSums(["period", "currency"]), repr=False)
+    _unsettled_rows: int = field(default=0, repr=False)
 
     @property
     def accepted_rows(self) -> int:
@@ -157,7 +159,11 @@ class BillTotals:
     def add_table(self, table: pa.Table, *, outside: pa.Table) -> None:
         """Add line items held as Arrow columns (agent.bills.fast): `cost` a decimal, `places` its decimals,
         `row` its row, and where known `tag_group` and `split_group`, integer codes of the groups in the chunk.
-        Summed in Arrow; call `settle` before reading the groups."""
+        Summed in Arrow, settled every SUM_ROWS lines so that no sum wraps around; call `settle` before
+        reading the groups."""
+        if self._unsettled_rows + table.num_rows + outside.num_rows > SUM_ROWS:
+            self.settle()
+        self._unsettled_rows += table.num_rows + outside.num_rows
         if table.num_rows:
             self._fast_tags.add(_with_tag_dimensions_arrow(table), codes=_column(table, "tag_group"))
             self._fast_splits.add(table, codes=_column(table, "split_group"))
@@ -182,6 +188,7 @@ class BillTotals:
             self.outside.setdefault(key, GroupTotal()).add(record["cost"], record["lines"], record["places"])
         self._fast_tags, self._fast_splits, self._fast_outside = (
             _RunningSums(_TAG_COLUMNS, sample=True), _RunningSums(_SPLIT_COLUMNS), _RunningSums(["period", "currency"]))
+        self._unsettled_rows = 0
 
     def _sample_outside(self, rows: Iterable[tuple[int, str]]) -> None:
         self.outside_rows = sorted([*self.outside_rows, *rows])[:ROW_SAMPLE]

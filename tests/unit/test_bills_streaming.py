@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import io
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.bills import ImportOptions, fast, read_bill, reader, total_bill
+from agent.bills import ImportOptions, fast, read_bill, reader, total_bill, totals
 from agent.bills.totals import BillTotals
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
@@ -21,7 +22,7 @@ CURRENCIES = ["USD", "usd", " EUR", "", "NULL", "US", "ＵＳＤ", "KRW"]
 TAGS = ["", "web", " web ", "cz_cluster_prod", "cz_common_db", "NULL", "\x1cweb", "web\u00a0"]
 DATES = ["2026-10", "2026-10-03", "2026-11-01", "20261005", "10/5/2026", "", "not a date"]
 NAMES = ["", "team-a", " team-a", "NULL", "team-b"]
-SMALL = [(reader, "CSV_BLOCK_BYTES", 1024), (reader, "CHUNK_ROWS", 7), (fast, "KNOWN_TEXTS", 3)]
+SMALL = [(reader, "CSV_BLOCK_BYTES", 1024), (reader, "CHUNK_ROWS", 7), (fast, "KNOWN_TEXTS", 3), (totals, "SUM_ROWS", 20)]
 
 
 def grouped(path: Path, options: ImportOptions) -> BillTotals:
@@ -62,7 +63,8 @@ def test_streamed_totals_equal_the_grouped_line_items_of_hostile_rows(tmp_path, 
     path = tmp_path / "bill.csv"
     path.write_text(text.getvalue(), encoding="utf-8")
     options = ImportOptions(period=period, default_currency=default)
-    # Small chunks share values, and a judge that remembers only a few texts starts afresh between them.
+    # Small chunks share values, a judge that remembers only a few texts starts afresh between them, and the
+    # Arrow sums are settled every few chunks.
     with monkeypatch.context() as patch:
         for module, name, value in SMALL if small else []:
             patch.setattr(module, name, value)
@@ -80,3 +82,13 @@ def test_a_record_holding_only_a_resource_id_is_rejected_not_taken_for_a_blank_l
     streamed = total_bill(path, options=options)
     assert [(reject.row, reject.reason) for reject in streamed.rejected] == [(3, "missing cost"), (5, "missing cost")]
     assert view(streamed) == view(grouped(path, options))
+
+
+def test_sums_past_the_range_of_arrow_decimals_stay_exact(tmp_path):
+    # 200 costs of 9e23 add up to 1.8e26, past decimal128(38, 12): Arrow would wrap around without a word.
+    path = tmp_path / "bill.csv"
+    path.write_text("unblendedCost,currency,cz_container_bill\n" + "900000000000000000000000.5,USD,web\n" * 200
+                    + "0.25,USD,web\n" * 3, encoding="utf-8")
+    streamed = total_bill(path, options=ImportOptions(period="2026-10"))
+    assert [group.exact() for group in streamed.split_groups.values()] == [Decimal("180000000000000000000000100.75")]
+    assert view(streamed) == view(grouped(path, ImportOptions(period="2026-10")))
