@@ -73,7 +73,7 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
         return
     if kind == ".parquet":
         try:
-            yield from _parquet_batches(path, columns, plain=plain)
+            yield from prefetched(_parquet_batches(path, columns, plain=plain))
         except _READ_ERRORS as e:
             raise BillFormatError(f"cannot read the file: {e}", source=source) from e
         return
@@ -82,9 +82,9 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
-    """The items, produced one ahead on a second thread: Arrow parses the next block (without the GIL) while
-    the caller works on this one, and at most three blocks are held, where Arrow's own multithreaded reader
-    would parse ahead as far as memory lets it."""
+    """The items, produced one ahead on a second thread: Arrow parses or decodes the next block (without the
+    GIL) while the caller works on this one, and at most three blocks are held, where Arrow's own
+    multithreaded CSV reader would read ahead as far as memory lets it."""
     handoff: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
@@ -169,8 +169,9 @@ def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[
 
 
 def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    # pre_buffer=False: with it, the reader keeps every column chunk it has read until the file is closed.
     first_row = 1
-    bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain])
+    bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain], pre_buffer=False)
     for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
         yield pa.table({name: _arrow_strings(batch.column(name)) for name in columns}), rows
@@ -219,7 +220,7 @@ def _parquet_header(path: Path) -> list[str]:
 
 def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     first_row = 1
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         index = pd.RangeIndex(first_row, first_row + batch.num_rows)
         yield pd.DataFrame({name: _arrow_text(batch.column(name), index) for name in columns}, index=index)
         first_row += batch.num_rows
