@@ -18,3 +18,6 @@ def test_bill_import_benchmark_smoke():
         for tool in ("ours", "duckdb", "pandas"):
             assert f"| {shape} | 20,000 | {tool} |" in report
     assert "wall ours/tool" in report
+    for shape in ("native", "focus", "cur"):
+        assert f"| wall time within 1.5x of DuckDB | {shape} 20,000 | ours/DuckDB " in report
+        assert f"| peak under 1 GiB and flat from 1 M lines (within 10%) | {shape} 20,000 | ours " in report
