@@ -9,9 +9,8 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pandas as pd
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -29,6 +28,9 @@ from agent.report import render_csv
 from agent.split import NO_VALUE, SplitError, split_bill
 from agent.split import parse_dimensions as parse_split_dimensions
 from agent.store import RunSummary, StoredRun, list_runs, load_run
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,9 @@ class ExplanationOut(BaseModel):
 
 def split_items(stored: StoredRun) -> pd.DataFrame:
     """A run's stored split totals as line items, so the API splits them exactly as the CLI splits a bill."""
+    # Imported here: pandas is by far the largest part of an idle agent's memory, and only this endpoint needs it.
+    import pandas as pd
+
     def value(text: str) -> str | None:
         return None if text == NO_VALUE else text
 

@@ -20,7 +20,6 @@ from agent.api import create_app
 from agent.errors import AgentError, SettingsError
 from agent.inbox import Inbox, InboxScan
 from agent.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
-from agent.live import collect_live_usage
 from agent.metrics import AllocationCollector, JobStats
 from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.rules import Rules, load_rules, rules_digest
@@ -141,6 +140,8 @@ class AgentService:
         now = self._clock()
         live = None
         if rules.clusters:
+            # Imported here: the Kubernetes and HTTP clients stay out of an agent that reads no cluster.
+            from agent.live import collect_live_usage
             live = collect_live_usage(rules=rules, settings=self._settings, period=plan.period,
                                       previous_maps=seen_namespace_maps(self._engine), now=now)
         request = RunRequest(
