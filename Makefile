@@ -33,12 +33,13 @@ infra:
 test: venv infra
 	$(BIN)/python -m pytest
 
-# Benchmarks (tens of minutes): writes bench/RESULTS.md and bench/RESULTS-usage.md. make test runs only a
-# smoke of them.
+# Benchmarks (tens of minutes): writes bench/RESULTS.md, bench/RESULTS-usage.md and bench/RESULTS-serve.md.
+# make test runs only a smoke of them.
 bench: venv
 	$(BIN)/python bench/bill_import.py
 	scripts/install-prometheus.sh
 	$(BIN)/python bench/usage_fetch.py
+	$(BIN)/python bench/serve_footprint.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
