@@ -9,8 +9,9 @@ from agent.bills.options import ImportOptions
 from agent.bills.spec import Candidates, FormatSpec
 from agent.errors import BillFormatError
 
-# Plain columns holding the tag value, then JSON object columns; `{key}` is the tag key.
-TAG_VALUE_COLUMNS = ("{key}", "tag:{key}", "user:{key}", "resourceTags/user:{key}")
+# Plain columns holding the tag value, then JSON object columns; `{key}` is the tag key. CUR 2.0 flattened
+# (Athena, some exports) names a tag's column resource_tags_user_{key}.
+TAG_VALUE_COLUMNS = ("{key}", "tag:{key}", "user:{key}", "resourceTags/user:{key}", "resource_tags_user_{key}")
 TAGS_JSON_COLUMNS = ("Tags", "tags", "resource_tags")
 
 

@@ -182,6 +182,17 @@ def test_cur2_csv_reads_user_prefixed_keys_in_resource_tags():
     assert list(bill.items["resource_id"]) == ["arn:eks:1", "arn:rds:1", None]
 
 
+def test_cur2_with_flattened_tag_columns_reads_the_tag_column(tmp_path):
+    path = tmp_path / "cur2-flat.csv"
+    path.write_text("bill_billing_period_start_date,line_item_unblended_cost,line_item_currency_code,"
+                    "resource_tags_user_env,resource_tags_user_cz_container_bill\n"
+                    "2024-09-01T00:00:00Z,1.25,USD,prod,web\n"
+                    "2024-09-01T00:00:00Z,2,USD,dev,\n", encoding="utf-8")
+    bill = read_bill(path, options=SEPTEMBER)
+    assert bill.bill_format == "cur2"
+    assert list(bill.items["tag"]) == ["web", None]
+
+
 def test_cur2_parquet_with_a_map_of_resource_tags(tmp_path):
     path = tmp_path / "cur2.parquet"
     tags_type = pa.map_(pa.string(), pa.string())
