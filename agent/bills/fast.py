@@ -44,7 +44,7 @@ TEXT_FIELDS = ("sub_account", "workspace", "api_key")
 MISSING = -1
 REJECTED = -1
 # The distinct texts a field remembers verdicts for; a column of unique values would otherwise grow without bound.
-KNOWN_TEXTS = 1_000_000
+KNOWN_TEXTS = 100_000
 
 
 @dataclass(frozen=True)
