@@ -13,7 +13,7 @@ by index. A row therefore gives the same line item whichever way it goes; only t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -66,6 +66,30 @@ class CleanRows:
     items: pa.Table
     outside: pa.Table
     others: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Records as read, with their row numbers, costs parsed and other columns encoded (see `prepare`)."""
+
+    table: pa.Table
+    rows: np.ndarray
+    cost: pa.Array
+    places: pa.Array
+    plain_cost: np.ndarray
+    encoded: dict[str, Encoded]
+
+
+def prepared(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap) -> Iterator[Chunk]:
+    """Each chunk's Arrow work that needs no verdict: the exact costs, and the judged columns as dictionary
+    codes. Run on the reading thread (agent.bills.reader.prefetched), it overlaps the judging of the previous
+    chunk."""
+    judged = [columns.currency, columns.tag, columns.billing_period, columns.charge_period,
+              *(getattr(columns, name) for name in TEXT_FIELDS)]
+    for table, rows in chunks:
+        cost, places, plain_cost = _costs(table[columns.cost])
+        yield Chunk(table=table, rows=rows, cost=cost, places=places, plain_cost=plain_cost,
+                    encoded={name: encode(table[name]) for name in judged if name is not None})
 
 
 def encode(column: pa.ChunkedArray | pa.Array) -> Encoded:
@@ -125,24 +149,23 @@ class Judges:
             convert.text_cells(frame, getattr(columns, name)), None)) for name in TEXT_FIELDS}
 
 
-def clean_rows(chunk: pa.Table, rows: np.ndarray, *, judges: Judges) -> CleanRows:
-    """Split one chunk; `rows` holds each record's row number."""
+def clean_rows(chunk: Chunk, *, judges: Judges) -> CleanRows:
+    """Split one chunk."""
     fields = _Fields(chunk, judges=judges)
-    cost, places, clean = _costs(chunk[judges.columns.cost])
-    clean &= fields.clean
+    clean = chunk.plain_cost & fields.clean
     table = pa.table({
         "period": fields.period,
         "currency": fields.currency,
         "tag": fields.tag,
         **fields.text,
-        "cost": cost,
-        "places": places,
-        "row": pa.array(rows, pa.int64()),
+        "cost": chunk.cost,
+        "places": chunk.places,
+        "row": pa.array(chunk.rows, pa.int64()),
         **fields.group_codes(),
     })
     inside = clean & ~fields.outside
     return CleanRows(items=table.filter(inside), outside=table.filter(clean & fields.outside),
-                     others=_text_frame(chunk.filter(~clean), rows[~clean]))
+                     others=_text_frame(chunk.table.filter(~clean), chunk.rows[~clean]))
 
 
 class _Judge:
@@ -162,11 +185,11 @@ class _Judge:
         # An absent cell is judged as the value of an absent column.
         self.absent = self._number(pd.Series([None], dtype="str"))[0]
 
-    def codes(self, column: pa.ChunkedArray | None, length: int) -> np.ndarray:
-        """Each row's value number, REJECTED where convert.py would reject the row for this field."""
-        if column is None:
+    def codes(self, encoded: Encoded | None, length: int) -> np.ndarray:
+        """Each row's value number, REJECTED where convert.py would reject the row for this field; `encoded` is
+        None for a column the bill does not have."""
+        if encoded is None:
             return np.full(length, self.absent, dtype=np.int64)
-        encoded = encode(column)
         if len(self._known) > KNOWN_TEXTS:
             self._start()
         new = [text for text in encoded.values if text not in self._known]
@@ -209,9 +232,9 @@ class _Fields:
     `group_codes` numbers the chunk's groups without comparing text.
     """
 
-    def __init__(self, chunk: pa.Table, *, judges: Judges):
+    def __init__(self, chunk: Chunk, *, judges: Judges):
         self._chunk = chunk
-        self.clean = np.ones(len(chunk), dtype=bool)
+        self.clean = np.ones(len(chunk.rows), dtype=bool)
         self.codes: dict[str, tuple[np.ndarray, int]] = {}
         columns, period = judges.columns, judges.options.period
         self.currency = self._field("currency", columns.currency, judges.currency)
@@ -236,7 +259,7 @@ class _Fields:
 
     def _field(self, field: str, name: str | None, judge: _Judge) -> pa.DictionaryArray:
         """The field's value per row; rows whose value convert.py would reject are marked unclean."""
-        codes = judge.codes(self._chunk[name] if name is not None else None, len(self._chunk))
+        codes = judge.codes(self._chunk.encoded.get(name), len(self._chunk.rows))
         rejected = codes == REJECTED
         self.clean &= ~rejected
         self.codes[field] = (np.where(rejected, 0, codes), max(len(judge.values), 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from agent.bills.columns import resolve_columns
 from agent.bills.columns import ColumnMap
 from agent.bills.convert import convert_chunk, empty_items
 from agent.bills.detect import SPECS, detect_format
-from agent.bills.fast import Judges, clean_rows
+from agent.bills.fast import Judges, clean_rows, prepared
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
@@ -69,15 +70,18 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
     # ID is often unique per line), so that a record holding only them is rejected, not taken for a blank line.
     plain = {columns.cost, columns.resource_id, columns.service_name}
     columns = replace(columns, resource_id=None, service_name=None)
-    try:
-        totals = _totals(reader.read_batches(path, columns=used, plain=plain, source=source), columns=columns,
-                         options=options, source=source, on_rows=on_rows)
-    except reader.FastReadError as e:
-        log.info("%s: read again with the row-by-row CSV reader (%s)", source, e)
-        chunks = ((pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64"))
-                  for chunk in reader.read_chunks(path, columns=used, source=source))
-        totals = _totals(chunks, columns=columns, options=options, source=source, on_rows=on_rows)
-    totals.sha256 = reader.file_sha256(path)
+    # The file's digest is computed alongside, on a thread of its own.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bill-sha256") as hashing:
+        sha256 = hashing.submit(reader.file_sha256, path)
+        try:
+            totals = _totals(reader.read_batches(path, columns=used, plain=plain, source=source), columns=columns,
+                             options=options, source=source, on_rows=on_rows)
+        except reader.FastReadError as e:
+            log.info("%s: read again with the row-by-row CSV reader (%s)", source, e)
+            chunks = ((pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64"))
+                      for chunk in reader.read_chunks(path, columns=used, source=source))
+            totals = _totals(chunks, columns=columns, options=options, source=source, on_rows=on_rows)
+        totals.sha256 = sha256.result()
     totals.bill_format = bill_format
     log.info("read %s bill %s: %d rows, %d items, %d out of period, %d rejected", bill_format, source,
              totals.input_rows, totals.accepted_rows, totals.out_of_period_rows, len(totals.rejected))
@@ -89,17 +93,17 @@ def _totals(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap
     tag_reader = TagReader(options.tag_key)
     totals = BillTotals(source=source)
     judges = Judges(columns=columns, options=options, tag_reader=tag_reader)
-    for chunk, rows in chunks:
-        split = clean_rows(chunk, rows, judges=judges)
+    for chunk in reader.prefetched(prepared(chunks, columns=columns)):
+        split = clean_rows(chunk, judges=judges)
         totals.add_table(split.items, outside=split.outside)
         if len(split.others):
             result = convert_chunk(split.others, columns=columns, options=options, source=source,
                                    tag_reader=tag_reader)
             totals.add_items(result.items, outside=result.out_of_period)
             totals.rejected += result.rejected
-        totals.input_rows += len(chunk)
+        totals.input_rows += len(chunk.rows)
         if on_rows is not None:
-            on_rows(len(chunk))
+            on_rows(len(chunk.rows))
     totals.settle()
     return totals
 

@@ -63,17 +63,18 @@ def read_chunks(path: Path, *, columns: list[str], source: str) -> Iterator[pd.D
 def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
                  source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """The bill's records as Arrow text columns (null where a cell is absent) with their row numbers, as
-    `read_chunks` gives them. CSV is parsed by Arrow's multithreaded reader; a file it cannot parse the way
-    `read_chunks` would (invalid UTF-8, ragged rows, repeated column names) raises FastReadError, and
-    the caller reads it again with `read_chunks`. Columns are read as dictionaries, except those in `plain`
+    `read_chunks` gives them. CSV is parsed by Arrow, a block at a time on one thread (run the batches through
+    `prefetched` to read on a thread of their own); a file it cannot parse the way `read_chunks` would
+    (invalid UTF-8, ragged rows, repeated column names) raises FastReadError, and the caller reads it again
+    with `read_chunks`. Columns are read as dictionaries, except those in `plain`
     (the cost, and columns whose values rarely repeat); the first of `columns` must be the cost."""
     kind = _kind(path)
     if kind in (".csv", ".gz"):
-        yield from prefetched(_arrow_csv_batches(path, columns, plain=plain))
+        yield from _arrow_csv_batches(path, columns, plain=plain)
         return
     if kind == ".parquet":
         try:
-            yield from prefetched(_parquet_batches(path, columns, plain=plain))
+            yield from _parquet_batches(path, columns, plain=plain)
         except _READ_ERRORS as e:
             raise BillFormatError(f"cannot read the file: {e}", source=source) from e
         return
@@ -82,9 +83,9 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
-    """The items, produced one ahead on a second thread: Arrow parses or decodes the next block (without the
-    GIL) while the caller works on this one, and at most three blocks are held, where Arrow's own
-    multithreaded CSV reader would read ahead as far as memory lets it."""
+    """The items, produced one ahead on a second thread: Arrow parses the next chunk (mostly without the GIL)
+    while the caller works on this one, and at most three chunks are held, where Arrow's own multithreaded
+    CSV reader would read ahead as far as memory lets it."""
     handoff: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
 
