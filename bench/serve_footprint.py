@@ -27,9 +27,9 @@ import argparse
 import http.client
 import math
 import os
-import re
 import platform
 import random
+import re
 import socket
 import statistics
 import subprocess
