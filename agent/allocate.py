@@ -11,13 +11,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from agent.attribution import attribute, rule_by_label
-from agent.bills.totals import BillTotals, GroupTotal, RowSample
 from agent.money import largest_remainder, minor_unit, round_amount
 from agent.rules import AttributionRule, Rules
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from agent.bills.totals import BillTotals
 
 CLUSTER_PREFIX = "cz_cluster_"
 COMMON_PREFIX = "cz_common_"
@@ -186,6 +189,8 @@ def cluster_weights(usage: list[NamespaceUsage]) -> dict[str, dict[str, Decimal]
 
 def summarise_tag_lines(items: pd.DataFrame, *, rules: Rules) -> list[TagLine]:
     """The tag lines of canonical line items (see `tag_lines_of`)."""
+    from agent.bills.totals import BillTotals
+
     bills = []
     for source, lines in items.groupby("source", sort=True):
         bill = BillTotals(source=str(source))
@@ -196,6 +201,8 @@ def summarise_tag_lines(items: pd.DataFrame, *, rules: Rules) -> list[TagLine]:
 
 def tag_lines_of(bills: Iterable[BillTotals], *, rules: Rules) -> list[TagLine]:
     """One TagLine per (currency, tag value, attribution rule), in a stable order, with the bill rows behind it."""
+    from agent.bills.totals import GroupTotal, RowSample
+
     bills = list(bills)
     claims = _claims(bills, rules)
     merged: dict[tuple[str, str, str], tuple[GroupTotal, dict[str, RowSample]]] = {}
@@ -219,6 +226,8 @@ def _claims(bills: list[BillTotals], rules: Rules) -> dict[tuple[str | None, ...
                       key=lambda dimensions: tuple(value or "" for value in dimensions))
     if not untagged or not rules.attribution:
         return {}
+    import pandas as pd
+
     frame = pd.DataFrame(untagged, columns=["sub_account", "workspace", "api_key"], dtype=object)
     frame["tag"] = None
     return dict(zip(untagged, attribute(frame, rules)))

@@ -4,10 +4,12 @@ workspace or API key."""
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from agent.rules import AttributionRule, Rules
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def ordered_rules(rules: Rules) -> list[tuple[int, AttributionRule]]:
@@ -18,6 +20,8 @@ def ordered_rules(rules: Rules) -> list[tuple[int, AttributionRule]]:
 def attribute(items: pd.DataFrame, rules: Rules) -> pd.Series:
     """Per line: the label of the rule that claims it, "" when none does. Tagged lines are never claimed:
     the tag always wins."""
+    import pandas as pd
+
     claimed = pd.Series("", index=items.index, dtype=object)
     if not rules.attribution or items.empty:
         return claimed

@@ -19,8 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 from sqlalchemy import Engine
 
 from agent import __version__, summary
-from agent.bills import ImportOptions, total_bill
-from agent.bills.reader import read_header
+from agent.bills import ImportOptions
 from agent.errors import AgentError
 from agent.focus_export import FOCUS_FORMAT, render_focus
 from agent.pipeline import (OVERRIDABLE_COLUMNS, RejectedRowsError, RowsProgress, RunRequest, import_options_for,
@@ -288,6 +287,9 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
 
 
 def _split(args: argparse.Namespace, *, console: Console) -> int:
+    # The importer loads pandas and Arrow: imported by the commands that read bills, not by `serve`.
+    from agent.bills import total_bill
+
     with import_progress(console) as on_rows:
         imports = [total_bill(path, options=_split_import_options(args, path),
                               on_rows=None if on_rows is None else functools.partial(on_rows, path))
@@ -305,6 +307,8 @@ def _split(args: argparse.Namespace, *, console: Console) -> int:
 def _split_import_options(args: argparse.Namespace, path: Path) -> ImportOptions:
     # The split does not use tags: reading the first column as a plain tag value keeps a malformed tag
     # object (say, broken JSON in Tags) from rejecting a row whose cost is valid.
+    from agent.bills.reader import read_header
+
     header = read_header(path, source=str(path)) if path.is_file() else []
     return ImportOptions(period=args.period, bill_format=args.bill_format, cost_column=args.cost_column,
                          tag_column=header[0] if header else None, currency_column=args.currency_column,

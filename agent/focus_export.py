@@ -20,14 +20,15 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime
 from decimal import Decimal
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.allocate import ReportRow
 from agent.report import render_csv
 from agent.store import StoredRun
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FOCUS_FORMAT = "focus"
 FOCUS_VERSION = "1.2"
@@ -132,6 +133,9 @@ def iso_utc(moment: datetime) -> str:
 
 def _parquet(records: list[Record]) -> bytes:
     # Exact decimals with the widest scale of the rows, UTC timestamps, strings for the rest.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     scale = max((-record["BilledCost"].as_tuple().exponent for record in records), default=2)
     schema = pa.schema([(name, _arrow_type(name, scale)) for name in COLUMNS],
                        metadata={"FocusVersion": FOCUS_VERSION, "generator": f"{ISSUER} {__version__}"})
@@ -142,6 +146,8 @@ def _parquet(records: list[Record]) -> bytes:
 
 
 def _arrow_type(name: str, scale: int) -> pa.DataType:
+    import pyarrow as pa
+
     if name in _DECIMAL_COLUMNS:
         return pa.decimal128(38, scale)
     if name in DATE_COLUMNS:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from agent.bills import ImportOptions, total_bill
-from agent.bills.reader import file_sha256
+from agent.bills import ImportOptions
 from agent.errors import AgentError
 from agent.store import known_bill_periods, remember_bill_periods
 
@@ -80,6 +79,8 @@ class Inbox:
         cached = self._hashes.get(path)
         if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
             return cached[2]
+        from agent.bills.reader import file_sha256
+
         sha256 = file_sha256(path)
         self._hashes[path] = (stat.st_size, stat.st_mtime_ns, sha256)
         return sha256
@@ -104,6 +105,8 @@ def bill_files(directory: Path) -> list[Path]:
 
 def bill_periods(path: Path, *, options: ImportOptions) -> list[str]:
     """The billing periods of a bill's rows; a YYYY-MM in the file's path stands for bills without dates."""
+    from agent.bills import total_bill
+
     hint = _PERIOD_IN_PATH.findall(str(path))
     imported = total_bill(path, options=replace(options, period=hint[-1] if hint else None))
     return sorted(period for period in imported.periods() if period)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Columns of the line-item frame, in order. `cost` holds decimal.Decimal objects; the optional text
 # columns hold None where the bill has no value; `row` is the 1-based line in the source file.
@@ -25,6 +27,8 @@ LINE_ITEM_COLUMNS = [
 
 
 def empty_line_items() -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame({name: pd.Series(dtype=object) for name in LINE_ITEM_COLUMNS})
 
 

@@ -10,21 +10,22 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from agent import __version__
 from agent.allocate import Allocation, NamespaceUsage, allocate_lines, report_precision, rounded_bill_totals, tag_lines_of
-from agent.bills import ImportOptions, total_bill
-from agent.bills.totals import BillTotals
+from agent.bills import ImportOptions
 from agent.errors import AgentError
 from agent.lineitems import RejectedRow
 from agent.report import render_report
 from agent.rules import Rules, rules_digest
-from agent.split import bill_lines, split_bill
 from agent.store import RunSummary, SplitTotal, save_run
 from agent.usage import usage_digest
+
+if TYPE_CHECKING:
+    from agent.bills.totals import BillTotals
 
 
 class RejectedRowsError(AgentError):
@@ -74,6 +75,9 @@ def import_options_for(rules: Rules, *, period: str | None,
 
 
 def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillTotals]:
+    # Imported here: the importer loads pandas and Arrow, which an idle `cz-agent serve` does without.
+    from agent.bills import total_bill
+
     return [total_bill(path, options=request.import_options,
                       on_rows=None if on_rows is None else functools.partial(on_rows, path))
             for path in request.bills]
@@ -102,6 +106,8 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
 
 def split_totals(imports: list[BillTotals]) -> list[SplitTotal]:
     """The accepted lines' exact cost per sub-account, workspace and API key, for the run's split views."""
+    from agent.split import bill_lines, split_bill
+
     split = split_bill(bill_lines(imports), columns=SPLIT_COLUMNS)
     return [SplitTotal(*row.values, currency=row.currency, amount=row.exact_amount, line_count=row.line_count)
             for row in split.rows]

@@ -11,9 +11,6 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from agent.allocate import ReportRow
 from agent.errors import AgentError
 
@@ -73,6 +70,9 @@ def csv_safe(cell: str) -> str:
 
 def _parquet(rows: Sequence[ReportRow]) -> bytes:
     # The amount column is an exact decimal128 with the widest precision of the rows' currencies.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     scale = max((-row.amount.as_tuple().exponent for row in rows), default=2)
     columns = {name: [getattr(row, name) for row in rows] for name in REPORT_COLUMNS}
     schema = pa.schema([(name, pa.decimal128(38, scale) if name == "amount" else pa.string())

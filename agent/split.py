@@ -14,13 +14,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, NamedTuple
 
 from agent.errors import AgentError
-from agent.bills.totals import BillTotals
 from agent.money import minor_unit
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from agent.bills.totals import BillTotals
 
 # --by name -> line-item column (and output column) it groups on.
 DIMENSIONS: dict[str, str] = {"subaccount": "sub_account", "workspace": "workspace", "apikey": "api_key"}
@@ -177,6 +179,8 @@ def _exact_sum(amounts: Iterable[Decimal]) -> Decimal:
 
 def bill_lines(bills: Sequence[BillTotals]) -> pd.DataFrame:
     """The bills' split groups as line items, each with the count of lines it sums, for `split_bill`."""
+    import pandas as pd
+
     records = [(*key, group.exact(), group.lines) for bill in bills for key, group in bill.split_groups.items()]
     return pd.DataFrame(records, columns=["period", "currency", "sub_account", "workspace", "api_key", "cost",
                                           "line_count"], dtype=object)
