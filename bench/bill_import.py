@@ -48,7 +48,10 @@ SOURCES_SQL = {
 }
 DUCKDB_SCRIPT = """
 import duckdb, json, sys
-rows = duckdb.sql(sys.argv[1]).fetchall()
+# Its progress bar, shown on queries of more than two seconds, would go to stdout with the result.
+connection = duckdb.connect()
+connection.execute("SET enable_progress_bar = false")
+rows = connection.sql(sys.argv[1]).fetchall()
 print(json.dumps({f"{c}|{t}|{cur}": str(a) for c, t, cur, a in rows}))
 """
 PANDAS_SCRIPT = """
