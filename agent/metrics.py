@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("success", "failure")
 OTHER = "other"
 ROW_STATUSES = ("accepted", "rejected", "out_of_period")
+# The only contributions the run families read (cz_unallocated_cost): a run's others are not loaded.
+RUN_CATEGORIES = ("unallocated",)
 
 # label tuple -> exact value; converted to float only when the family is emitted.
 Samples = dict[tuple[str, ...], Fraction]
@@ -329,7 +331,8 @@ class AllocationCollector:
 
     def _exposed_samples(self, latest: list[RunSummary]) -> list[dict[str, Samples]]:
         # Runs are immutable: only runs not seen before are loaded; runs no longer exposed are dropped.
-        cache = {run.id: self._cache.get(run.id) or run_samples(load_run(self._engine, run.id)) for run in latest}
+        cache = {run.id: self._cache.get(run.id)
+                 or run_samples(load_run(self._engine, run.id, categories=RUN_CATEGORIES)) for run in latest}
         self._cache = cache
         return [cache[run.id] for run in latest]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -424,15 +424,17 @@ def seen_namespace_maps(engine: Engine) -> dict[str, dict[str, str | None]]:
     return merged
 
 
-def load_run(engine: Engine, run_id: int) -> StoredRun:
+def load_run(engine: Engine, run_id: int, *, categories: Collection[str] | None = None) -> StoredRun:
+    """A stored run; with `categories`, only the contributions of those categories (the metrics need the
+    unallocated ones only, and a run can hold hundreds of thousands of contributions)."""
     with _reading(engine) as connection:
         record = connection.execute(select(runs).where(runs.c.id == run_id)).mappings().first()
         if record is None:
             raise StoreError(f"no stored run with id {run_id}")
         summary = _summary(record)
 
-        def rows_of(table: Table) -> list[Any]:
-            query = select(table).where(table.c.run_id == run_id).order_by(table.c.position)
+        def rows_of(table: Table, *conditions: Any) -> list[Any]:
+            query = select(table).where(table.c.run_id == run_id, *conditions).order_by(table.c.position)
             return list(connection.execute(query).mappings())
 
         return StoredRun(
@@ -440,7 +442,8 @@ def load_run(engine: Engine, run_id: int) -> StoredRun:
             rows=[ReportRow(period=summary.period, company=r["company"], service=r["service"],
                             category=r["category"], cluster=r["cluster"], amount=Decimal(r["amount"]),
                             currency=r["currency"]) for r in rows_of(allocation_rows)],
-            contributions=[_contribution(r) for r in rows_of(contributions)],
+            contributions=[_contribution(r) for r in rows_of(contributions, *(
+                () if categories is None else (contributions.c.category.in_(sorted(categories)),)))],
             tag_lines=[TagLine(currency=r["currency"], tag=r["tag"], amount=Decimal(r["amount"]),
                                line_count=r["line_count"], rows_by_source=json.loads(r["rows_by_source"]),
                                rule=r["rule"])

@@ -24,7 +24,7 @@ from agent.cli import main
 from agent.metrics import AllocationCollector, FamilySpec, JobStats, fold
 from agent.pipeline import RunRequest, run_allocation
 from agent.rules import load_rules
-from agent.store import list_runs, open_store
+from agent.store import list_runs, load_run, open_store
 from agent.usage import read_usage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,6 +157,16 @@ def test_unallocated_cost_by_reason(store):
     assert not [k for k in samples(registry, "cz_unallocated_cost") if ("period", "2026-10") in k]
 
 
+def test_a_run_loaded_with_some_categories_holds_only_their_contributions(store):
+    engine = open_store(store.url)
+    run_id = store.runs["2026-09"].run_id
+    full = load_run(engine, run_id)
+    light = load_run(engine, run_id, categories=("unallocated",))
+    assert [c for c in full.contributions if c.category == "unallocated"] == light.contributions != []
+    assert len(full.contributions) > len(light.contributions)
+    assert (light.rows, light.splits, light.summary) == (full.rows, full.splits, full.summary)
+
+
 def test_bill_rows_run_info_and_timestamp(store):
     registry = registry_for(store.url)
     latest = store.runs["2026-09"]
@@ -240,9 +250,9 @@ def test_runs_are_loaded_once_then_cached(store, monkeypatch):
     loaded: list[int] = []
     real_load_run = agent.metrics.load_run
 
-    def counting_load_run(engine, run_id):
+    def counting_load_run(engine, run_id, **options):
         loaded.append(run_id)
-        return real_load_run(engine, run_id)
+        return real_load_run(engine, run_id, **options)
 
     monkeypatch.setattr(agent.metrics, "load_run", counting_load_run)
     registry = registry_for(store.url)
