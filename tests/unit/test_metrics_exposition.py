@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 import agent.metrics
 from agent.api import create_app
-from agent.metrics import AllocationCollector, JobStats, exposition
+from agent.metrics import AllocationCollector, JobStats, exposition, render_gauge
 from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.rules import load_rules
 from agent.store import open_store
@@ -57,13 +58,13 @@ def test_exposition_is_generate_latest_byte_for_byte(engine):
 def test_run_families_are_built_and_rendered_once_until_a_new_run_is_exposed(engine, tmp_path, monkeypatch):
     registry = registry_for(engine, JobStats())
     rendered: list[str] = []
-    real_generate_latest = agent.metrics.generate_latest
+    real_render_gauge = agent.metrics.render_gauge
 
-    def counting_generate_latest(families):
-        rendered.extend(family.name for family in families.collect())
-        return real_generate_latest(families)
+    def counting_render_gauge(family):
+        rendered.append(family.name)
+        return real_render_gauge(family)
 
-    monkeypatch.setattr(agent.metrics, "generate_latest", counting_generate_latest)
+    monkeypatch.setattr(agent.metrics, "render_gauge", counting_render_gauge)
     total = {"period": "2026-10", "currency": "USD"}
     before = exposition(registry)
     bill_total = registry.get_sample_value("cz_bill_total_cost", total)
@@ -85,3 +86,21 @@ def test_metrics_endpoint_serves_the_exposition(engine):
     response = TestClient(create_app(engine=engine, registry=registry)).get("/metrics")
     assert response.status_code == 200
     assert response.content == generate_latest(registry)
+
+
+def test_a_gauge_is_rendered_as_generate_latest_renders_it_whatever_its_text():
+    family = GaugeMetricFamily("cz_unallocated_cost", 'Help with a \\ backslash,\na newline and "quotes".',
+                               labels=["period", "reason", "currency"])
+    values = [0.0, -0.0, 1.5, -2.25, 1e21, 1e-7, 123456789.123456, 2.0**53 + 1]
+    reasons = ['unknown service "a\\b"', "two\nlines", "ünïcødé ✓", "", "trailing\\"]
+    for value, reason in zip(values, reasons * 2):
+        family.add_metric(["2026-10", reason, "USD"], value)
+    assert render_gauge(family) == generate_latest(Families([family]))
+
+
+class Families:
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
