@@ -70,7 +70,7 @@ class CleanRows:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Records as read, with their row numbers, costs parsed and other columns encoded (see `prepare`)."""
+    """Records as read, with their row numbers, costs parsed and other columns encoded (see `prepared`)."""
 
     table: pa.Table
     rows: np.ndarray

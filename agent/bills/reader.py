@@ -130,7 +130,8 @@ class FastReadError(Exception):
     """Arrow's CSV reader cannot read this file as pandas would: read it with `read_chunks` instead."""
 
 
-def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def _arrow_csv_batches(path: Path, columns: list[str], *,
+                       plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
     header = _csv_header(path)
     if len(set(header)) != len(header) or not set(columns) <= set(header):
         raise FastReadError("repeated or renamed column names")
@@ -160,16 +161,19 @@ def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str]
 def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[pa.RecordBatch]]:
     """Consecutive batches gathered until they hold `rows` records."""
     gathered: list[pa.RecordBatch] = []
+    held = 0
     for batch in batches:
         gathered.append(batch)
-        if sum(len(part) for part in gathered) >= rows:
+        held += len(batch)
+        if held >= rows:
             yield gathered
-            gathered = []
+            gathered, held = [], 0
     if gathered:
         yield gathered
 
 
-def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def _parquet_batches(path: Path, columns: list[str], *,
+                     plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
     # pre_buffer=False: with it, the reader keeps every column chunk it has read until the file is closed.
     first_row = 1
     bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain], pre_buffer=False)
