@@ -225,8 +225,8 @@ def goals(results: dict[tuple[str, int], dict[str, list[Measure]]]) -> list[str]
     largest = sizes[-1]
     for shape in sorted({shape for shape, _ in results}):
         peak = {tool: median(shape, largest, tool, "peak_mib") for tool in TOOLS}
-        lines.append(f"| lower peak memory than both on the largest bill | {shape} {largest:,} | ours {peak['ours']:.0f}, "
-                     f"DuckDB {peak['duckdb']:.0f}, pandas {peak['pandas']:.0f} MiB | "
+        lines.append(f"| lower peak memory than both on the largest bill | {shape} {largest:,} | "
+                     f"ours {peak['ours']:.0f}, DuckDB {peak['duckdb']:.0f}, pandas {peak['pandas']:.0f} MiB | "
                      f"{verdict(peak['ours'] < min(peak['duckdb'], peak['pandas']))} |")
         # A bill of a million lines or more fills every chunk: from there on, the peak should not grow.
         flat_sizes = [size for size in sizes if size >= 1_000_000 and (shape, size) in results] or [largest]
