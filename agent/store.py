@@ -432,6 +432,7 @@ def load_run(engine: Engine, run_id: int, *, categories: Collection[str] | None 
         if record is None:
             raise StoreError(f"no stored run with id {run_id}")
         summary = _summary(record)
+        wanted = () if categories is None else (contributions.c.category.in_(sorted(categories)),)
 
         def rows_of(table: Table, *conditions: Any) -> list[Any]:
             query = select(table).where(table.c.run_id == run_id, *conditions).order_by(table.c.position)
@@ -442,8 +443,7 @@ def load_run(engine: Engine, run_id: int, *, categories: Collection[str] | None 
             rows=[ReportRow(period=summary.period, company=r["company"], service=r["service"],
                             category=r["category"], cluster=r["cluster"], amount=Decimal(r["amount"]),
                             currency=r["currency"]) for r in rows_of(allocation_rows)],
-            contributions=[_contribution(r) for r in rows_of(contributions, *(
-                () if categories is None else (contributions.c.category.in_(sorted(categories)),)))],
+            contributions=[_contribution(r) for r in rows_of(contributions, *wanted)],
             tag_lines=[TagLine(currency=r["currency"], tag=r["tag"], amount=Decimal(r["amount"]),
                                line_count=r["line_count"], rows_by_source=json.loads(r["rows_by_source"]),
                                rule=r["rule"])
