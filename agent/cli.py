@@ -18,23 +18,24 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
-from agent import __version__, summary
+from agent import __version__
 from agent.bills import ImportOptions
 from agent.errors import AgentError
-from agent.focus_export import FOCUS_FORMAT, render_focus
+from agent.outputs import summary
+from agent.outputs.focus import FOCUS_FORMAT, render_focus
 from agent.pipeline import (OVERRIDABLE_COLUMNS, RejectedRowsError, RowsProgress, RunRequest, import_options_for,
                             run_allocation)
-from agent.report import FORMATS, format_for, render_csv, render_report, write_atomically
-from agent.rules import Rules, load_rules
+from agent.outputs.report import FORMATS, format_for, render_csv, render_report, write_atomically
+from agent.core.rules import Rules, load_rules
 from agent.logs import configure_logging
 from agent.settings import Settings, load_settings
-from agent.split import SplitError, bill_lines, parse_dimensions, split_bill, summary_lines
-from agent.statement import write_statement
-from agent.store import close_period, latest_run_id, list_runs, load_run, open_store, seen_namespace_maps
-from agent.usage import format_usage, read_usage
+from agent.core.split import SplitError, bill_lines, parse_dimensions, split_bill, summary_lines
+from agent.outputs.statement import write_statement
+from agent.store.runs import close_period, latest_run_id, list_runs, load_run, open_store, seen_namespace_maps
+from agent.sources.usage import format_usage, read_usage
 
 if TYPE_CHECKING:
-    from agent.live import LiveUsage
+    from agent.sources.live import LiveUsage
 
 log = logging.getLogger(__name__)
 _PIPED_WIDTH = 200
@@ -214,7 +215,7 @@ def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console)
         log.info("effective configuration: %s", json.dumps(settings.masked(), sort_keys=True))
         # Imported here: the web server, scheduler and Kubernetes client take a second to load, which every
         # other command would pay for nothing.
-        from agent.service import serve
+        from agent.service.serve import serve
         return serve(settings, engine=engine, once=args.once)
     if args.command == "close":
         run_id = close_period(engine, period=args.period, closed_at=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -250,7 +251,7 @@ def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console)
 
 
 def _live_usage(rules: Rules, *, settings: Settings, engine: Engine, period: str) -> LiveUsage:
-    from agent.live import collect_live_usage  # the Kubernetes client loads only when live usage is read
+    from agent.sources.live import collect_live_usage  # the Kubernetes client loads only when live usage is read
     return collect_live_usage(rules=rules, settings=settings, period=period,
                               previous_maps=seen_namespace_maps(engine), now=datetime.now(UTC))
 

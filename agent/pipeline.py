@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 
 from agent import __version__
-from agent.allocate import Allocation, NamespaceUsage, allocate_lines, report_precision, rounded_bill_totals, tag_lines_of
+from agent.core.allocation import Allocation, NamespaceUsage, allocate_lines, report_precision, rounded_bill_totals, tag_lines_of
 from agent.bills import ImportOptions
 from agent.errors import AgentError
-from agent.lineitems import RejectedRow
-from agent.report import render_report
-from agent.rules import Rules, rules_digest
-from agent.store import RunSummary, SplitTotal, save_run
-from agent.usage import usage_digest
+from agent.bills.lineitems import RejectedRow
+from agent.outputs.report import render_report
+from agent.core.rules import Rules, rules_digest
+from agent.store.runs import RunSummary, SplitTotal, save_run
+from agent.sources.usage import usage_digest
 
 if TYPE_CHECKING:
     from agent.bills.totals import BillTotals
@@ -106,7 +106,7 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
 
 def split_totals(imports: list[BillTotals]) -> list[SplitTotal]:
     """The accepted lines' exact cost per sub-account, workspace and API key, for the run's split views."""
-    from agent.split import bill_lines, split_bill
+    from agent.core.split import bill_lines, split_bill
 
     split = split_bill(bill_lines(imports), columns=SPLIT_COLUMNS)
     return [SplitTotal(*row.values, currency=row.currency, amount=row.exact_amount, line_count=row.line_count)

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pandas as pd
 
-from agent.lineitems import LINE_ITEM_COLUMNS
+from agent.bills.lineitems import LINE_ITEM_COLUMNS
 
 
 def line_items(lines: list[tuple[str | None, str]], *, currency: str = "USD", period: str = "2026-10",

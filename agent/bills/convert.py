@@ -12,8 +12,8 @@ from agent.bills.columns import ColumnMap
 from agent.bills.dates import months
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
-from agent.lineitems import LINE_ITEM_COLUMNS, RejectedRow, empty_line_items
-from agent.money import parse_amount
+from agent.bills.lineitems import LINE_ITEM_COLUMNS, RejectedRow, empty_line_items
+from agent.core.money import parse_amount
 
 _CURRENCY_CODE = r"[A-Z]{3}"
 

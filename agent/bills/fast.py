@@ -26,7 +26,7 @@ from agent.bills import convert
 from agent.bills.columns import ColumnMap
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
-from agent.money import AMOUNT_DIGITS
+from agent.core.money import AMOUNT_DIGITS
 
 # The characters str.strip() removes, so that Arrow trims a cell as Python does.
 STRIP_CHARACTERS = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006" \

@@ -23,8 +23,8 @@ from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
 from agent.errors import BillFormatError
-from agent.lineitems import BillImport
-from agent.money import is_currency_code
+from agent.bills.lineitems import BillImport
+from agent.core.money import is_currency_code
 
 log = logging.getLogger(__name__)
 

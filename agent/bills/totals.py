@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent.bills.fast import SUM_ROWS
-from agent.lineitems import RejectedRow
+from agent.bills.lineitems import RejectedRow
 
 # The rows kept per group to show where its cost came from; a group of contiguous rows is shown whole.
 ROW_SAMPLE = 100
@@ -144,7 +144,7 @@ class BillTotals:
         return {key[0] for key in self.split_groups} | {key[0] for key in self.outside}
 
     def add_items(self, items: pd.DataFrame, *, outside: pd.DataFrame) -> None:
-        """Add canonical line items (agent.lineitems): the in-period ones and those outside the period."""
+        """Add canonical line items (agent.bills.lineitems): the in-period ones and those outside the period."""
         for record in _with_tag_dimensions(items).itertuples(index=False):
             places = _places(record.cost)
             key = tuple(getattr(record, name) for name in _TAG_COLUMNS)

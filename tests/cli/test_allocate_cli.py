@@ -86,7 +86,7 @@ def test_report_formats_json_and_parquet_hold_the_same_exact_rows(store, tmp_pat
 
 
 def test_manifest_records_inputs_counts_and_reconciliation(store, tmp_path):
-    from agent.store import list_runs, open_store
+    from agent.store.runs import list_runs, open_store
 
     assert allocate(store, tmp_path / "r.csv", "--usage", str(WORKED / "usage.csv")) == 0
     manifest = list_runs(open_store(store))[0].manifest
@@ -146,7 +146,7 @@ def test_bad_rules_fail_with_the_key_and_store_nothing(store, tmp_path, capsys, 
     rules.write_text(rules_text)
     assert allocate(store, tmp_path / "r.csv", rules=rules) == 1
     assert message in capsys.readouterr().err
-    from agent.store import list_runs, open_store
+    from agent.store.runs import list_runs, open_store
     assert list_runs(open_store(store)) == []
 
 
@@ -221,7 +221,7 @@ def test_demo_month_reconciles_to_the_cent(store, tmp_path, capsys):
 def test_import_progress_hears_every_row_of_each_bill(tmp_path):
     from agent.bills import ImportOptions
     from agent.pipeline import RunRequest, import_bills
-    from agent.rules import load_rules
+    from agent.core.rules import load_rules
 
     heard: dict[Path, int] = {}
     request = RunRequest(bills=[WORKED / "bill.csv", DEMO / "bill-2026-10.csv"], period="2026-10",

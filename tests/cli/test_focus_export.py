@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent.cli import main
-from agent.focus_export import period_bounds
+from agent.outputs.focus import period_bounds
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 # FOCUS 1.2 columns whose feature level is Mandatory, as the specification lists them.

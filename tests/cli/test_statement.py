@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from agent.cli import main
-from agent.statement import csv_safe
+from agent.outputs.statement import csv_safe
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKED = ROOT / "tests" / "data" / "worked"

@@ -29,9 +29,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.allocate import Allocation, Contribution, ReportRow, TagLine
+from agent.core.allocation import Allocation, Contribution, ReportRow, TagLine
 from agent.errors import StoreError
-from agent.lineitems import RejectedRow
+from agent.bills.lineitems import RejectedRow
 
 metadata = MetaData()
 

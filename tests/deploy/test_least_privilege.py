@@ -12,7 +12,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from agent.errors import KubernetesError
-from agent.leader import LeaderElector, LeaseLock, LeaseTiming
+from agent.service.leader import LeaderElector, LeaseLock, LeaseTiming
 from agent.sources.kube import _configuration as kube_configuration
 from tests.deploy.tools import ALL_ON_VALUES, CHART, ChartTools
 from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig

@@ -23,7 +23,7 @@ import yaml
 from kubernetes import client
 
 from agent.errors import KubernetesError
-from agent.leader import LeaderElector, LeaseConflict, LeaseLock, LeaseRecord, LeaseTiming
+from agent.service.leader import LeaderElector, LeaseConflict, LeaseLock, LeaseRecord, LeaseTiming
 from agent.sources.kube import _configuration as kube_configuration
 from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.integration.fixtures_live import delete_namespace

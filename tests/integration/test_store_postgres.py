@@ -17,11 +17,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import inspect, text
 
-from agent.api import create_app
+from agent.service.api import create_app
 from agent.cli import main
 from agent.errors import StoreError
-from agent.metrics import AllocationCollector, JobStats
-from agent.store import SCHEMA_VERSION, list_runs, load_run, open_store, save_run
+from agent.service.metrics import AllocationCollector, JobStats
+from agent.store.runs import SCHEMA_VERSION, list_runs, load_run, open_store, save_run
 from tests.integration.fixtures_pg import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]

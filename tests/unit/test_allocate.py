@@ -3,9 +3,9 @@ from fractions import Fraction
 
 import pytest
 
-from agent.allocate import NamespaceUsage, allocate
+from agent.core.allocation import NamespaceUsage, allocate
 from agent.bills.totals import compress_rows
-from agent.rules import parse_rules
+from agent.core.rules import parse_rules
 from tests.factories import line_items
 
 WORKED_RULES = """

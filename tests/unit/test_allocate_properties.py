@@ -8,9 +8,9 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.allocate import NamespaceUsage, allocate, report_precision
-from agent.money import round_amount
-from agent.rules import Rules
+from agent.core.allocation import NamespaceUsage, allocate, report_precision
+from agent.core.money import round_amount
+from agent.core.rules import Rules
 from tests.factories import line_items
 
 COMPANIES = ["alpha", "beta", "gamma", "delta"]

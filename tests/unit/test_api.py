@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine
 
 from agent import __version__
-from agent.api import create_app
+from agent.service.api import create_app
 from agent.cli import main
-from agent.metrics import AllocationCollector, JobStats
-from agent.store import list_runs, open_store
+from agent.service.metrics import AllocationCollector, JobStats
+from agent.store.runs import list_runs, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKED = ROOT / "tests" / "data" / "worked"

@@ -12,10 +12,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from agent.api import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES, create_app
+from agent.service.api import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES, create_app
 from agent.cli import main
-from agent.metrics import AllocationCollector, JobStats
-from agent.store import open_store
+from agent.service.metrics import AllocationCollector, JobStats
+from agent.store.runs import open_store
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 TOKEN = "tok-3f9a1c-secret"

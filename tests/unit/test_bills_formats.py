@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent.bills import ImportOptions, detect_format, read_bill
-from agent.lineitems import LINE_ITEM_COLUMNS
+from agent.bills.lineitems import LINE_ITEM_COLUMNS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
 SEPTEMBER = ImportOptions(period="2024-09")

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from agent.bills import ImportOptions, read_bill
 from agent.errors import AgentError, BillFormatError
-from agent.lineitems import BillImport
+from agent.bills.lineitems import BillImport
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
 EXAMPLES = int(os.environ.get("CZ_AGENT_FUZZ_EXAMPLES", "40"))

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.errors import RulesError
-from agent.rules import Rules, load_rules, parse_rules
+from agent.core.rules import Rules, load_rules, parse_rules
 from tests.unit.test_fuzz_bills import EXAMPLE_SECONDS, time_limit
 
 ROOT = Path(__file__).resolve().parents[2]

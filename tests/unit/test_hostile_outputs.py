@@ -12,10 +12,10 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from agent.api import create_app
+from agent.service.api import create_app
 from agent.cli import main
-from agent.report import csv_safe
-from agent.store import open_store
+from agent.outputs.report import csv_safe
+from agent.store.runs import open_store
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 EVIL_COMPANY = '=HYPERLINK("http://evil.example","x")'

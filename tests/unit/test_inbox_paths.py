@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from agent.inbox import bill_files
+from agent.service.inbox import bill_files
 
 NATIVE = Path(__file__).resolve().parents[1] / "data" / "bills" / "native.csv"
 

@@ -11,12 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.errors import SettingsError
-from agent.leader import (ElectionState, LeaderCollector, LeaseRecord, LeaseTiming, SoleReplica, candidate_identity,
+from agent.service.leader import (ElectionState, LeaderCollector, LeaseRecord, LeaseTiming, SoleReplica, candidate_identity,
                           lease_namespace, leadership_for)
-from agent.metrics import JobStats
-from agent.service import AgentService
+from agent.service.metrics import JobStats
+from agent.service.serve import AgentService
 from agent.settings import Settings
-from agent.store import list_runs, open_store
+from agent.store.runs import list_runs, open_store
 
 WALL = datetime(2026, 11, 23, 12, tzinfo=UTC)
 DURATION = 15

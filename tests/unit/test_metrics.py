@@ -18,14 +18,14 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import create_engine
 
-import agent.metrics
+import agent.service.metrics
 from agent.bills import ImportOptions
 from agent.cli import main
-from agent.metrics import AllocationCollector, FamilySpec, JobStats, fold
+from agent.service.metrics import AllocationCollector, FamilySpec, JobStats, fold
 from agent.pipeline import RunRequest, run_allocation
-from agent.rules import load_rules
-from agent.store import list_runs, load_run, open_store
-from agent.usage import read_usage
+from agent.core.rules import load_rules
+from agent.store.runs import list_runs, load_run, open_store
+from agent.sources.usage import read_usage
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKED = ROOT / "tests" / "data" / "worked"
@@ -248,13 +248,13 @@ def test_fold_keeps_the_largest_by_absolute_value():
 
 def test_runs_are_loaded_once_then_cached(store, monkeypatch):
     loaded: list[int] = []
-    real_load_run = agent.metrics.load_run
+    real_load_run = agent.service.metrics.load_run
 
     def counting_load_run(engine, run_id, **options):
         loaded.append(run_id)
         return real_load_run(engine, run_id, **options)
 
-    monkeypatch.setattr(agent.metrics, "load_run", counting_load_run)
+    monkeypatch.setattr(agent.service.metrics, "load_run", counting_load_run)
     registry = registry_for(store.url)
     first = generate_latest(registry)
     assert generate_latest(registry) == first
@@ -265,8 +265,8 @@ def test_registering_does_not_read_the_store(monkeypatch):
     def no_store(*_args, **_kwargs):
         raise AssertionError("the store was read at registration")
 
-    monkeypatch.setattr(agent.metrics, "list_runs", no_store)
-    monkeypatch.setattr(agent.metrics, "load_run", no_store)
+    monkeypatch.setattr(agent.service.metrics, "list_runs", no_store)
+    monkeypatch.setattr(agent.service.metrics, "load_run", no_store)
     registry = CollectorRegistry()
     registry.register(AllocationCollector(engine=create_engine("sqlite://"), job_stats=JobStats()))
 
@@ -277,7 +277,7 @@ def test_a_store_error_keeps_the_job_metrics_and_reports_the_store_down(tmp_path
     broken = create_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'runs.db'}")
     registry = CollectorRegistry()
     registry.register(AllocationCollector(engine=broken, job_stats=stats))
-    with caplog.at_level(logging.ERROR, logger="agent.metrics"):
+    with caplog.at_level(logging.ERROR, logger="agent.service.metrics"):
         exposition = generate_latest(registry).decode()
     assert registry.get_sample_value("cz_agent_store_up") == 0
     assert registry.get_sample_value("cz_agent_runs_total", {"job": "allocate", "outcome": "failure"}) == 1

@@ -9,13 +9,13 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-import agent.metrics
-from agent.api import create_app
-from agent.metrics import AllocationCollector, JobStats, exposition, render_gauge
+import agent.service.metrics
+from agent.service.api import create_app
+from agent.service.metrics import AllocationCollector, JobStats, exposition, render_gauge
 from agent.pipeline import RunRequest, import_options_for, run_allocation
-from agent.rules import load_rules
-from agent.store import open_store
-from agent.usage import read_usage
+from agent.core.rules import load_rules
+from agent.store.runs import open_store
+from agent.sources.usage import read_usage
 
 WORKED = Path(__file__).resolve().parents[2] / "tests" / "data" / "worked"
 
@@ -58,13 +58,13 @@ def test_exposition_is_generate_latest_byte_for_byte(engine):
 def test_run_families_are_built_and_rendered_once_until_a_new_run_is_exposed(engine, tmp_path, monkeypatch):
     registry = registry_for(engine, JobStats())
     rendered: list[str] = []
-    real_render_gauge = agent.metrics.render_gauge
+    real_render_gauge = agent.service.metrics.render_gauge
 
     def counting_render_gauge(family):
         rendered.append(family.name)
         return real_render_gauge(family)
 
-    monkeypatch.setattr(agent.metrics, "render_gauge", counting_render_gauge)
+    monkeypatch.setattr(agent.service.metrics, "render_gauge", counting_render_gauge)
     total = {"period": "2026-10", "currency": "USD"}
     before = exposition(registry)
     bill_total = registry.get_sample_value("cz_bill_total_cost", total)
@@ -95,4 +95,4 @@ def test_a_gauge_is_rendered_as_generate_latest_renders_it_whatever_its_text():
     reasons = ['unknown service "a\\b"', "two\nlines", "ünïcødé ✓", "", "trailing\\"]
     for value, reason in zip(values, reasons * 2):
         family.add_metric(["2026-10", reason, "USD"], value)
-    assert render_gauge(family) == generate_latest(agent.metrics._Families([family]))
+    assert render_gauge(family) == generate_latest(agent.service.metrics._Families([family]))

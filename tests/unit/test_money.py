@@ -3,7 +3,7 @@ from fractions import Fraction
 
 import pytest
 
-from agent.money import largest_remainder, minor_unit, parse_amount, round_amount
+from agent.core.money import largest_remainder, minor_unit, parse_amount, round_amount
 
 
 @pytest.mark.parametrize(("currency", "units"), [("USD", 2), ("KRW", 0), ("JPY", 0), ("KWD", 3), ("CLF", 4)])

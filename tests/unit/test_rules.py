@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 
 from agent.errors import RulesError
-from agent.rules import load_rules, parse_rules, rules_digest
+from agent.core.rules import load_rules, parse_rules, rules_digest
 
 BASE = "companies: {alpha: 50, beta: 30}\nservices: {mobile: {alpha: 70, beta: 30}}\n"
 

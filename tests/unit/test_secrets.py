@@ -14,9 +14,9 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from agent.api import create_app
-from agent.metrics import AllocationCollector, JobStats
-from agent.store import open_store
+from agent.service.api import create_app
+from agent.service.metrics import AllocationCollector, JobStats
+from agent.store.runs import open_store
 from tests.integration.fixtures_prom import _free_port
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"

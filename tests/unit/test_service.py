@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.metrics import JobStats
-from agent.service import AgentService
+from agent.service.metrics import JobStats
+from agent.service.serve import AgentService
 from agent.settings import Settings
-from agent.store import close_period, list_runs, open_store
+from agent.store.runs import close_period, list_runs, open_store
 
 RULES = "companies: {alpha: 60, beta: 40}\nservices: {mobile: {alpha: 1}}\n"
 

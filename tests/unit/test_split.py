@@ -5,7 +5,7 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from agent.split import NO_VALUE, SplitError, SplitRow, parse_dimensions, split_bill
+from agent.core.split import NO_VALUE, SplitError, SplitRow, parse_dimensions, split_bill
 from tests.factories import line_items
 
 

@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 
 from agent.errors import UsageError
-from agent.usage import parse_usage, usage_digest
+from agent.sources.usage import parse_usage, usage_digest
 
 
 def test_usage_rows_parse_with_optional_service():

@@ -8,9 +8,9 @@ import io
 from decimal import Decimal
 from pathlib import Path
 
-from agent.allocate import NamespaceUsage
+from agent.core.allocation import NamespaceUsage
 from agent.errors import UsageError
-from agent.money import parse_amount
+from agent.core.money import parse_amount
 
 USAGE_COLUMNS = ("cluster", "namespace", "service", "memory_byte_seconds")
 

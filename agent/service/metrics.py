@@ -19,7 +19,7 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine
 
 from agent.errors import StoreError
-from agent.store import RunSummary, StoredRun, list_runs, load_run
+from agent.store.runs import RunSummary, StoredRun, list_runs, load_run
 
 log = logging.getLogger(__name__)
 

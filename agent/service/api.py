@@ -21,13 +21,13 @@ from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from agent import __version__
-from agent.allocate import Contribution, ReportRow, TagLine
+from agent.core.allocation import Contribution, ReportRow, TagLine
 from agent.errors import StoreError
-from agent.metrics import exposition
-from agent.report import render_csv
-from agent.split import NO_VALUE, SplitError, split_bill
-from agent.split import parse_dimensions as parse_split_dimensions
-from agent.store import RunSummary, StoredRun, list_runs, load_run
+from agent.service.metrics import exposition
+from agent.outputs.report import render_csv
+from agent.core.split import NO_VALUE, SplitError, split_bill
+from agent.core.split import parse_dimensions as parse_split_dimensions
+from agent.store.runs import RunSummary, StoredRun, list_runs, load_run
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -16,15 +16,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from agent.api import create_app
+from agent.service.api import create_app
 from agent.errors import AgentError, SettingsError
-from agent.inbox import Inbox, InboxScan
-from agent.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
-from agent.metrics import AllocationCollector, JobStats
+from agent.service.inbox import Inbox, InboxScan
+from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
+from agent.service.metrics import AllocationCollector, JobStats
 from agent.pipeline import RunRequest, import_options_for, run_allocation
-from agent.rules import Rules, load_rules, rules_digest
+from agent.core.rules import Rules, load_rules, rules_digest
 from agent.settings import Settings
-from agent.store import RunSummary, closed, list_runs, seen_namespace_maps, store_answers
+from agent.store.runs import RunSummary, closed, list_runs, seen_namespace_maps, store_answers
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class AgentService:
         live = None
         if rules.clusters:
             # Imported here: the Kubernetes and HTTP clients stay out of an agent that reads no cluster.
-            from agent.live import collect_live_usage
+            from agent.sources.live import collect_live_usage
             live = collect_live_usage(rules=rules, settings=self._settings, period=plan.period,
                                       previous_maps=seen_namespace_maps(self._engine), now=now)
         request = RunRequest(

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.errors import RulesError
-from agent.money import is_currency_code
+from agent.core.money import is_currency_code
 
 # Bounded so exact arithmetic stays cheap: a weight like 1e-999999999 would make every share a
 # billion-digit fraction.

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, NamedTuple
 
 from agent.errors import AgentError
-from agent.money import minor_unit
+from agent.core.money import minor_unit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -109,7 +109,7 @@ def split_bill(items: pd.DataFrame, *, columns: Sequence[str], precision: int | 
 
 
 def largest_remainder(amounts: Sequence[Decimal], places: int) -> list[Decimal]:
-    """`agent.money.largest_remainder` for exact Decimals, in Decimal arithmetic: it gives the same result
+    """`agent.core.money.largest_remainder` for exact Decimals, in Decimal arithmetic: it gives the same result
     (ties go to the earlier amount) but compares remainders in C, where Fractions took a minute for half a
     million groups."""
     with _exact_arithmetic():
@@ -123,7 +123,7 @@ def largest_remainder(amounts: Sequence[Decimal], places: int) -> list[Decimal]:
 
 
 def _round_half_up(amount: Decimal, places: int) -> Decimal:
-    """Half away from zero, as agent.money.round_amount, but exact however many digits the amount has."""
+    """Half away from zero, as agent.core.money.round_amount, but exact however many digits the amount has."""
     with _exact_arithmetic():
         return _units(int(amount.scaleb(places).to_integral_value(rounding=decimal.ROUND_HALF_UP)), places)
 

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from agent.bills import ImportOptions
 from agent.errors import AgentError
-from agent.store import known_bill_periods, remember_bill_periods
+from agent.store.runs import known_bill_periods, remember_bill_periods
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.allocate import ReportRow
-from agent.report import render_csv
-from agent.store import StoredRun
+from agent.core.allocation import ReportRow
+from agent.outputs.report import render_csv
+from agent.store.runs import StoredRun
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -35,9 +35,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.allocate import Allocation, Contribution, ReportRow, TagLine
+from agent.core.allocation import Allocation, Contribution, ReportRow, TagLine
 from agent.errors import StoreError
-from agent.lineitems import RejectedRow
+from agent.bills.lineitems import RejectedRow
 
 # Strings carry no length: PostgreSQL enforces VARCHAR lengths that SQLite ignores, and a run storable in one
 # store must be storable in the other.

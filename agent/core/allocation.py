@@ -13,9 +13,9 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from agent.attribution import attribute, rule_by_label
-from agent.money import largest_remainder, minor_unit, round_amount
-from agent.rules import AttributionRule, Rules
+from agent.core.attribution import attribute, rule_by_label
+from agent.core.money import largest_remainder, minor_unit, round_amount
+from agent.core.rules import AttributionRule, Rules
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,7 +126,7 @@ def allocate(
     usage: Iterable[NamespaceUsage] = (),
     namespace_labels: Mapping[str, Mapping[str, str | None]] | None = None,
 ) -> Allocation:
-    """Allocate the period's line items (agent.lineitems); see `allocate_lines`."""
+    """Allocate the period's line items (agent.bills.lineitems); see `allocate_lines`."""
     return allocate_lines(summarise_tag_lines(items, rules=rules), rules=rules, period=period, usage=usage,
                           namespace_labels=namespace_labels)
 

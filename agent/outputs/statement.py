@@ -19,13 +19,13 @@ from string import Template
 from sqlalchemy import Engine
 
 from agent import __version__
-from agent.allocate import CATEGORIES, CLUSTER_PREFIX, COMMON_PREFIX, Contribution, ReportRow, TagLine
+from agent.core.allocation import CATEGORIES, CLUSTER_PREFIX, COMMON_PREFIX, Contribution, ReportRow, TagLine
 from agent.errors import AgentError
-from agent.money import round_amount
+from agent.core.money import round_amount
 # csv_safe is re-exported: statements are where users meet formula-looking names.
-from agent.report import csv_safe as csv_safe
-from agent.report import render_csv, write_atomically
-from agent.store import StoredRun, latest_run_id, load_run
+from agent.outputs.report import csv_safe as csv_safe
+from agent.outputs.report import render_csv, write_atomically
+from agent.store.runs import StoredRun, latest_run_id, load_run
 
 CSV_COLUMNS = ("run_id", "period", "company", "service", "category", "cluster", "amount", "currency")
 _EXACT_PLACES = 6
@@ -233,7 +233,7 @@ def basis(ratio: AppliedRatio) -> str:
 
 
 def render_html(statement: Statement) -> str:
-    template = Template(resources.files("agent").joinpath("templates/statement.html").read_text(encoding="utf-8"))
+    template = Template(resources.files("agent.outputs").joinpath("templates/statement.html").read_text(encoding="utf-8"))
     return template.substitute(
         generator=_e(f"cz-allocation-agent {__version__}"),
         company=_e(statement.company),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
-from agent.rules import AttributionRule, Rules
+from agent.core.rules import AttributionRule, Rules
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -10,11 +10,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agent.allocate import CATEGORIES
+from agent.core.allocation import CATEGORIES
 from agent.errors import AgentError
 from agent.pipeline import RunResult
-from agent.rules import Rules
-from agent.store import RunSummary, StoredRun
+from agent.core.rules import Rules
+from agent.store.runs import RunSummary, StoredRun
 
 _SHOWN_REJECTS = 10
 _ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]

@@ -1,0 +1,1 @@
+"""Runs, manifests and schema migrations (SQLAlchemy Core: SQLite by default, PostgreSQL)."""
