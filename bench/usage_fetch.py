@@ -519,8 +519,7 @@ def versions(prometheus: str) -> dict[str, str]:
     prometheus_version = subprocess.run([prometheus, "--version"], capture_output=True, text=True)
     first_line = (prometheus_version.stdout or prometheus_version.stderr).splitlines()[0]
     return {"Python": platform.python_version(), "Prometheus": first_line.removeprefix("prometheus, "),
-            "prometheus-api-client": version("prometheus-api-client"), "requests": version("requests"),
-            "urllib3": version("urllib3")}
+            "requests": version("requests"), "urllib3": version("urllib3")}
 
 
 def _seconds_cell(spread: Spread) -> str:
