@@ -2,19 +2,45 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# The stamp names the install: a change to pyproject.toml or to the lock installs again.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-test.lock | sha256sum | cut -c1-12)
 DEMO_OUT ?= out/demo
+# uv resolves the lock files (one binary from PyPI, fast, universal resolution with hashes); pip installs them.
+UV_VERSION := 0.13.9
+UV_DIR := build/uv-$(UV_VERSION)
+UV := $(UV_DIR)/bin/uv
+# `make lock` moves every pin to the newest version pyproject.toml allows; `make lock LOCK_FLAGS=` keeps the pins
+# and only follows a change of pyproject.toml.
+LOCK_FLAGS ?= --upgrade
 
-.PHONY: venv infra demo test bench clean
+.PHONY: venv lock infra demo test bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the hashed lock's packages, then the project itself without dependencies.
+$(STAMP): pyproject.toml requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-test.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+$(UV):
+	$(PYTHON) -m venv $(UV_DIR)
+	$(UV_DIR)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+# requirements-test.lock: [project.dependencies] and the `test` extra; requirements.lock (the image's):
+# [project.dependencies] alone, constrained by the test lock so both pin the same versions. Both are resolved for
+# every platform (--universal) from Python 3.11 up, with the hashes of every file, so `pip install
+# --require-hashes` takes them on Linux x86_64 and aarch64 alike. The commands, run from the repository's root
+# (uv also prints the lock it writes, hence the /dev/null below):
+#   uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --upgrade --extra test --output-file requirements-test.lock
+#   uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --upgrade --constraint requirements-test.lock --output-file requirements.lock
+LOCK := $(UV) pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes $(LOCK_FLAGS)
+lock: $(UV)
+	$(LOCK) --extra test --output-file requirements-test.lock >/dev/null
+	$(LOCK) --constraint requirements-test.lock --output-file requirements.lock >/dev/null
 
 demo: venv
 	CZ_AGENT_STORE_URL=sqlite:///$(abspath $(DEMO_OUT))/runs.db $(BIN)/cz-agent allocate \
