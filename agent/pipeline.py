@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
 from collections import defaultdict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -15,14 +15,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 
 from agent import __version__
-from agent.core.allocation import Allocation, NamespaceUsage, allocate_lines, report_precision, rounded_bill_totals, tag_lines_of
 from agent.bills import ImportOptions
-from agent.errors import AgentError
-from agent.bills.lineitems import RejectedRow
-from agent.outputs.report import render_report
+from agent.bills.taglines import tag_lines_of
+from agent.core.allocation import allocate_lines, report_precision, rounded_bill_totals
+from agent.core.model import Allocation, NamespaceUsage, RejectedRow, RunResult
 from agent.core.rules import Rules, rules_digest
-from agent.store.runs import RunSummary, SplitTotal, save_run
+from agent.errors import AgentError
+from agent.outputs.report import render_report
 from agent.sources.usage import usage_digest
+from agent.store.runs import RunSummary, SplitTotal, save_run
 
 if TYPE_CHECKING:
     from agent.bills.totals import BillTotals
@@ -43,18 +44,6 @@ class RunRequest:
     strict: bool = False
     # Live runs: the fraction of the period each cluster's usage covers.
     coverage: dict[str, float] | None = None
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_id: int
-    # False when the inputs and results equal the `unchanged_from` run: nothing new was stored.
-    stored: bool
-    allocation: Allocation
-    imports: list[BillTotals]
-    rejected: list[RejectedRow]
-    manifest: dict[str, Any]
-    report: bytes
 
 
 RowsProgress = Callable[[Path, int], None]
@@ -96,17 +85,17 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
     report = render_report(allocation.rows, report_format=request.report_format)
     manifest = build_manifest(request, imports=imports, allocation=allocation, report=report)
     if unchanged_from is not None and json.loads(json.dumps(manifest)) == unchanged_from.manifest:
-        return RunResult(run_id=unchanged_from.id, stored=False, allocation=allocation, imports=imports,
-                         rejected=rejected, manifest=manifest, report=report)
+        return RunResult(run_id=unchanged_from.id, stored=False, allocation=allocation, rejected=rejected,
+                         manifest=manifest, report=report)
     run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(imports), manifest=manifest,
                       report_sha256=manifest["report"]["sha256"], created_at=created_at, tool_version=__version__)
-    return RunResult(run_id=run_id, stored=True, allocation=allocation, imports=imports, rejected=rejected, manifest=manifest,
+    return RunResult(run_id=run_id, stored=True, allocation=allocation, rejected=rejected, manifest=manifest,
                      report=report)
 
 
 def split_totals(imports: list[BillTotals]) -> list[SplitTotal]:
     """The accepted lines' exact cost per sub-account, workspace and API key, for the run's split views."""
-    from agent.core.split import bill_lines, split_bill
+    from agent.bills.grouping import bill_lines, split_bill
 
     split = split_bill(bill_lines(imports), columns=SPLIT_COLUMNS)
     return [SplitTotal(*row.values, currency=row.currency, amount=row.exact_amount, line_count=row.line_count)

@@ -10,9 +10,10 @@ import pandas as pd
 
 from agent.bills.columns import ColumnMap
 from agent.bills.dates import months
+from agent.bills.lineitems import LINE_ITEM_COLUMNS, empty_line_items
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
-from agent.bills.lineitems import LINE_ITEM_COLUMNS, RejectedRow, empty_line_items
+from agent.core.model import RejectedRow
 from agent.core.money import parse_amount
 
 _CURRENCY_CODE = r"[A-Z]{3}"

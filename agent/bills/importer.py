@@ -14,17 +14,16 @@ import pandas as pd
 import pyarrow as pa
 
 from agent.bills import reader
-from agent.bills.columns import resolve_columns
-from agent.bills.columns import ColumnMap
+from agent.bills.columns import ColumnMap, resolve_columns
 from agent.bills.convert import convert_chunk, empty_items
 from agent.bills.detect import SPECS, detect_format
 from agent.bills.fast import Judges, clean_rows, prepared
+from agent.bills.lineitems import BillImport
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
-from agent.errors import BillFormatError
-from agent.bills.lineitems import BillImport
 from agent.core.money import is_currency_code
+from agent.errors import BillFormatError
 
 log = logging.getLogger(__name__)
 

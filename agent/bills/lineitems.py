@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from agent.core.model import RejectedRow
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -30,20 +32,6 @@ def empty_line_items() -> pd.DataFrame:
     import pandas as pd
 
     return pd.DataFrame({name: pd.Series(dtype=object) for name in LINE_ITEM_COLUMNS})
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    """A bill row that was not imported, and why."""
-
-    source: str
-    row: int
-    column: str
-    reason: str
-    raw_cost: str = ""
-
-    def message(self) -> str:
-        return f"{self.source}, row {self.row}, column {self.column!r}: {self.reason}"
 
 
 @dataclass

@@ -8,8 +8,8 @@ import queue
 import threading
 import zipfile
 from collections.abc import Collection, Iterator
-from typing import TypeVar
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import openpyxl

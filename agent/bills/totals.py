@@ -20,13 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import pandas as pd
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent.bills.fast import SUM_ROWS
-from agent.bills.lineitems import RejectedRow
+from agent.core.model import RejectedRow
 
 # The rows kept per group to show where its cost came from; a group of contiguous rows is shown whole.
 ROW_SAMPLE = 100

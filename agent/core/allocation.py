@@ -1,4 +1,4 @@
-"""Pure allocation (DESIGN section 5): line items + usage + namespace map + rules -> Allocation.
+"""Pure allocation (DESIGN section 5): tag lines + usage + namespace map + rules -> Allocation.
 
 No I/O and no clock here: the same inputs always give the same Allocation. Amounts stay exact
 (`Fraction`) until the report rows are rounded with the largest-remainder method.
@@ -8,33 +8,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
-from agent.core.attribution import attribute, rule_by_label
+from agent.core.attribution import rule_by_label
+from agent.core.model import CATEGORIES, Allocation, Contribution, NamespaceUsage, ReportRow, TagLine
 from agent.core.money import largest_remainder, minor_unit, round_amount
 from agent.core.rules import AttributionRule, Rules
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from agent.bills.totals import BillTotals
-
 CLUSTER_PREFIX = "cz_cluster_"
 COMMON_PREFIX = "cz_common_"
-CATEGORIES = ("cluster", "service_common", "service_exclusive", "common", "unallocated")
-
-
-@dataclass(frozen=True)
-class NamespaceUsage:
-    """Memory byte-seconds of one namespace of one cluster over the period."""
-
-    cluster: str
-    namespace: str
-    memory_byte_seconds: Decimal
-    service: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,88 +31,6 @@ class Target:
     cluster: str = ""
     namespace: str = ""
     reason: str = ""
-
-
-@dataclass(frozen=True)
-class Contribution:
-    """An exact piece of a report row: one tag value's cost, through one target, to one company."""
-
-    currency: str
-    tag: str
-    category: str
-    company: str
-    service: str
-    cluster: str
-    namespace: str
-    reason: str
-    target_share: Fraction
-    company_share: Fraction
-    amount: Fraction
-    # The attribution rule that claimed these untagged lines, "" if none.
-    rule: str = ""
-
-
-@dataclass(frozen=True)
-class ReportRow:
-    period: str
-    company: str
-    service: str
-    category: str
-    cluster: str
-    amount: Decimal
-    currency: str
-
-    def key(self) -> tuple[str, str, str, str, str]:
-        return (self.company, self.service, self.category, self.cluster, self.currency)
-
-
-@dataclass(frozen=True)
-class TagLine:
-    """The bill lines of one (currency, tag value): their total and where they came from."""
-
-    currency: str
-    tag: str
-    amount: Decimal
-    line_count: int
-    rows_by_source: dict[str, str]
-    rule: str = ""
-
-
-@dataclass
-class Allocation:
-    period: str
-    rows: list[ReportRow]
-    contributions: list[Contribution]
-    tag_lines: list[TagLine]
-    namespace_map: dict[str, dict[str, str | None]]
-    namespace_shares: dict[str, dict[str, Fraction]]
-    bill_totals: dict[str, Decimal] = field(default_factory=dict)
-
-    def totals_by(self, attribute: str) -> dict[tuple[str, str], Decimal]:
-        """Rounded report amounts summed per (currency, attribute value)."""
-        totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        for row in self.rows:
-            totals[(row.currency, getattr(row, attribute))] += row.amount
-        return dict(totals)
-
-    def report_totals(self) -> dict[str, Decimal]:
-        totals: dict[str, Decimal] = defaultdict(Decimal)
-        for row in self.rows:
-            totals[row.currency] += row.amount
-        return dict(totals)
-
-
-def allocate(
-    items: pd.DataFrame,
-    *,
-    rules: Rules,
-    period: str,
-    usage: Iterable[NamespaceUsage] = (),
-    namespace_labels: Mapping[str, Mapping[str, str | None]] | None = None,
-) -> Allocation:
-    """Allocate the period's line items (agent.bills.lineitems); see `allocate_lines`."""
-    return allocate_lines(summarise_tag_lines(items, rules=rules), rules=rules, period=period, usage=usage,
-                          namespace_labels=namespace_labels)
 
 
 def allocate_lines(
@@ -185,52 +87,6 @@ def cluster_weights(usage: list[NamespaceUsage]) -> dict[str, dict[str, Decimal]
     for record in usage:
         weights[record.cluster][record.namespace] += record.memory_byte_seconds
     return {cluster: dict(sorted(ns.items())) for cluster, ns in sorted(weights.items())}
-
-
-def summarise_tag_lines(items: pd.DataFrame, *, rules: Rules) -> list[TagLine]:
-    """The tag lines of canonical line items (see `tag_lines_of`)."""
-    from agent.bills.totals import BillTotals
-
-    bills = []
-    for source, lines in items.groupby("source", sort=True):
-        bill = BillTotals(source=str(source))
-        bill.add_items(lines, outside=lines.iloc[:0])
-        bills.append(bill)
-    return tag_lines_of(bills, rules=rules)
-
-
-def tag_lines_of(bills: Iterable[BillTotals], *, rules: Rules) -> list[TagLine]:
-    """One TagLine per (currency, tag value, attribution rule), in a stable order, with the bill rows behind it."""
-    from agent.bills.totals import GroupTotal, RowSample
-
-    bills = list(bills)
-    claims = _claims(bills, rules)
-    merged: dict[tuple[str, str, str], tuple[GroupTotal, dict[str, RowSample]]] = {}
-    for bill in bills:
-        for key, group in bill.tag_groups.items():
-            _, currency, tag, *dimensions = key
-            rule = claims.get(tuple(dimensions), "") if tag is None else ""
-            total, rows = merged.setdefault((currency, tag or "", rule), (GroupTotal(), {}))
-            total.add(group.amount, group.lines, group.places)
-            rows.setdefault(bill.source, RowSample()).merge(bill.tag_rows[key])
-    return [
-        TagLine(currency=currency, tag=tag, amount=total.exact(), line_count=total.lines,
-                rows_by_source={source: sample.describe() for source, sample in sorted(rows.items())}, rule=rule)
-        for (currency, tag, rule), (total, rows) in sorted(merged.items())
-    ]
-
-
-def _claims(bills: list[BillTotals], rules: Rules) -> dict[tuple[str | None, ...], str]:
-    """The attribution rule (label) claiming each (sub-account, workspace, API key) of untagged lines."""
-    untagged = sorted({tuple(key[3:]) for bill in bills for key in bill.tag_groups if key[2] is None},
-                      key=lambda dimensions: tuple(value or "" for value in dimensions))
-    if not untagged or not rules.attribution:
-        return {}
-    import pandas as pd
-
-    frame = pd.DataFrame(untagged, columns=["sub_account", "workspace", "api_key"], dtype=object)
-    frame["tag"] = None
-    return dict(zip(untagged, attribute(frame, rules)))
 
 
 def classify(

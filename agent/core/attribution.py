@@ -3,13 +3,13 @@ workspace or API key."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
-from typing import TYPE_CHECKING
 
 from agent.core.rules import AttributionRule, Rules
 
-if TYPE_CHECKING:
-    import pandas as pd
+# The dimensions of an untagged line, in the order `attribute` reads them.
+DIMENSIONS = ("sub_account", "workspace", "api_key")
 
 
 def ordered_rules(rules: Rules) -> list[tuple[int, AttributionRule]]:
@@ -17,27 +17,19 @@ def ordered_rules(rules: Rules) -> list[tuple[int, AttributionRule]]:
     return sorted(enumerate(rules.attribution), key=lambda item: item[1].precedence(item[0]))
 
 
-def attribute(items: pd.DataFrame, rules: Rules) -> pd.Series:
-    """Per line: the label of the rule that claims it, "" when none does. Tagged lines are never claimed:
-    the tag always wins."""
-    import pandas as pd
-
-    claimed = pd.Series("", index=items.index, dtype=object)
-    if not rules.attribution or items.empty:
-        return claimed
-    untagged = items["tag"].isna()
-    for position, rule in ordered_rules(rules):
-        matches = untagged & (claimed == "")
-        for dimension, pattern in rule.match.patterns().items():
-            matches &= _matching(items[dimension], pattern)
-        claimed = claimed.mask(matches, rule.label(position))
-    return claimed
+def attribute(untagged: Sequence[tuple[str | None, ...]], rules: Rules) -> list[str]:
+    """Per untagged line, given as its (sub-account, workspace, API key): the label of the rule that claims
+    it, "" when none does. Tagged lines never reach here: the tag always wins."""
+    ordered = [(rule.label(position), rule.match.patterns()) for position, rule in ordered_rules(rules)]
+    return [_claim(dict(zip(DIMENSIONS, values)), ordered) for values in untagged]
 
 
-def _matching(values: pd.Series, pattern: str) -> pd.Series:
-    # Match each distinct value once: bills repeat a few names over millions of lines.
-    verdicts = {value: fnmatchcase(value, pattern) for value in values.dropna().unique()}
-    return values.map(verdicts).fillna(False).astype(bool)
+def _claim(line: dict[str, str | None], ordered: list[tuple[str, dict[str, str]]]) -> str:
+    for label, patterns in ordered:
+        if all(line[dimension] is not None and fnmatchcase(line[dimension], pattern)
+               for dimension, pattern in patterns.items()):
+            return label
+    return ""
 
 
 def rule_by_label(rules: Rules) -> dict[str, AttributionRule]:

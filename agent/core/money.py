@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import decimal
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -83,3 +85,16 @@ def largest_remainder(amounts: Mapping[Hashable, Fraction], precision: int) -> d
         floors[key] += 1
     quantum = Decimal(1).scaleb(-precision)
     return {key: (Decimal(units) * quantum).quantize(quantum) for key, units in floors.items()}
+
+
+def exact_arithmetic() -> AbstractContextManager[decimal.Context]:
+    # The default context keeps 28 significant digits: a month of costs with 11 decimals can need more.
+    # With the largest precision and Inexact trapped, a sum is exact or fails loudly, never rounded.
+    context = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN,
+                              traps=[decimal.Inexact, decimal.InvalidOperation])
+    return decimal.localcontext(context)
+
+
+def exact_sum(amounts: Iterable[Decimal]) -> Decimal:
+    with exact_arithmetic():
+        return sum(amounts, Decimal(0))

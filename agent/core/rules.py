@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.errors import RulesError
 from agent.core.money import is_currency_code
+from agent.errors import RulesError
 
 # Bounded so exact arithmetic stays cheap: a weight like 1e-999999999 would make every share a
 # billion-digit fraction.
@@ -276,16 +275,6 @@ def _describe(error: dict) -> str:
     if not location or ":" in message.split(" ")[0]:
         return f"{location + '.' if location else ''}{message}"
     return f"{location}: {message}"
-
-
-def load_rules(path: Path) -> Rules:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise RulesError(f"{path}: cannot read the rules file: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:
-        raise RulesError(f"{path}: the rules file is not UTF-8 text (byte {e.start}: {e.reason})") from e
-    return parse_rules(text, source=str(path))
 
 
 def rules_digest(rules: Rules) -> str:

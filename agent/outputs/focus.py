@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.core.allocation import ReportRow
+from agent.core.model import ReportRow
 from agent.outputs.report import render_csv
 from agent.store.runs import StoredRun
 

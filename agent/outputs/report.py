@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from agent.core.allocation import ReportRow
+from agent.core.model import ReportRow
 from agent.errors import AgentError
 
 REPORT_COLUMNS = ("period", "company", "service", "category", "cluster", "amount", "currency")

@@ -16,12 +16,14 @@ from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from string import Template
+
 from sqlalchemy import Engine
 
 from agent import __version__
-from agent.core.allocation import CATEGORIES, CLUSTER_PREFIX, COMMON_PREFIX, Contribution, ReportRow, TagLine
-from agent.errors import AgentError
+from agent.core.allocation import CLUSTER_PREFIX, COMMON_PREFIX
+from agent.core.model import CATEGORIES, Contribution, ReportRow, TagLine
 from agent.core.money import round_amount
+from agent.errors import AgentError
 # csv_safe is re-exported: statements are where users meet formula-looking names.
 from agent.outputs.report import csv_safe as csv_safe
 from agent.outputs.report import render_csv, write_atomically
@@ -233,7 +235,8 @@ def basis(ratio: AppliedRatio) -> str:
 
 
 def render_html(statement: Statement) -> str:
-    template = Template(resources.files("agent.outputs").joinpath("templates/statement.html").read_text(encoding="utf-8"))
+    page = resources.files("agent.outputs").joinpath("templates/statement.html")
+    template = Template(page.read_text(encoding="utf-8"))
     return template.substitute(
         generator=_e(f"cz-allocation-agent {__version__}"),
         company=_e(statement.company),

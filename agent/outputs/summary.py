@@ -10,10 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agent.core.allocation import CATEGORIES
-from agent.errors import AgentError
-from agent.pipeline import RunResult
+from agent.core.model import CATEGORIES, RunResult
 from agent.core.rules import Rules
+from agent.errors import AgentError
 from agent.store.runs import RunSummary, StoredRun
 
 _SHOWN_REJECTS = 10

@@ -14,19 +14,20 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import BaseModel
 from sqlalchemy import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
-from agent.core.allocation import Contribution, ReportRow, TagLine
-from agent.errors import StoreError
-from agent.service.metrics import exposition
-from agent.outputs.report import render_csv
-from agent.core.split import NO_VALUE, SplitError, split_bill
+from agent.bills.grouping import split_bill
+from agent.core.model import Contribution, ReportRow, TagLine
+from agent.core.split import NO_VALUE, SplitError
 from agent.core.split import parse_dimensions as parse_split_dimensions
+from agent.errors import StoreError
+from agent.outputs.report import render_csv
+from agent.service.metrics import exposition
 from agent.store.runs import RunSummary, StoredRun, list_runs, load_run
 
 if TYPE_CHECKING:

@@ -16,14 +16,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from agent.service.api import create_app
+from agent.core.rules import Rules, rules_digest
 from agent.errors import AgentError, SettingsError
+from agent.pipeline import RunRequest, import_options_for, run_allocation
+from agent.service.api import create_app
 from agent.service.inbox import Inbox, InboxScan
 from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
 from agent.service.metrics import AllocationCollector, JobStats
-from agent.pipeline import RunRequest, import_options_for, run_allocation
-from agent.core.rules import Rules, load_rules, rules_digest
 from agent.settings import Settings
+from agent.sources.rules_file import load_rules
 from agent.store.runs import RunSummary, closed, list_runs, seen_namespace_maps, store_answers
 
 log = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from agent.core.allocation import NamespaceUsage
-from agent.errors import AgentError
+from agent.core.model import NamespaceUsage
 from agent.core.rules import ClusterSource, Rules
+from agent.errors import AgentError
 from agent.settings import Settings
 from agent.sources.kube import namespace_services
 from agent.sources.prom import ClusterUsage, PrometheusTarget, query_usage

@@ -29,7 +29,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3.util.retry import Retry
 
-from agent.core.allocation import NamespaceUsage
+from agent.core.model import NamespaceUsage
 from agent.errors import UsageQueryError
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ import io
 from decimal import Decimal
 from pathlib import Path
 
-from agent.core.allocation import NamespaceUsage
-from agent.errors import UsageError
+from agent.core.model import NamespaceUsage
 from agent.core.money import parse_amount
+from agent.errors import UsageError
 
 USAGE_COLUMNS = ("cluster", "namespace", "service", "memory_byte_seconds")
 

@@ -12,32 +12,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    delete,
-    event,
-    func,
-    insert,
-    inspect,
-    select,
-    text,
-)
+from sqlalchemy import (Column, Connection, Engine, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        create_engine, delete, event, func, insert, inspect, select, text)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.core.allocation import Allocation, Contribution, ReportRow, TagLine
+from agent.core.model import Allocation, Contribution, RejectedRow, ReportRow, TagLine
 from agent.errors import StoreError
-from agent.bills.lineitems import RejectedRow
 
 # Strings carry no length: PostgreSQL enforces VARCHAR lengths that SQLite ignores, and a run storable in one
 # store must be storable in the other.

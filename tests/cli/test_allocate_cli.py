@@ -220,8 +220,8 @@ def test_demo_month_reconciles_to_the_cent(store, tmp_path, capsys):
 
 def test_import_progress_hears_every_row_of_each_bill(tmp_path):
     from agent.bills import ImportOptions
+    from agent.sources.rules_file import load_rules
     from agent.pipeline import RunRequest, import_bills
-    from agent.core.rules import load_rules
 
     heard: dict[Path, int] = {}
     request = RunRequest(bills=[WORKED / "bill.csv", DEMO / "bill-2026-10.csv"], period="2026-10",

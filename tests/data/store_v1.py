@@ -11,27 +11,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    Engine,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    event,
-    insert,
-    select,
-)
+from sqlalchemy import (Column, Connection, Engine, ForeignKey, Integer, MetaData, String, Table, Text, create_engine,
+                        event, insert, select)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.core.allocation import Allocation, Contribution, ReportRow, TagLine
+from agent.core.model import Allocation, Contribution, RejectedRow, ReportRow, TagLine
 from agent.errors import StoreError
-from agent.bills.lineitems import RejectedRow
 
 metadata = MetaData()
 

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from agent.service.api import MAX_QUERY_BYTES, create_app
 from agent.cli import main
+from agent.service.api import MAX_QUERY_BYTES, create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import open_store
 from tests.integration.fixtures_prom import _free_port

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from agent.service.api import create_app
 from agent.cli import main
+from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import list_runs, load_run, open_store
 from tests.integration.fixtures_pg import PostgresServer

@@ -15,6 +15,7 @@ from tests.integration.fixtures_kube import KubeApiServer
 from tests.integration.fixtures_live import BILL, LABELLED, delete_namespace, rules_text
 from tests.integration.fixtures_prom import PrometheusServer
 
+
 @pytest.fixture
 def agent_env(agent_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The agent's environment: the namespace reader's kubeconfig and a fresh store."""

@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import inspect, text
 
-from agent.service.api import create_app
 from agent.cli import main
 from agent.errors import StoreError
+from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import SCHEMA_VERSION, list_runs, load_run, open_store, save_run
 from tests.integration.fixtures_pg import PostgresServer

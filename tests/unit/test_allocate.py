@@ -3,8 +3,9 @@ from fractions import Fraction
 
 import pytest
 
-from agent.core.allocation import NamespaceUsage, allocate
+from agent.bills.taglines import allocate
 from agent.bills.totals import compress_rows
+from agent.core.model import NamespaceUsage
 from agent.core.rules import parse_rules
 from tests.factories import line_items
 

@@ -8,7 +8,9 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.core.allocation import NamespaceUsage, allocate, report_precision
+from agent.bills.taglines import allocate
+from agent.core.allocation import report_precision
+from agent.core.model import NamespaceUsage
 from agent.core.money import round_amount
 from agent.core.rules import Rules
 from tests.factories import line_items

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine
 
 from agent import __version__
-from agent.service.api import create_app
 from agent.cli import main
+from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import list_runs, open_store
 

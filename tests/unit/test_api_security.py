@@ -12,8 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from agent.service.api import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES, create_app
 from agent.cli import main
+from agent.service.api import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES, create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import open_store
 

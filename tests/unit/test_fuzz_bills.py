@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.bills import ImportOptions, read_bill
-from agent.errors import AgentError, BillFormatError
 from agent.bills.lineitems import BillImport
+from agent.errors import AgentError, BillFormatError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
 EXAMPLES = int(os.environ.get("CZ_AGENT_FUZZ_EXAMPLES", "40"))

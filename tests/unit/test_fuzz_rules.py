@@ -16,8 +16,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.core.rules import Rules, parse_rules
 from agent.errors import RulesError
-from agent.core.rules import Rules, load_rules, parse_rules
+from agent.sources.rules_file import load_rules
 from tests.unit.test_fuzz_bills import EXAMPLE_SECONDS, time_limit
 
 ROOT = Path(__file__).resolve().parents[2]

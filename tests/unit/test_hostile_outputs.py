@@ -12,9 +12,9 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
-from agent.service.api import create_app
 from agent.cli import main
 from agent.outputs.report import csv_safe
+from agent.service.api import create_app
 from agent.store.runs import open_store
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

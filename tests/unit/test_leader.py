@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agent.errors import SettingsError
-from agent.service.leader import (ElectionState, LeaderCollector, LeaseRecord, LeaseTiming, SoleReplica, candidate_identity,
-                          lease_namespace, leadership_for)
+from agent.service.leader import (ElectionState, LeaderCollector, LeaseRecord, LeaseTiming, SoleReplica,
+                                  candidate_identity, leadership_for, lease_namespace)
 from agent.service.metrics import JobStats
 from agent.service.serve import AgentService
 from agent.settings import Settings

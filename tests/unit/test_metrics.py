@@ -21,11 +21,11 @@ from sqlalchemy import create_engine
 import agent.service.metrics
 from agent.bills import ImportOptions
 from agent.cli import main
-from agent.service.metrics import AllocationCollector, FamilySpec, JobStats, fold
 from agent.pipeline import RunRequest, run_allocation
-from agent.core.rules import load_rules
-from agent.store.runs import list_runs, load_run, open_store
+from agent.service.metrics import AllocationCollector, FamilySpec, JobStats, fold
+from agent.sources.rules_file import load_rules
 from agent.sources.usage import read_usage
+from agent.store.runs import list_runs, load_run, open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKED = ROOT / "tests" / "data" / "worked"

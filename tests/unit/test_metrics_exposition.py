@@ -10,12 +10,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 import agent.service.metrics
+from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats, exposition, render_gauge
-from agent.pipeline import RunRequest, import_options_for, run_allocation
-from agent.core.rules import load_rules
-from agent.store.runs import open_store
+from agent.sources.rules_file import load_rules
 from agent.sources.usage import read_usage
+from agent.store.runs import open_store
 
 WORKED = Path(__file__).resolve().parents[2] / "tests" / "data" / "worked"
 

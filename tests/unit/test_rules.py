@@ -2,8 +2,9 @@ from decimal import Decimal
 
 import pytest
 
+from agent.core.rules import parse_rules, rules_digest
 from agent.errors import RulesError
-from agent.core.rules import load_rules, parse_rules, rules_digest
+from agent.sources.rules_file import load_rules
 
 BASE = "companies: {alpha: 50, beta: 30}\nservices: {mobile: {alpha: 70, beta: 30}}\n"
 

@@ -5,7 +5,8 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 
-from agent.core.split import NO_VALUE, SplitError, SplitRow, parse_dimensions, split_bill
+from agent.bills.grouping import split_bill
+from agent.core.split import NO_VALUE, SplitError, SplitRow, parse_dimensions
 from tests.factories import line_items
 
 

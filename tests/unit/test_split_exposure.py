@@ -11,10 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
-from agent.pipeline import RunRequest, import_options_for, run_allocation
-from agent.core.rules import load_rules
+from agent.sources.rules_file import load_rules
 from agent.store.runs import open_store
 
 DEMO = Path(__file__).resolve().parents[2] / "demo"

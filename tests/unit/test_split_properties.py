@@ -9,9 +9,10 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.bills.grouping import split_bill
 from agent.bills.lineitems import LINE_ITEM_COLUMNS
 from agent.core.money import largest_remainder as fraction_largest_remainder
-from agent.core.split import NO_VALUE, largest_remainder, split_bill
+from agent.core.split import NO_VALUE, largest_remainder
 
 MINOR_UNITS = {"USD": 2, "KRW": 0, "JPY": 0, "KWD": 3, "CLF": 4}
 NAMES = {

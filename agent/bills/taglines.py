@@ -1,0 +1,64 @@
+"""Bills summed per tag value (the allocation's input) from imported bills or from a frame of line items."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import pandas as pd
+
+from agent.bills.totals import BillTotals, GroupTotal, RowSample
+from agent.core.allocation import allocate_lines
+from agent.core.attribution import attribute
+from agent.core.model import Allocation, NamespaceUsage, TagLine
+from agent.core.rules import Rules
+
+
+def allocate(
+    items: pd.DataFrame,
+    *,
+    rules: Rules,
+    period: str,
+    usage: Iterable[NamespaceUsage] = (),
+    namespace_labels: Mapping[str, Mapping[str, str | None]] | None = None,
+) -> Allocation:
+    """Allocate the period's line items (agent.bills.lineitems); see `allocate_lines`."""
+    return allocate_lines(summarise_tag_lines(items, rules=rules), rules=rules, period=period, usage=usage,
+                          namespace_labels=namespace_labels)
+
+
+def summarise_tag_lines(items: pd.DataFrame, *, rules: Rules) -> list[TagLine]:
+    """The tag lines of canonical line items (see `tag_lines_of`)."""
+    bills = []
+    for source, lines in items.groupby("source", sort=True):
+        bill = BillTotals(source=str(source))
+        bill.add_items(lines, outside=lines.iloc[:0])
+        bills.append(bill)
+    return tag_lines_of(bills, rules=rules)
+
+
+def tag_lines_of(bills: Iterable[BillTotals], *, rules: Rules) -> list[TagLine]:
+    """One TagLine per (currency, tag value, attribution rule), in a stable order, with the bill rows behind it."""
+    bills = list(bills)
+    claims = _claims(bills, rules)
+    merged: dict[tuple[str, str, str], tuple[GroupTotal, dict[str, RowSample]]] = {}
+    for bill in bills:
+        for key, group in bill.tag_groups.items():
+            _, currency, tag, *dimensions = key
+            rule = claims.get(tuple(dimensions), "") if tag is None else ""
+            total, rows = merged.setdefault((currency, tag or "", rule), (GroupTotal(), {}))
+            total.add(group.amount, group.lines, group.places)
+            rows.setdefault(bill.source, RowSample()).merge(bill.tag_rows[key])
+    return [
+        TagLine(currency=currency, tag=tag, amount=total.exact(), line_count=total.lines,
+                rows_by_source={source: sample.describe() for source, sample in sorted(rows.items())}, rule=rule)
+        for (currency, tag, rule), (total, rows) in sorted(merged.items())
+    ]
+
+
+def _claims(bills: list[BillTotals], rules: Rules) -> dict[tuple[str | None, ...], str]:
+    """The attribution rule (label) claiming each (sub-account, workspace, API key) of untagged lines."""
+    untagged = sorted({tuple(key[3:]) for bill in bills for key in bill.tag_groups if key[2] is None},
+                      key=lambda dimensions: tuple(value or "" for value in dimensions))
+    if not untagged or not rules.attribution:
+        return {}
+    return dict(zip(untagged, attribute(untagged, rules)))

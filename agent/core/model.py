@@ -1,0 +1,116 @@
+"""The domain types every layer shares: usage, bill lines summed per tag, contributions, report rows,
+the allocation, and rejected bill rows."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+CATEGORIES = ("cluster", "service_common", "service_exclusive", "common", "unallocated")
+
+
+@dataclass(frozen=True)
+class NamespaceUsage:
+    """Memory byte-seconds of one namespace of one cluster over the period."""
+
+    cluster: str
+    namespace: str
+    memory_byte_seconds: Decimal
+    service: str | None = None
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """An exact piece of a report row: one tag value's cost, through one target, to one company."""
+
+    currency: str
+    tag: str
+    category: str
+    company: str
+    service: str
+    cluster: str
+    namespace: str
+    reason: str
+    target_share: Fraction
+    company_share: Fraction
+    amount: Fraction
+    # The attribution rule that claimed these untagged lines, "" if none.
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    period: str
+    company: str
+    service: str
+    category: str
+    cluster: str
+    amount: Decimal
+    currency: str
+
+    def key(self) -> tuple[str, str, str, str, str]:
+        return (self.company, self.service, self.category, self.cluster, self.currency)
+
+
+@dataclass(frozen=True)
+class TagLine:
+    """The bill lines of one (currency, tag value): their total and where they came from."""
+
+    currency: str
+    tag: str
+    amount: Decimal
+    line_count: int
+    rows_by_source: dict[str, str]
+    rule: str = ""
+
+
+@dataclass
+class Allocation:
+    period: str
+    rows: list[ReportRow]
+    contributions: list[Contribution]
+    tag_lines: list[TagLine]
+    namespace_map: dict[str, dict[str, str | None]]
+    namespace_shares: dict[str, dict[str, Fraction]]
+    bill_totals: dict[str, Decimal] = field(default_factory=dict)
+
+    def totals_by(self, attribute: str) -> dict[tuple[str, str], Decimal]:
+        """Rounded report amounts summed per (currency, attribute value)."""
+        totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+        for row in self.rows:
+            totals[(row.currency, getattr(row, attribute))] += row.amount
+        return dict(totals)
+
+    def report_totals(self) -> dict[str, Decimal]:
+        totals: dict[str, Decimal] = defaultdict(Decimal)
+        for row in self.rows:
+            totals[row.currency] += row.amount
+        return dict(totals)
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A bill row that was not imported, and why."""
+
+    source: str
+    row: int
+    column: str
+    reason: str
+    raw_cost: str = ""
+
+    def message(self) -> str:
+        return f"{self.source}, row {self.row}, column {self.column!r}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: int
+    # False when the inputs and results equal the `unchanged_from` run: nothing new was stored.
+    stored: bool
+    allocation: Allocation
+    rejected: list[RejectedRow]
+    manifest: dict[str, Any]
+    report: bytes
