@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -18,12 +17,13 @@ from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.taglines import tag_lines_of
 from agent.core.allocation import allocate_lines, report_precision, rounded_bill_totals
-from agent.core.model import Allocation, NamespaceUsage, RejectedRow, RunResult
+from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
+from agent.core.model import Allocation, NamespaceUsage, RejectedRow, RunResult, RunSummary, SplitTotal
 from agent.core.rules import Rules, rules_digest
 from agent.errors import AgentError
 from agent.outputs.report import render_report
 from agent.sources.usage import usage_digest
-from agent.store.runs import RunSummary, SplitTotal, save_run
+from agent.store.runs import save_run
 
 if TYPE_CHECKING:
     from agent.bills.totals import BillTotals
@@ -84,11 +84,11 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
                                 usage=request.usage or ())
     report = render_report(allocation.rows, report_format=request.report_format)
     manifest = build_manifest(request, imports=imports, allocation=allocation, report=report)
-    if unchanged_from is not None and json.loads(json.dumps(manifest)) == unchanged_from.manifest:
+    if unchanged_from is not None and manifest.to_json() == unchanged_from.manifest.to_json():
         return RunResult(run_id=unchanged_from.id, stored=False, allocation=allocation, rejected=rejected,
                          manifest=manifest, report=report)
     run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(imports), manifest=manifest,
-                      report_sha256=manifest["report"]["sha256"], created_at=created_at, tool_version=__version__)
+                      report_sha256=manifest.report.sha256, created_at=created_at, tool_version=__version__)
     return RunResult(run_id=run_id, stored=True, allocation=allocation, rejected=rejected, manifest=manifest,
                      report=report)
 
@@ -103,52 +103,35 @@ def split_totals(imports: list[BillTotals]) -> list[SplitTotal]:
 
 
 def build_manifest(request: RunRequest, *, imports: list[BillTotals], allocation: Allocation,
-                   report: bytes) -> dict[str, Any]:
+                   report: bytes) -> RunManifest:
     """Everything needed to explain and repeat the run; no clock, so equal inputs give equal manifests."""
-    return {
-        "period": request.period,
-        "tool_version": __version__,
-        "rules_digest": rules_digest(request.rules),
-        "usage": None if request.usage is None else {
-            "digest": usage_digest(request.usage),
-            "namespaces": len(request.usage),
-            "source": "file" if request.coverage is None else "prometheus",
-            "coverage": request.coverage,
-        },
-        "bills": [_bill_manifest(bill) for bill in imports],
-        "rows": _row_counts(imports),
-        "totals": _totals(imports, allocation, request.rules),
-        "namespace_map": allocation.namespace_map,
-        "namespace_shares": {cluster: {ns: str(share) for ns, share in shares.items()}
-                             for cluster, shares in allocation.namespace_shares.items()},
-        "report": {"format": request.report_format, "sha256": hashlib.sha256(report).hexdigest(),
-                   "rows": len(allocation.rows)},
-    }
+    return RunManifest(
+        period=request.period,
+        tool_version=__version__,
+        rules_digest=rules_digest(request.rules),
+        usage=None if request.usage is None else UsageInput(
+            digest=usage_digest(request.usage), namespaces=len(request.usage),
+            source="file" if request.coverage is None else "prometheus", coverage=request.coverage),
+        bills=tuple(_bill_input(bill) for bill in imports),
+        rows=RowCounts(input=sum(bill.input_rows for bill in imports),
+                       accepted=sum(bill.accepted_rows for bill in imports),
+                       rejected=sum(len(bill.rejected) for bill in imports),
+                       out_of_period=sum(bill.out_of_period_rows for bill in imports)),
+        totals=_totals(imports, allocation, request.rules),
+        namespace_map=allocation.namespace_map,
+        namespace_shares=allocation.namespace_shares,
+        report=ReportDigest(format=request.report_format, sha256=hashlib.sha256(report).hexdigest(),
+                            rows=len(allocation.rows)),
+    )
 
 
-def _bill_manifest(bill: BillTotals) -> dict[str, Any]:
-    return {
-        "path": bill.source,
-        "sha256": bill.sha256,
-        "format": bill.bill_format,
-        "input_rows": bill.input_rows,
-        "accepted_rows": bill.accepted_rows,
-        "rejected_rows": len(bill.rejected),
-        "out_of_period_rows": bill.out_of_period_rows,
-    }
+def _bill_input(bill: BillTotals) -> BillInput:
+    return BillInput(path=bill.source, sha256=bill.sha256, format=bill.bill_format, input_rows=bill.input_rows,
+                     accepted_rows=bill.accepted_rows, rejected_rows=len(bill.rejected),
+                     out_of_period_rows=bill.out_of_period_rows)
 
 
-def _row_counts(imports: list[BillTotals]) -> dict[str, int]:
-    counts = {"input": 0, "accepted": 0, "rejected": 0, "out_of_period": 0}
-    for bill in imports:
-        counts["input"] += bill.input_rows
-        counts["accepted"] += bill.accepted_rows
-        counts["rejected"] += len(bill.rejected)
-        counts["out_of_period"] += bill.out_of_period_rows
-    return counts
-
-
-def _totals(imports: list[BillTotals], allocation: Allocation, rules: Rules) -> dict[str, dict[str, str]]:
+def _totals(imports: list[BillTotals], allocation: Allocation, rules: Rules) -> dict[str, CurrencyTotals]:
     """Per currency: the accepted bill (exact and rounded), what was allocated and left unallocated, and
     the out-of-period amount set aside."""
     rounded = rounded_bill_totals(allocation, rules)
@@ -163,16 +146,12 @@ def _totals(imports: list[BillTotals], allocation: Allocation, rules: Rules) -> 
     currencies = sorted(set(allocation.bill_totals) | set(out_of_period))
     quantum = {currency: Decimal(1).scaleb(-report_precision(rules, currency)) for currency in currencies}
     return {
-        currency: {
-            "bill": _plain(allocation.bill_totals.get(currency, Decimal(0))),
-            "bill_rounded": _plain(rounded.get(currency, Decimal(0))),
-            "allocated": _plain(allocated[currency].quantize(quantum[currency])),
-            "unallocated": _plain(unallocated[currency].quantize(quantum[currency])),
-            "out_of_period": _plain(out_of_period[currency]),
-        }
+        currency: CurrencyTotals(
+            bill=allocation.bill_totals.get(currency, Decimal(0)),
+            bill_rounded=rounded.get(currency, Decimal(0)),
+            allocated=allocated[currency].quantize(quantum[currency]),
+            unallocated=unallocated[currency].quantize(quantum[currency]),
+            out_of_period=out_of_period[currency],
+        )
         for currency in currencies
     }
-
-
-def _plain(amount: Decimal) -> str:
-    return format(amount, "f")

@@ -7,7 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+
+from agent.core.manifest import RunManifest
 
 CATEGORIES = ("cluster", "service_common", "service_exclusive", "common", "unallocated")
 
@@ -106,11 +107,43 @@ class RejectedRow:
 
 
 @dataclass(frozen=True)
+class RunSummary:
+    id: int
+    period: str
+    created_at: str
+    tool_version: str
+    report_sha256: str
+    manifest: RunManifest
+
+
+@dataclass(frozen=True)
+class SplitTotal:
+    """Exact cost of one (sub-account, workspace, API key) of a run's bill; "(none)" where a line had none."""
+
+    sub_account: str
+    workspace: str
+    api_key: str
+    currency: str
+    amount: Decimal
+    line_count: int
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    summary: RunSummary
+    rows: list[ReportRow]
+    contributions: list[Contribution]
+    tag_lines: list[TagLine]
+    rejected: list[RejectedRow]
+    splits: list[SplitTotal]
+
+
+@dataclass(frozen=True)
 class RunResult:
     run_id: int
     # False when the inputs and results equal the `unchanged_from` run: nothing new was stored.
     stored: bool
     allocation: Allocation
     rejected: list[RejectedRow]
-    manifest: dict[str, Any]
+    manifest: RunManifest
     report: bytes

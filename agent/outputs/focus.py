@@ -23,9 +23,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from agent import __version__
-from agent.core.model import ReportRow
+from agent.core.model import ReportRow, StoredRun
 from agent.outputs.report import render_csv
-from agent.store.runs import StoredRun
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -21,13 +21,14 @@ from sqlalchemy import Engine
 
 from agent import __version__
 from agent.core.allocation import CLUSTER_PREFIX, COMMON_PREFIX
-from agent.core.model import CATEGORIES, Contribution, ReportRow, TagLine
+from agent.core.manifest import CurrencyTotals
+from agent.core.model import CATEGORIES, Contribution, ReportRow, StoredRun, TagLine
 from agent.core.money import round_amount
 from agent.errors import AgentError
 # csv_safe is re-exported: statements are where users meet formula-looking names.
 from agent.outputs.report import csv_safe as csv_safe
 from agent.outputs.report import render_csv, write_atomically
-from agent.store.runs import StoredRun, latest_run_id, load_run
+from agent.store.runs import latest_run_id, load_run
 
 CSV_COLUMNS = ("run_id", "period", "company", "service", "category", "cluster", "amount", "currency")
 _EXACT_PLACES = 6
@@ -157,11 +158,11 @@ def build_statement(stored: StoredRun, *, company: str) -> Statement:
                            order=lambda total: (total.currency, -total.amount, total.label)),
         memory_shares=_memory_shares(pieces, lines),
         ratios=_ratios(pieces, lines),
-        reconciliation=_reconciliation(rows, manifest["totals"]),
-        bills=[BillDigest(path=b["path"], sha256=b["sha256"], bill_format=b["format"], input_rows=b["input_rows"])
-               for b in manifest["bills"]],
-        rules_digest=manifest["rules_digest"],
-        usage_digest=(manifest.get("usage") or {}).get("digest"),
+        reconciliation=_reconciliation(rows, manifest.totals),
+        bills=[BillDigest(path=b.path, sha256=b.sha256, bill_format=b.format, input_rows=b.input_rows)
+               for b in manifest.bills],
+        rules_digest=manifest.rules_digest,
+        usage_digest=None if manifest.usage is None else manifest.usage.digest,
     )
 
 
@@ -205,13 +206,12 @@ def _ratios(pieces: Sequence[Contribution], lines: dict[tuple[str, str, str], Ta
     return sorted(ratios, key=lambda r: (r.currency, CATEGORIES.index(r.category), r.tag, r.rule, r.service))
 
 
-def _reconciliation(rows: Sequence[ReportRow], totals: dict[str, dict[str, str]]) -> list[Reconciliation]:
+def _reconciliation(rows: Sequence[ReportRow], totals: dict[str, CurrencyTotals]) -> list[Reconciliation]:
     company_totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
         company_totals[row.currency] += row.amount
-    return [Reconciliation(currency=currency, company_total=company_totals[currency], bill=Decimal(t["bill"]),
-                           bill_rounded=Decimal(t["bill_rounded"]), allocated=Decimal(t["allocated"]),
-                           unallocated=Decimal(t["unallocated"]))
+    return [Reconciliation(currency=currency, company_total=company_totals[currency], bill=t.bill,
+                           bill_rounded=t.bill_rounded, allocated=t.allocated, unallocated=t.unallocated)
             for currency, t in sorted(totals.items()) if currency in company_totals]
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from agent.core.model import CATEGORIES, RunResult
+from agent.core.manifest import RunManifest
+from agent.core.model import CATEGORIES, RunResult, RunSummary, StoredRun
 from agent.core.rules import Rules
 from agent.errors import AgentError
-from agent.store.runs import RunSummary, StoredRun
 
 _SHOWN_REJECTS = 10
 _ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]
@@ -21,7 +21,7 @@ _ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]
 
 def print_run(result: RunResult, *, rules: Rules, out: Path, rejects_path: Path | None, console: Console) -> None:
     manifest = result.manifest
-    console.print(f"[bold]run {result.run_id}[/] · period {manifest['period']} · "
+    console.print(f"[bold]run {result.run_id}[/] · period {manifest.period} · "
                   f"{len(result.allocation.rows)} report rows written to {out}")
     console.print(_company_table(result))
     console.print(_category_table(result))
@@ -67,16 +67,15 @@ def _category_table(result: RunResult) -> Table:
     return table
 
 
-def _print_reconciliation(manifest: dict, *, console: Console) -> None:
-    rows = manifest["rows"]
-    console.print(f"rows: {rows['input']} input = {rows['accepted']} accepted + {rows['rejected']} rejected + "
-                  f"{rows['out_of_period']} out of period", highlight=False)
-    for currency, totals in manifest["totals"].items():
-        allocated, unallocated = Decimal(totals["allocated"]), Decimal(totals["unallocated"])
-        balanced = allocated + unallocated == Decimal(totals["bill_rounded"])
-        mark = "[green]reconciled[/]" if balanced else "[bold red]DOES NOT RECONCILE[/]"
-        console.print(f"{currency}: bill {totals['bill']} -> {totals['bill_rounded']} = allocated {allocated} + "
-                      f"unallocated {unallocated} {mark}; out of period {totals['out_of_period']}", highlight=False)
+def _print_reconciliation(manifest: RunManifest, *, console: Console) -> None:
+    rows = manifest.rows
+    console.print(f"rows: {rows.input} input = {rows.accepted} accepted + {rows.rejected} rejected + "
+                  f"{rows.out_of_period} out of period", highlight=False)
+    for currency, totals in manifest.totals.items():
+        mark = "[green]reconciled[/]" if totals.reconciles() else "[bold red]DOES NOT RECONCILE[/]"
+        console.print(f"{currency}: bill {totals.bill:f} -> {totals.bill_rounded:f} = allocated {totals.allocated:f} + "
+                      f"unallocated {totals.unallocated:f} {mark}; out of period {totals.out_of_period:f}",
+                      highlight=False)
 
 
 def _unallocated_reasons(result: RunResult) -> list[str]:
@@ -129,9 +128,9 @@ def print_runs(found: list[RunSummary], *, console: Console) -> None:
     for heading in ["id", "period", "created", "bills", "rows in", "rejected", "report sha256"]:
         table.add_column(heading)
     for run in found:
-        rows = run.manifest["rows"]
-        table.add_row(str(run.id), run.period, run.created_at, str(len(run.manifest["bills"])), str(rows["input"]),
-                      str(rows["rejected"]), run.report_sha256[:12])
+        rows = run.manifest.rows
+        table.add_row(str(run.id), run.period, run.created_at, str(len(run.manifest.bills)), str(rows.input),
+                      str(rows.rejected), run.report_sha256[:12])
     console.print(table)
 
 

@@ -22,13 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.bills.grouping import split_bill
-from agent.core.model import Contribution, ReportRow, TagLine
+from agent.core.model import Contribution, ReportRow, RunSummary, StoredRun, TagLine
 from agent.core.split import NO_VALUE, SplitError
 from agent.core.split import parse_dimensions as parse_split_dimensions
 from agent.errors import StoreError
 from agent.outputs.report import render_csv
 from agent.service.metrics import exposition
-from agent.store.runs import RunSummary, StoredRun, list_runs, load_run
+from agent.store.runs import list_runs, load_run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -291,7 +291,7 @@ def exact_amount(amount: Fraction) -> str:
 
 def run_out(run: RunSummary) -> RunOut:
     return RunOut(id=run.id, period=run.period, created_at=run.created_at, tool_version=run.tool_version,
-                  report_sha256=run.report_sha256, totals=run.manifest.get("totals", {}))
+                  report_sha256=run.report_sha256, totals=run.manifest.totals_json())
 
 
 def periods_out(found: list[RunSummary]) -> list[PeriodOut]:
@@ -303,7 +303,7 @@ def periods_out(found: list[RunSummary]) -> list[PeriodOut]:
     for period in sorted(by_period, reverse=True):
         latest = max(by_period[period], key=lambda run: run.id)
         periods.append(PeriodOut(period=period, latest_run_id=latest.id, runs=len(by_period[period]),
-                                 totals=latest.manifest.get("totals", {})))
+                                 totals=latest.manifest.totals_json()))
     return periods
 
 
@@ -357,7 +357,7 @@ def api_router(reader: RunReader) -> APIRouter:
     @router.get("/runs/{run_id}")
     def run_detail(run_id: int) -> RunDetailOut:
         summary = reader.summary(run_id)
-        return RunDetailOut(**run_out(summary).model_dump(), manifest=summary.manifest)
+        return RunDetailOut(**run_out(summary).model_dump(), manifest=summary.manifest.to_json())
 
     @router.get("/runs/{run_id}/explain")
     def explain(run_id: int, company: Annotated[str, Query(description="'' for unallocated cost")],

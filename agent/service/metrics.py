@@ -18,8 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine
 
+from agent.core.model import RunSummary, StoredRun
 from agent.errors import StoreError
-from agent.store.runs import RunSummary, StoredRun, list_runs, load_run
+from agent.store.runs import list_runs, load_run
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,8 @@ def run_samples(stored: StoredRun) -> dict[str, Samples]:
                                        for c in stored.contributions if c.category == "unallocated"),
         "cz_namespace_memory_share_ratio": _namespace_shares(summary),
         "cz_usage_coverage_ratio": {(period, cluster): Fraction(ratio) for cluster, ratio
-                                    in sorted(((manifest.get("usage") or {}).get("coverage") or {}).items())},
-        "cz_bill_rows": {(period, status): Fraction(manifest.get("rows", {}).get(status, 0))
-                         for status in ROW_STATUSES},
+                                    in sorted(((manifest.usage and manifest.usage.coverage) or {}).items())},
+        "cz_bill_rows": {(period, status): Fraction(manifest.rows.count(status)) for status in ROW_STATUSES},
         "cz_run_info": {(period, str(summary.id)): Fraction(1)},
         "cz_run_timestamp_seconds": {(period,): Fraction(_timestamp(summary.created_at))},
         "cz_workspace_cost": _summed(((period, t.workspace, t.currency), t.amount) for t in stored.splits),
@@ -181,16 +181,16 @@ def _summed(pairs: Iterable[tuple[tuple[str, ...], Decimal | Fraction]]) -> Samp
 def _reconciliation(summary: RunSummary) -> dict[str, Samples]:
     parts = {"cz_bill_total_cost": "bill_rounded", "cz_allocated_total_cost": "allocated",
              "cz_unallocated_total_cost": "unallocated"}
-    totals = summary.manifest.get("totals", {})
-    return {name: {(summary.period, currency): Fraction(Decimal(amounts[key]))
+    totals = summary.manifest.totals
+    return {name: {(summary.period, currency): Fraction(getattr(amounts, key))
                    for currency, amounts in sorted(totals.items())}
             for name, key in parts.items()}
 
 
 def _namespace_shares(summary: RunSummary) -> Samples:
-    services = summary.manifest.get("namespace_map", {})
-    return {(summary.period, cluster, namespace, services.get(cluster, {}).get(namespace) or ""): Fraction(share)
-            for cluster, shares in sorted(summary.manifest.get("namespace_shares", {}).items())
+    services = summary.manifest.namespace_map
+    return {(summary.period, cluster, namespace, services.get(cluster, {}).get(namespace) or ""): share
+            for cluster, shares in sorted(summary.manifest.namespace_shares.items())
             for namespace, share in sorted(shares.items())}
 
 

@@ -16,6 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
+from agent.core.model import RunSummary
 from agent.core.rules import Rules, rules_digest
 from agent.errors import AgentError, SettingsError
 from agent.pipeline import RunRequest, import_options_for, run_allocation
@@ -25,7 +26,7 @@ from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leade
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.settings import Settings
 from agent.sources.rules_file import load_rules
-from agent.store.runs import RunSummary, closed, list_runs, seen_namespace_maps, store_answers
+from agent.store.runs import closed, list_runs, seen_namespace_maps, store_answers
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class AgentService:
                 plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills changed", run))
             elif period in frozen:
                 continue
-            elif run.manifest["rules_digest"] != rules_digest(rules):
+            elif run.manifest.rules_digest != rules_digest(rules):
                 plans.append(PeriodPlan(period, "rules changed", run))
             elif period in recent:
                 plans.append(PeriodPlan(period, "month to date" if period == _month(now) else "previous month", run))
@@ -178,7 +179,7 @@ def _latest_by_period(runs: list[RunSummary]) -> dict[str, RunSummary]:
 
 
 def _bill_digests(run: RunSummary) -> set[str]:
-    return {bill["sha256"] for bill in run.manifest["bills"]}
+    return {bill.sha256 for bill in run.manifest.bills}
 
 
 def serve(settings: Settings, *, engine: Engine, once: bool) -> int:

@@ -6,18 +6,19 @@ import hashlib
 import json
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (Column, Connection, Engine, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, delete, event, func, insert, inspect, select, text)
+                        create_engine, delete, event, func, insert, inspect, select, text, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from agent.core.model import Allocation, Contribution, RejectedRow, ReportRow, TagLine
+from agent.core.manifest import RunManifest
+from agent.core.model import (Allocation, Contribution, RejectedRow, ReportRow, RunSummary, SplitTotal, StoredRun,
+                              TagLine)
 from agent.errors import StoreError
 
 # Strings carry no length: PostgreSQL enforces VARCHAR lengths that SQLite ignores, and a run storable in one
@@ -117,44 +118,12 @@ schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, nullable=False),
 )
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # A SQLite writer waits this long for another writer's lock before the write fails as "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 15
 # Marks a connection that is about to write: SQLite then takes the write lock at BEGIN (BEGIN IMMEDIATE), so
 # what the transaction reads cannot go stale before it writes.
 _WRITE_OPTION = "cz_agent_write"
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    id: int
-    period: str
-    created_at: str
-    tool_version: str
-    report_sha256: str
-    manifest: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SplitTotal:
-    """Exact cost of one (sub-account, workspace, API key) of a run's bill; "(none)" where a line had none."""
-
-    sub_account: str
-    workspace: str
-    api_key: str
-    currency: str
-    amount: Decimal
-    line_count: int
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    summary: RunSummary
-    rows: list[ReportRow]
-    contributions: list[Contribution]
-    tag_lines: list[TagLine]
-    rejected: list[RejectedRow]
-    splits: list[SplitTotal]
 
 
 def open_store(url: str) -> Engine:
@@ -231,8 +200,17 @@ def _add_period_sequence(connection: Connection) -> None:
     connection.execute(text("CREATE UNIQUE INDEX ux_runs_period_sequence ON runs (period, period_sequence)"))
 
 
+def _version_manifests(connection: Connection) -> None:
+    """Version 2 -> 3: every stored manifest rewritten in the current manifest version (RunManifest.from_json
+    migrates it), so that stored manifests compare with new ones."""
+    for run_id, manifest in connection.execute(select(runs.c.id, runs.c.manifest)).all():
+        migrated = RunManifest.from_json(json.loads(manifest)).to_json()
+        connection.execute(update(runs).where(runs.c.id == run_id)
+                           .values(manifest=json.dumps(migrated, sort_keys=True)))
+
+
 # MIGRATIONS[v - 1] takes a store from version v to v + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_add_period_sequence]
+MIGRATIONS: list[Callable[[Connection], None]] = [_add_period_sequence, _version_manifests]
 
 
 @contextmanager
@@ -271,7 +249,7 @@ def save_run(
     allocation: Allocation,
     rejected: list[RejectedRow],
     splits: list[SplitTotal],
-    manifest: dict[str, Any],
+    manifest: RunManifest,
     report_sha256: str,
     created_at: str,
     tool_version: str,
@@ -279,7 +257,7 @@ def save_run(
     """Store a run and everything behind it in one transaction; returns its id. A run identical to the
     period's latest (same manifest: same inputs and results) is not stored again: its id is returned, so
     two agents allocating the same period at once leave one run."""
-    manifest_text = json.dumps(manifest, sort_keys=True)
+    manifest_json = manifest.to_json()
     try:
         with _writing(engine) as connection:
             _lock(connection, f"period:{allocation.period}")
@@ -287,11 +265,12 @@ def save_run(
                 select(runs.c.id, runs.c.period_sequence, runs.c.manifest).where(runs.c.period == allocation.period)
                 .order_by(runs.c.period_sequence.desc()).limit(1)
             ).first()
-            if latest is not None and json.loads(latest.manifest) == json.loads(manifest_text):
+            if latest is not None and json.loads(latest.manifest) == manifest_json:
                 return int(latest.id)
             run_id = connection.execute(
                 insert(runs).values(period=allocation.period, created_at=created_at, tool_version=tool_version,
-                                    report_sha256=report_sha256, manifest=manifest_text,
+                                    report_sha256=report_sha256,
+                                    manifest=json.dumps(manifest_json, sort_keys=True),
                                     period_sequence=1 if latest is None else latest.period_sequence + 1)
             ).inserted_primary_key[0]
             _insert(connection, allocation_rows, run_id, [_row_record(r) for r in allocation.rows])
@@ -398,7 +377,7 @@ def seen_namespace_maps(engine: Engine) -> dict[str, dict[str, str | None]]:
     deleted mid-month keeps the service it had."""
     merged: dict[str, dict[str, str | None]] = {}
     for run in list_runs(engine):
-        for cluster, namespaces in run.manifest.get("namespace_map", {}).items():
+        for cluster, namespaces in run.manifest.namespace_map.items():
             for namespace, service in namespaces.items():
                 if service:
                     merged.setdefault(cluster, {})[namespace] = service
@@ -447,7 +426,7 @@ def _contribution(r: Any) -> Contribution:
 def _summary(record: Any) -> RunSummary:
     return RunSummary(id=record["id"], period=record["period"], created_at=record["created_at"],
                       tool_version=record["tool_version"], report_sha256=record["report_sha256"],
-                      manifest=json.loads(record["manifest"]))
+                      manifest=RunManifest.from_json(json.loads(record["manifest"])))
 
 
 @contextmanager

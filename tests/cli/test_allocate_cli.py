@@ -89,7 +89,7 @@ def test_manifest_records_inputs_counts_and_reconciliation(store, tmp_path):
     from agent.store.runs import list_runs, open_store
 
     assert allocate(store, tmp_path / "r.csv", "--usage", str(WORKED / "usage.csv")) == 0
-    manifest = list_runs(open_store(store))[0].manifest
+    manifest = list_runs(open_store(store))[0].manifest.to_json()
     assert manifest["bills"][0]["sha256"] == __import__("hashlib").sha256((WORKED / "bill.csv").read_bytes()).hexdigest()
     assert manifest["rows"] == {"input": 5, "accepted": 5, "rejected": 0, "out_of_period": 0}
     assert manifest["totals"]["USD"] == {"bill": "1600", "bill_rounded": "1600.00", "allocated": "1600.00",
@@ -220,8 +220,8 @@ def test_demo_month_reconciles_to_the_cent(store, tmp_path, capsys):
 
 def test_import_progress_hears_every_row_of_each_bill(tmp_path):
     from agent.bills import ImportOptions
-    from agent.sources.rules_file import load_rules
     from agent.pipeline import RunRequest, import_bills
+    from agent.sources.rules_file import load_rules
 
     heard: dict[Path, int] = {}
     request = RunRequest(bills=[WORKED / "bill.csv", DEMO / "bill-2026-10.csv"], period="2026-10",

@@ -114,12 +114,12 @@ def assert_consistent(url: str, *, backend: str, workdir: Path, capsys: pytest.C
             assert orphans == 0, table
         row_counts = dict(connection.execute(text("SELECT run_id, count(*) FROM allocation_rows GROUP BY run_id")).all())
     runs = list_runs(engine)
-    assert {run.id: run.manifest["report"]["rows"] for run in runs} == row_counts
+    assert {run.id: run.manifest.report.rows for run in runs} == row_counts
     latest = runs[-1]
     stored = load_run(engine, latest.id)
-    totals = latest.manifest["totals"]["USD"]
-    assert sum(row.amount for row in stored.rows) == Decimal(totals["bill_rounded"])
-    assert Decimal(totals["allocated"]) + Decimal(totals["unallocated"]) == Decimal(totals["bill_rounded"])
+    totals = latest.manifest.totals["USD"]
+    assert sum(row.amount for row in stored.rows) == totals.bill_rounded
+    assert totals.allocated + totals.unallocated == totals.bill_rounded
     assert len(stored.splits) == BILL_LINES[backend] + 1
 
     capsys.readouterr()
@@ -136,7 +136,7 @@ def assert_consistent(url: str, *, backend: str, workdir: Path, capsys: pytest.C
     served = api.get("/api/v1/allocations", params={"period": PERIOD, "format": "csv"})
     assert served.status_code == 200 and served.text == exported.read_text()
     bill_total = metric(api.get("/metrics").text, "cz_bill_total_cost", period=PERIOD, currency="USD")
-    assert bill_total == pytest.approx(float(latest.manifest["totals"]["USD"]["bill"]))
+    assert bill_total == pytest.approx(float(latest.manifest.totals["USD"].bill))
     engine.dispose()
     return [run.id for run in runs]
 

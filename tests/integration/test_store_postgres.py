@@ -3,7 +3,9 @@ store made by the schema-version-1 code migrates; agents allocating one period a
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import inspect, text
 
 from agent.cli import main
+from agent.core.manifest import MANIFEST_VERSION, RunManifest
 from agent.errors import StoreError
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
@@ -139,10 +142,15 @@ def copy_runs_as_v1(source_url: str, target_url: str) -> list[int]:
         allocation = types.SimpleNamespace(period=summary.period, rows=stored.rows, contributions=stored.contributions,
                                            tag_lines=stored.tag_lines)
         copied.append(v1.save_run(target, allocation=allocation, rejected=stored.rejected, splits=stored.splits,
-                                  manifest=summary.manifest, report_sha256=summary.report_sha256,
+                                  manifest=unversioned(summary.manifest), report_sha256=summary.report_sha256,
                                   created_at=summary.created_at, tool_version=summary.tool_version))
     target.dispose()
     return copied
+
+
+def unversioned(manifest: RunManifest) -> dict[str, object]:
+    """A manifest as a version 1 store held it: before the version field."""
+    return {key: value for key, value in manifest.to_json().items() if key != "version"}
 
 
 def stored_runs(url: str) -> list:
@@ -192,14 +200,16 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(backend: str, three_ru
     with open_store(target).connect() as connection:
         assert connection.execute(text("SELECT version FROM schema_version")).scalar_one() == SCHEMA_VERSION
         numbers = connection.execute(text("SELECT id, period_sequence FROM runs ORDER BY id")).all()
+        manifests = connection.execute(text("SELECT manifest FROM runs ORDER BY id")).scalars().all()
     assert [tuple(n) for n in numbers] == [(1, 1), (2, 1), (3, 2)]
+    assert [json.loads(manifest)["version"] for manifest in manifests] == [MANIFEST_VERSION] * 3
     assert schema_of(target) == schema_of(fresh)
 
     engine = open_store(target)
     latest = load_run(engine, 3)
     allocation = types.SimpleNamespace(period="2026-10", rows=latest.rows, contributions=latest.contributions,
                                        tag_lines=latest.tag_lines)
-    manifest = {**latest.summary.manifest, "restated": True}
+    manifest = dataclasses.replace(latest.summary.manifest, rules_digest="restated")
     new_id = save_run(engine, allocation=allocation, rejected=[], splits=latest.splits, manifest=manifest,
                       report_sha256=latest.summary.report_sha256, created_at="2026-11-01T00:00:00+00:00",
                       tool_version="test")
@@ -236,7 +246,7 @@ def assert_one_whole_run(url: str, *, report: str) -> None:
     found = list_runs(engine)
     assert len(found) == 1, [(r.id, r.created_at) for r in found]
     stored = load_run(engine, found[0].id)
-    assert len(stored.rows) == found[0].manifest["report"]["rows"]
+    assert len(stored.rows) == found[0].manifest.report.rows
     assert len(report.splitlines()) == len(stored.rows) + 1
 
 

@@ -70,8 +70,8 @@ def test_closed_period_is_frozen_until_a_new_bill_restates_it(setup):
     assert service.import_job() and service.allocate_job()
     runs = list_runs(engine)
     assert [run.period for run in runs] == ["2026-08", "2026-08"]
-    assert runs[1].manifest["totals"]["USD"]["bill"] == "207.00"
-    assert runs[0].manifest["totals"]["USD"]["bill"] == "150.00"
+    assert runs[1].manifest.totals_json()["USD"]["bill"] == "207.00"
+    assert runs[0].manifest.totals_json()["USD"]["bill"] == "150.00"
 
 
 def test_a_bad_bill_fails_the_import_job_but_the_good_ones_are_allocated(setup):
