@@ -82,16 +82,11 @@ class AppliedRatio:
 
 @dataclass(frozen=True)
 class Reconciliation:
+    """The company's total beside its run's reconciliation of the currency."""
+
     currency: str
     company_total: Decimal
-    bill: Decimal
-    bill_rounded: Decimal
-    allocated: Decimal
-    unallocated: Decimal
-
-    @property
-    def balanced(self) -> bool:
-        return self.allocated + self.unallocated == self.bill_rounded
+    run: CurrencyTotals
 
 
 @dataclass(frozen=True)
@@ -210,8 +205,7 @@ def _reconciliation(rows: Sequence[ReportRow], totals: dict[str, CurrencyTotals]
     company_totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
         company_totals[row.currency] += row.amount
-    return [Reconciliation(currency=currency, company_total=company_totals[currency], bill=t.bill,
-                           bill_rounded=t.bill_rounded, allocated=t.allocated, unallocated=t.unallocated)
+    return [Reconciliation(currency=currency, company_total=company_totals[currency], run=t)
             for currency, t in sorted(totals.items()) if currency in company_totals]
 
 
@@ -359,14 +353,14 @@ def _reconciliation_table(reconciliation: Sequence[Reconciliation]) -> str:
     headings = ["currency", "this company", "run: bill (exact)", "bill (rounded)", "allocated", "unallocated",
                 "check"]
     rows = [f'<tr data-currency="{_e(r.currency)}"><td>{_e(r.currency)}</td>{_amount_cell(r.company_total)}'
-            f"{_amount_cell(r.bill)}{_amount_cell(r.bill_rounded)}{_amount_cell(r.allocated)}"
-            f"{_amount_cell(r.unallocated)}<td>{_verdict(r)}</td></tr>" for r in reconciliation]
+            f"{_amount_cell(r.run.bill)}{_amount_cell(r.run.bill_rounded)}{_amount_cell(r.run.allocated)}"
+            f"{_amount_cell(r.run.unallocated)}<td>{_verdict(r.run)}</td></tr>" for r in reconciliation]
     return _table("reconciliation-table", headings, rows,
                   numeric={"this company", "run: bill (exact)", "bill (rounded)", "allocated", "unallocated"})
 
 
-def _verdict(r: Reconciliation) -> str:
-    if r.balanced:
+def _verdict(totals: CurrencyTotals) -> str:
+    if totals.reconciles():
         return '<span class="ok">bill = allocated + unallocated</span>'
     return '<span class="bad">bill ≠ allocated + unallocated</span>'
 
