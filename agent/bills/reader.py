@@ -7,7 +7,7 @@ import json
 import queue
 import threading
 import zipfile
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Generator, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -98,7 +98,10 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
             _put(handoff, (_END, e), stop)
         finally:
-            items.close()
+            # A generator (the readers') is closed on this thread, so its files close here; a plain iterator
+            # has nothing to close.
+            if isinstance(items, Generator):
+                items.close()
 
     producer = threading.Thread(target=produce, name="bill-reader", daemon=True)
     producer.start()
