@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from agent.core.money import is_currency_code
 from agent.errors import RulesError
@@ -105,7 +106,8 @@ class Rules(_Strict):
     tag_key: str = "cz_container_bill"
     namespace_label: str = "cz_container_bill"
     currency: str | None = None
-    precision: int | None = Field(default=None, ge=0, le=12)
+    # Strict: YAML's `true` would otherwise be taken as 1 decimal.
+    precision: StrictInt | None = Field(default=None, ge=0, le=12)
     companies: dict[str, Weight] = Field(min_length=1)
     services: dict[str, dict[str, Weight]] = Field(default_factory=dict)
     common_groups: dict[str, list[str]] = Field(default_factory=dict)
@@ -151,6 +153,8 @@ class Rules(_Strict):
         for group, members in self.common_groups.items():
             if not members:
                 problems.append(f"common_groups.{group}: needs at least one service")
+            problems += [f"common_groups.{group}: service {member!r} listed more than once (each member gets one "
+                         f"equal share)" for member in sorted({m for m in members if members.count(m) > 1})]
             problems += [
                 f"common_groups.{group}: unknown service {member!r}" for member in members if member not in self.services
             ]
@@ -172,6 +176,23 @@ class Rules(_Strict):
 class _DecimalLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """YAML loader that reads floats as exact decimals: weights never pass through binary floats. LibYAML's
     parser when PyYAML has it: a rules file with thousands of services parses in milliseconds."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """The mapping, refusing a key given twice: YAML would keep the last silently (a second `services:`
+        block would drop the first). Keys merged in with `<<` may be overridden, as YAML means them to be."""
+        first: dict[object, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base constructor refuses it in its own words
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found key {key!r} twice (first on line {first[key].line + 1})", key_node.start_mark)
+            first[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:

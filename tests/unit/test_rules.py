@@ -29,7 +29,7 @@ def test_float_weights_are_read_as_exact_decimals():
         ("companies: {alpha: 50}\nservices: {mobile: {alpha: -1}}", "services.mobile.alpha: weight must be >= 0"),
         ("companies: {alpha: -5, beta: 1}", "companies.alpha: weight must be >= 0"),
         ("companies: {alpha: 0}", "companies: weights must not all be 0"),
-        (BASE + "services: {web: {gamma: 1}}", "services.web.gamma: unknown company"),
+        (BASE.replace("}}\n", "}, web: {gamma: 1}}\n"), "services.web.gamma: unknown company"),
         (BASE + "common_groups: {subcom: [mobile, nope]}", "common_groups.subcom: unknown service 'nope'"),
         (BASE + "common_groups: {subcom: []}", "common_groups.subcom: needs at least one service"),
         (BASE + "namespaces: {payments: nope}", "namespaces.payments: unknown service 'nope'"),
@@ -60,3 +60,31 @@ def test_digest_ignores_yaml_layout():
     spread = parse_rules("# comment\ncompanies:\n  alpha: 50\n  beta: 30\n")
     assert rules_digest(compact) == rules_digest(spread)
     assert rules_digest(compact) != rules_digest(parse_rules("companies: {alpha: 50, beta: 31}"))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (BASE + "services: {other: {alpha: 1}}\n", "found key 'services' twice (first on line 2)"),
+    ("companies: {alpha: 50, beta: 30, alpha: 20}\n", "found key 'alpha' twice (first on line 1)"),
+    (BASE + "common_groups:\n  g: [mobile]\n  g: [mobile]\n", "found key 'g' twice (first on line 4)"),
+])
+def test_a_key_given_twice_is_refused_with_its_lines(text, message):
+    with pytest.raises(RulesError) as refused:
+        parse_rules(text, source="rules.yaml")
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_merged_keys_may_still_be_overridden():
+    rules = parse_rules("companies: {a: 1, b: 1}\nservices:\n  s1: &even {a: 1, b: 1}\n  s3: {<<: *even, b: 3}\n")
+    assert rules.services["s3"] == {"a": 1, "b": 3}
+
+
+def test_a_service_listed_twice_in_a_group_is_refused():
+    text = BASE.replace("mobile: {alpha: 70, beta: 30}", "mobile: {alpha: 70}, mcmp: {beta: 1}")
+    with pytest.raises(RulesError, match="common_groups.g: service 'mobile' listed more than once"):
+        parse_rules(text + "common_groups: {g: [mobile, mobile, mcmp]}\n", source="rules.yaml")
+
+
+@pytest.mark.parametrize("value", ["true", "false", "'2'", "2.0"])
+def test_precision_must_be_a_whole_number_not_a_boolean_or_text(value):
+    with pytest.raises(RulesError, match="precision: Input should be a valid integer"):
+        parse_rules(BASE + f"precision: {value}\n", source="rules.yaml")
