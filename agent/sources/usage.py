@@ -31,10 +31,27 @@ def parse_usage(text: str, *, source: str) -> list[NamespaceUsage]:
     if missing:
         raise UsageError(f"{source}, row 1: missing column(s) {', '.join(missing)}; expected {','.join(USAGE_COLUMNS)}")
     reader.fieldnames = header
-    return [_usage_record(record, source=source, row=index) for index, record in enumerate(reader, start=2)]
+    records = [_usage_record(record, source=source, row=index) for index, record in enumerate(reader, start=2)]
+    _refuse_repeats(records, source=source)
+    return [record for _, record in records]
 
 
-def _usage_record(record: dict[str, str], *, source: str, row: int) -> NamespaceUsage:
+def _refuse_repeats(records: list[tuple[int, NamespaceUsage]], *, source: str) -> None:
+    """A namespace's usage is one row: a second row would be summed into it and could name another service."""
+    first_row: dict[tuple[str, str], tuple[int, NamespaceUsage]] = {}
+    for row, record in records:
+        key = (record.cluster, record.namespace)
+        if key not in first_row:
+            first_row[key] = (row, record)
+            continue
+        earlier_row, earlier = first_row[key]
+        services = ("" if earlier.service == record.service else
+                    f" with another service ({earlier.service or 'none'} then {record.service or 'none'})")
+        raise UsageError(f"{source}, row {row}: namespace {record.namespace!r} of cluster {record.cluster!r} is "
+                         f"already given on row {earlier_row}{services}; give each namespace once")
+
+
+def _usage_record(record: dict[str, str], *, source: str, row: int) -> tuple[int, NamespaceUsage]:
     def cell(column: str) -> str:
         return (record.get(column) or "").strip()
 
@@ -47,8 +64,8 @@ def _usage_record(record: dict[str, str], *, source: str, row: int) -> Namespace
         raise UsageError(f"{source}, row {row}, column 'memory_byte_seconds': {e}") from e
     if seconds < 0:
         raise UsageError(f"{source}, row {row}, column 'memory_byte_seconds': must be >= 0, got {seconds}")
-    return NamespaceUsage(cluster=cell("cluster"), namespace=cell("namespace"), memory_byte_seconds=seconds,
-                          service=cell("service") or None)
+    return row, NamespaceUsage(cluster=cell("cluster"), namespace=cell("namespace"), memory_byte_seconds=seconds,
+                               service=cell("service") or None)
 
 
 def usage_digest(usage: list[NamespaceUsage]) -> str:

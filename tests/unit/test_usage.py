@@ -32,3 +32,23 @@ def test_usage_digest_ignores_row_order():
     first = parse_usage(header + "prod,a,,1\nprod,b,,2\n", source="u.csv")
     second = parse_usage(header + "prod,b,,2\nprod,a,,1\n", source="u.csv")
     assert usage_digest(first) == usage_digest(second)
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("prod,web,mobile,6\nprod,web,mcmp,3\n",
+     "u.csv, row 3: namespace 'web' of cluster 'prod' is already given on row 2 with another service (mobile then mcmp)"),
+    ("prod,web,mobile,6\nprod,db,,1\nprod,web,mobile,6\n",
+     "u.csv, row 4: namespace 'web' of cluster 'prod' is already given on row 2; give each namespace once"),
+    ("prod,web,,6\nprod,web,mobile,6\n", "row 3: namespace 'web' of cluster 'prod' is already given on row 2 with another "
+                                          "service (none then mobile)"),
+])
+def test_a_namespace_given_twice_is_refused_with_both_rows(rows, message):
+    with pytest.raises(UsageError) as refused:
+        parse_usage("cluster,namespace,service,memory_byte_seconds\n" + rows, source="u.csv")
+    assert message in str(refused.value)
+
+
+def test_the_same_namespace_in_two_clusters_is_two_namespaces():
+    usage = parse_usage("cluster,namespace,service,memory_byte_seconds\nprod,web,mobile,6\nstage,web,mobile,3\n",
+                        source="u.csv")
+    assert [(u.cluster, u.memory_byte_seconds) for u in usage] == [("prod", Decimal(6)), ("stage", Decimal(3))]
