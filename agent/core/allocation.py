@@ -142,10 +142,19 @@ def _cluster_targets(
     for namespace, weight in weights.items():
         if weight == 0:
             continue
+        fraction = Fraction(weight) / Fraction(total)
         service = services.get(namespace) or ""
+        if service and service not in rules.services:
+            # A mislabelled namespace (usage table or live label): its share is unattributable, the rest of
+            # the cluster is allocated as usual.
+            target = _unattributable(rules, reason=f"unknown service {service!r} of namespace {namespace!r}",
+                                     service=service, cluster=cluster)
+            targets.append(Target(category=target.category, fraction=fraction, service=target.service,
+                                  cluster=cluster, namespace=namespace, reason=target.reason))
+            continue
         category = "cluster" if service else "common"
-        targets.append(Target(category=category, fraction=Fraction(weight) / Fraction(total), service=service,
-                              cluster=cluster, namespace=namespace))
+        targets.append(Target(category=category, fraction=fraction, service=service, cluster=cluster,
+                              namespace=namespace))
     return targets
 
 

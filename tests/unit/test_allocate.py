@@ -183,3 +183,24 @@ def test_bad_attribution_rules_name_the_rule(rule, message):
     with pytest.raises(RulesError) as raised:
         parse_rules(WORKED_RULES + "attribution:\n  " + rule + "\n")
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("labels", [None, {"prod": {"mcmp": "ghost"}}])
+def test_a_namespace_of_an_unknown_service_leaves_its_share_unallocated_and_the_rest_allocated(labels):
+    usage = [NamespaceUsage("prod", "mobile-api", 6, "mobile"),
+             NamespaceUsage("prod", "mcmp", 3, "ghost" if labels is None else None)]
+    allocation = allocate(line_items([("cz_cluster_prod", "900")]), rules=parse_rules(WORKED_RULES),
+                          period="2026-10", usage=usage, namespace_labels=labels)
+    assert table(allocation) == {("alpha", "mobile", "cluster", "prod"): "420.00",
+                                 ("beta", "mobile", "cluster", "prod"): "180.00",
+                                 ("", "ghost", "unallocated", "prod"): "300.00"}
+    [unallocated] = [c for c in allocation.contributions if c.category == "unallocated"]
+    assert (unallocated.namespace, unallocated.reason) == ("mcmp", "unknown service 'ghost' of namespace 'mcmp'")
+
+
+def test_a_namespace_of_an_unknown_service_joins_the_common_pool_when_the_rules_say_so():
+    allocation = allocate(line_items([("cz_cluster_prod", "100")]), period="2026-10",
+                          rules=parse_rules(WORKED_RULES + "unattributable: common\n"),
+                          usage=[NamespaceUsage("prod", "web", 1, "ghost")])
+    assert table(allocation) == {("alpha", "", "common", "prod"): "50.00", ("beta", "", "common", "prod"): "30.00",
+                                 ("gamma", "", "common", "prod"): "20.00"}
