@@ -84,15 +84,17 @@ class Settings(BaseSettings):
         return self.store_url or _default_store_url()
 
     def effective_api_token(self) -> str | None:
-        """The API token from CZ_AGENT_API_TOKEN, else read from the file (a mounted Secret)."""
+        """The API token from CZ_AGENT_API_TOKEN, else read from the file (a mounted Secret). A token that is
+        given but empty fails closed: an empty Secret value must not turn authentication off."""
         if self.api_token is not None:
-            return self.api_token.get_secret_value()
+            return _non_empty(self.api_token.get_secret_value(), given_as="api_token (CZ_AGENT_API_TOKEN)")
         if self.api_token_file is None:
             return None
         try:
-            return self.api_token_file.read_text(encoding="utf-8").strip() or None
+            text = self.api_token_file.read_text(encoding="utf-8")
         except OSError as e:
             raise SettingsError(f"api_token_file {self.api_token_file}: {e.strerror or e}") from e
+        return _non_empty(text, given_as=f"api_token_file {self.api_token_file}")
 
     def masked(self) -> dict[str, object]:
         """The effective settings for the start-up log: secrets masked, the store URL's password hidden."""
@@ -124,3 +126,9 @@ def _config_file_values(path: Path) -> dict[str, object]:
     if unknown:
         raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}")
     return document
+
+
+def _non_empty(token: str, *, given_as: str) -> str:
+    if not token.strip():
+        raise SettingsError(f"{given_as} is set but empty: give a token, or unset it to serve the API without one")
+    return token.strip()

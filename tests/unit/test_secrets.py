@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
@@ -109,3 +110,20 @@ def test_metrics_manifest_and_api_carry_no_secret(tmp_path: Path) -> None:
     bodies += [client.get("/api/v1/runs", headers={"Authorization": "Bearer " + SECRETS["api_token"][:-1]}).text]
     assert "cz_allocation_cost" in bodies[0] and '"manifest"' in bodies[2]
     assert leaked("\n".join(bodies)) == []
+
+
+@pytest.mark.parametrize("where", ["environment", "file"])
+@pytest.mark.parametrize("token", ["", "  \n"])
+def test_an_empty_api_token_fails_closed_at_start(tmp_path: Path, where: str, token: str) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CZ_AGENT_PORT": str(_free_port()),
+           "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'runs.db'}", "CZ_AGENT_INBOX_DIR": str(tmp_path / "inbox"),
+           "CZ_AGENT_RULES_FILE": str(WORKED / "rules.yaml")}
+    if where == "environment":
+        env["CZ_AGENT_API_TOKEN"] = token
+    else:
+        (tmp_path / "token").write_text(token)
+        env["CZ_AGENT_API_TOKEN_FILE"] = str(tmp_path / "token")
+    started = run_agent(["serve"], env=env, cwd=tmp_path)
+    assert started.returncode == 1
+    [line] = started.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: api_token") and "is set but empty" in line
