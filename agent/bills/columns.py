@@ -67,7 +67,7 @@ def resolve_columns(header: Sequence[str], *, spec: FormatSpec, options: ImportO
         raise BillFormatError(f"the bill has no period column (looked for {looked_for}): give the period (--period)",
                               source=source)
     tag, tags_are_json = _tag_column(header, options=options, source=source)
-    return ColumnMap(
+    columns = ColumnMap(
         cost=cost,
         currency=currency,
         tag=tag,
@@ -80,6 +80,18 @@ def resolve_columns(header: Sequence[str], *, spec: FormatSpec, options: ImportO
         resource_id=find_column(header, spec.resource_id),
         service_name=find_column(header, spec.service_name),
     )
+    _refuse_repeated(header, columns, source=source)
+    return columns
+
+
+def _refuse_repeated(header: Sequence[str], columns: ColumnMap, *, source: str) -> None:
+    """A column the import reads must be named once: with two `cost` columns, which one is the bill?"""
+    for name in columns.used():
+        positions = [position for position, column in enumerate(header, start=1) if column == name]
+        if len(positions) > 1:
+            raise BillFormatError(f"the header names this column {len(positions)} times (columns "
+                                  f"{', '.join(map(str, positions))}): which one to read is ambiguous",
+                                  source=source, column=name)
 
 
 def _pick(header: Sequence[str], override: str | None, candidates: Candidates, *, field: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import json
 import queue
@@ -10,6 +12,7 @@ import zipfile
 from collections.abc import Collection, Generator, Iterator
 from pathlib import Path
 from typing import TypeVar
+from xml.etree.ElementTree import ParseError
 
 import numpy as np
 import openpyxl
@@ -31,8 +34,9 @@ T = TypeVar("T")
 _END = object()
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 # What the CSV, gzip, Parquet and XLSX libraries raise on a file they cannot read (openpyxl: KeyError for a
-# zip archive that holds no workbook).
-_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, InvalidFileException, pa.ArrowException, KeyError)
+# zip archive that holds no workbook, ElementTree's ParseError for malformed XML inside it).
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, InvalidFileException, pa.ArrowException, KeyError,
+                ParseError, csv.Error)
 
 
 def file_sha256(path: Path) -> str:
@@ -56,6 +60,8 @@ def read_chunks(path: Path, *, columns: list[str], source: str) -> Iterator[pd.D
     """
     try:
         yield from _CHUNK_READERS[_kind(path)](path, columns)
+    except InvalidText as e:
+        raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
     except _READ_ERRORS as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
@@ -75,6 +81,8 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
     if kind == ".parquet":
         try:
             yield from _parquet_batches(path, columns, plain=plain)
+        except InvalidText as e:
+            raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
         except _READ_ERRORS as e:
             raise BillFormatError(f"cannot read the file: {e}", source=source) from e
         return
@@ -182,7 +190,8 @@ def _parquet_batches(path: Path, columns: list[str], *,
     bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain], pre_buffer=False)
     for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
-        yield pa.table({name: _arrow_strings(batch.column(name)) for name in columns}), rows
+        yield pa.table({name: _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))
+                        for name in columns}), rows
         first_row += batch.num_rows
 
 
@@ -206,7 +215,13 @@ def _csv_options(path: Path) -> dict[str, object]:
 
 
 def _csv_header(path: Path) -> list[str]:
-    return [str(name) for name in pd.read_csv(path, nrows=0, **_csv_options(path)).columns]
+    # The names as written: pandas would rename a repeated name (`cost`, `cost.1`) and hide the repetition.
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as file:
+        header = next((row for row in csv.reader(file) if row), None)
+    if header is None:
+        raise ValueError("the file is empty: no header row")
+    return header
 
 
 def _csv_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
@@ -230,8 +245,43 @@ def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     first_row = 1
     for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         index = pd.RangeIndex(first_row, first_row + batch.num_rows)
-        yield pd.DataFrame({name: _arrow_text(batch.column(name), index) for name in columns}, index=index)
+        yield pd.DataFrame({name: _arrow_text(_utf8(batch.column(name), column=name, first_row=first_row), index)
+                            for name in columns}, index=index)
         first_row += batch.num_rows
+
+
+class InvalidText(ValueError):
+    """A Parquet text cell that is not UTF-8."""
+
+    def __init__(self, *, column: str, row: int) -> None:
+        self.column = column
+        self.row = row
+        super().__init__(f"row {row}, column {column!r}: the text is not valid UTF-8")
+
+
+def _utf8(array: pa.Array, *, column: str, first_row: int) -> pa.Array:
+    """The column, checked: Parquet does not guarantee that its strings are UTF-8, and Arrow would otherwise fail
+    on the first bad one far from the file, as a traceback."""
+    values = array.dictionary if pa.types.is_dictionary(array.type) else array
+    if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
+        return array
+    try:
+        values.validate(full=True)
+    except pa.ArrowInvalid:
+        bad = {position for position, text in enumerate(values.cast(pa.large_binary()).to_pylist())
+               if text is not None and not _decodes(text)}
+        positions = array.indices.to_pylist() if pa.types.is_dictionary(array.type) else range(len(array))
+        row = next(offset for offset, position in enumerate(positions) if position in bad)
+        raise InvalidText(column=column, row=first_row + row) from None
+    return array
+
+
+def _decodes(text: bytes) -> bool:
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _arrow_text(array: pa.Array, index: pd.Index) -> pd.Series:

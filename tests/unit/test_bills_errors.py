@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import zipfile
 from decimal import Decimal
 from pathlib import Path
 
+import openpyxl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from agent.bills import ImportOptions, detect_format, read_bill
+from agent.bills import ImportOptions, detect_format, read_bill, total_bill
 from agent.errors import BillFormatError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
@@ -128,3 +133,74 @@ def test_row_without_any_date_uses_the_requested_period_or_is_rejected(tmp_path)
 def test_invalid_options(options):
     with pytest.raises(BillFormatError):
         read_bill(DATA / "native.csv", options=options)
+
+
+NATIVE_HEADER = ["billingCycle", "loginName", "workspaceName", "apiKeyName", "cz_container_bill", "unblendedCost",
+                 "currency"]
+
+
+@pytest.mark.parametrize("repeated", ["unblendedCost", "billingCycle", "cz_container_bill"])
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".xlsx", ".parquet"])
+def test_a_used_column_named_twice_is_refused_in_every_container(tmp_path, repeated, suffix):
+    header = [*NATIVE_HEADER, repeated]
+    row = ["2026-10", "ops", "ws", "", "mobile", "10", "USD", {"unblendedCost": "99", "billingCycle": "2026-09",
+                                                               "cz_container_bill": "mcmp"}[repeated]]
+    path = write_table(tmp_path / f"bill{suffix}", header, [row])
+    for read in (read_bill, total_bill):
+        with pytest.raises(BillFormatError) as refused:
+            read(path, options=ImportOptions(period="2026-10"))
+        assert str(refused.value) == (f"{path}, column {repeated!r}: the header names this column 2 times (columns "
+                                      f"{NATIVE_HEADER.index(repeated) + 1}, 8): which one to read is ambiguous")
+
+
+def test_a_repeated_column_the_import_does_not_read_is_harmless(tmp_path):
+    path = write_table(tmp_path / "bill.csv", [*NATIVE_HEADER, "note", "note"],
+                       [["2026-10", "ops", "ws", "", "mobile", "10", "USD", "a", "b"]])
+    assert total_bill(path, options=ImportOptions(period="2026-10")).accepted_rows == 1
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_parquet_text_that_is_not_utf8_is_refused_with_its_row_and_column(tmp_path, dictionary):
+    path = tmp_path / "bill.parquet"
+    tags = pa.array(["mobile", "mcmp", "mobile"]).cast(pa.binary()).to_pylist()
+    tags[1] = b"\xff\xfe"
+    columns = {"billingCycle": pa.array(["2026-10"] * 3), "unblendedCost": pa.array(["1", "2", "3"]),
+               "currency": pa.array(["USD"] * 3), "cz_container_bill": _unchecked_strings(tags)}
+    pq.write_table(pa.table(columns), path, use_dictionary=dictionary)
+    for read in (read_bill, total_bill):
+        with pytest.raises(BillFormatError) as refused:
+            read(path, options=ImportOptions(period="2026-10"))
+        assert str(refused.value) == f"{path}, row 2, column 'cz_container_bill': the text is not valid UTF-8"
+
+
+def test_an_xlsx_with_malformed_xml_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "bill.xlsx"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/'
+                         'package/2006/content-types"><Override PartName="/xl/workbook.xml" ContentType="application/'
+                         'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/></Types>')
+        archive.writestr("xl/workbook.xml", '<workbook><sheets><sheet name="a" sheetId="1"')
+    for read in (read_bill, total_bill):
+        with pytest.raises(BillFormatError, match="cannot read the file: unclosed token"):
+            read(path, options=ImportOptions(period="2026-10"))
+
+
+def _unchecked_strings(values: list[bytes]) -> pa.Array:
+    """A string array holding bytes as they are, as a writer that does not check UTF-8 would store them."""
+    binary = pa.array(values, pa.binary())
+    return pa.Array.from_buffers(pa.string(), len(binary), binary.buffers())
+
+
+def write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    """The rows under `header` (names may repeat) in the container the suffix names."""
+    if path.suffix == ".xlsx":
+        workbook = openpyxl.Workbook()
+        for record in [header, *rows]:
+            workbook.active.append(record)
+        workbook.save(path)
+    elif path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_arrays([pa.array(column) for column in zip(*rows)], names=header), path)
+    else:
+        text = "\n".join(",".join(record) for record in [header, *rows]) + "\n"
+        path.write_bytes(gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode())
+    return path
