@@ -6,7 +6,7 @@ import decimal
 import re
 from collections.abc import Hashable, Iterable, Mapping
 from contextlib import AbstractContextManager
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 
 # ISO 4217 currencies whose minor unit is not 2 (everything else has cents).
@@ -21,6 +21,8 @@ _MINOR_UNITS: dict[str, int] = {
 }
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
 AMOUNT_DIGITS = 24
+_AMOUNT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SPECIAL_NUMBER = re.compile(r"[+-]?(?:inf|infinity|s?nan[0-9]*)", re.IGNORECASE)
 
 
 def minor_unit(currency: str) -> int:
@@ -33,13 +35,15 @@ def is_currency_code(text: str) -> bool:
 
 
 def parse_amount(text: str) -> Decimal:
-    """An exact amount from its text (`12.5`, `-0.01`, `5.6E-05`); ValueError if it is not a finite number."""
-    try:
-        amount = Decimal(text.strip())
-    except InvalidOperation as e:
-        raise ValueError(f"not a number: {text!r}") from e
-    if not amount.is_finite():
-        raise ValueError(f"not a finite number: {text!r}")
+    """An exact amount from its text (`12.5`, `-0.01`, `5.6E-05`); ValueError if it is not a finite number
+    written as bills write numbers: ASCII digits, an optional point and exponent. Python's Decimal also reads
+    digit-group underscores (`1_000`) and non-ASCII digits, which no bill writes and which would bill a typo."""
+    written = text.strip()
+    if not _AMOUNT_TEXT.fullmatch(written):
+        if _SPECIAL_NUMBER.fullmatch(written):
+            raise ValueError(f"not a finite number: {text!r}")
+        raise ValueError(f"not a number: {text!r}")
+    amount = Decimal(written)
     # Bounded so that sums and roundings stay exact and small: no bill line is near 10**24 or has 24 decimals.
     if (amount and amount.adjusted() >= AMOUNT_DIGITS) or amount.as_tuple().exponent < -AMOUNT_DIGITS:
         raise ValueError(f"out of range (more than {AMOUNT_DIGITS} digits before or after the point): {text!r}")

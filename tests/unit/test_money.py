@@ -1,7 +1,10 @@
+import re
 from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.core.money import largest_remainder, minor_unit, parse_amount, round_amount
 
@@ -46,3 +49,21 @@ def test_amounts_out_of_range_are_refused(text):
 def test_amounts_at_the_edge_of_the_range_are_exact():
     assert parse_amount("9" * 24) == Decimal("9" * 24)
     assert parse_amount("0." + "0" * 23 + "1") == Decimal("1E-24")
+
+
+@pytest.mark.parametrize("text", ["1_000", "1_000.50", "١٢", "١٢.٥", "０", "12\u200b", "1 000", "1,5", "0x10", "1e",
+                                  "--1", ".", "1.2.3"])
+def test_costs_no_bill_writes_are_not_numbers(text):
+    with pytest.raises(ValueError, match="not a number"):
+        parse_amount(text)
+
+
+@given(st.text(st.sampled_from(list("0123456789.eE+-_ \t\xa0١٢０")), max_size=12) | st.text(max_size=12))
+def test_an_amount_is_read_only_from_ascii_digits_point_sign_and_exponent(text):
+    written = re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text.strip(), re.ASCII)
+    try:
+        amount = parse_amount(text)
+    except ValueError:
+        return
+    assert written is not None, f"{text!r} was read as {amount}"
+    assert amount == Decimal(text.strip())
