@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
@@ -144,7 +144,11 @@ class Rules(_Strict):
 
     @model_validator(mode="after")
     def _references_exist(self) -> Rules:
-        problems = [
+        # "" is the company of unallocated cost and the service of the common pool in every report.
+        problems = [f"{section}: a name must not be empty" for section, names in
+                    (("companies", self.companies), ("services", self.services), ("common_groups", self.common_groups))
+                    if "" in {name.strip() for name in names}]
+        problems += [
             f"services.{service}.{company}: unknown company (not in companies)"
             for service, weights in self.services.items()
             for company in weights
@@ -178,21 +182,25 @@ class _DecimalLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     parser when PyYAML has it: a rules file with thousands of services parses in milliseconds."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        """The mapping, refusing a key given twice: YAML would keep the last silently (a second `services:`
-        block would drop the first). Keys merged in with `<<` may be overridden, as YAML means them to be."""
-        first: dict[object, yaml.Mark] = {}
+        """The mapping with its keys as written: every key of the rules is a name, and YAML 1.1 would read the
+        company `no` as false and the service `0123` as 83. A key given twice is refused: YAML would keep the last
+        silently (a second `services:` block would drop the first); keys merged in with `<<` may be overridden,
+        as YAML means them to be."""
+        first: dict[str, yaml.Mark] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, Hashable):
-                continue  # the base constructor refuses it in its own words
-            if key in first:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                        "found a key that is not a name", key_node.start_mark)
+            if key_node.value in first:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping", node.start_mark,
-                    f"found key {key!r} twice (first on line {first[key].line + 1})", key_node.start_mark)
-            first[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
+                    f"found key {key_node.value!r} twice (first on line {first[key_node.value].line + 1})",
+                    key_node.start_mark)
+            first[key_node.value] = key_node.start_mark
+        self.flatten_mapping(node)
+        return {key_node.value: self.construct_object(value_node, deep=deep) for key_node, value_node in node.value}
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
@@ -206,6 +214,14 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decima
 
 
 _DecimalLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+# Booleans as YAML 1.2 spells them (true, false): YAML 1.1 would also read a service or company named no, on,
+# yes or off as a boolean.
+_DecimalLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in _DecimalLoader.yaml_implicit_resolvers.items()
+}
+_DecimalLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                     list("tTfF"))
 
 
 def parse_rules(text: str, *, source: str = "<rules>") -> Rules:

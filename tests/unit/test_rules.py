@@ -1,3 +1,4 @@
+import re
 from decimal import Decimal
 
 import pytest
@@ -88,3 +89,20 @@ def test_a_service_listed_twice_in_a_group_is_refused():
 def test_precision_must_be_a_whole_number_not_a_boolean_or_text(value):
     with pytest.raises(RulesError, match="precision: Input should be a valid integer"):
         parse_rules(BASE + f"precision: {value}\n", source="rules.yaml")
+
+
+def test_names_that_yaml_1_1_reads_as_booleans_or_octal_stay_names():
+    rules = parse_rules("companies: {no: 1, on: 2, 0123: 3}\nservices: {off: {no: 1}, yes: {on: 1}}\n"
+                        "common_groups: {n: [off, yes]}\n")
+    assert list(rules.companies) == ["no", "on", "0123"]
+    assert rules.services == {"off": {"no": Decimal(1)}, "yes": {"on": Decimal(1)}}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("companies: {'': 1, a: 1}", "companies: a name must not be empty"),
+    ("companies: {a: 1}\nservices: {' ': {a: 1}}", "services: a name must not be empty"),
+    ("companies: {[a, b]: 1}", "found a key that is not a name"),
+])
+def test_a_name_that_is_empty_or_not_text_is_refused(text, message):
+    with pytest.raises(RulesError, match=re.escape(message)):
+        parse_rules(text, source="rules.yaml")
