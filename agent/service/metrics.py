@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -294,9 +294,13 @@ class AllocationCollector:
     """Exposes the latest run of each of the last `periods` periods, read from the store at each scrape."""
 
     def __init__(self, *, engine: Engine, job_stats: JobStats, periods: int = 3,
-                 max_series_per_family: int = 10000, split_top: int = 20) -> None:
+                 max_series_per_family: int = 10000, split_top: int = 20,
+                 exposes_runs: Callable[[], bool] = lambda: True) -> None:
         if periods < 1 or max_series_per_family < 1:
             raise ValueError("periods and max_series_per_family must be at least 1")
+        # With several replicas only the leader exposes the store's figures: a dashboard or alert that sums
+        # over pods then counts the bill once. Every replica exposes its own jobs.
+        self._exposes_runs = exposes_runs
         self._engine = engine
         self._job_stats = job_stats
         self._periods = periods
@@ -314,6 +318,8 @@ class AllocationCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield from job_families(self._job_stats)
+        if not self._exposes_runs():
+            return
         try:
             families = self._run_families()
         except StoreError as e:

@@ -344,3 +344,18 @@ def test_exposition_passes_promtool_check_metrics(store, tmp_path):
         assert b"cz_allocation_cost{" in exposition
         checked = promtool_check(exposition)
         assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_follower_exposes_its_jobs_but_not_the_store_figures_so_replicas_count_the_bill_once(store):
+    leading = [False]
+    stats = JobStats()
+    stats.record("import", outcome="success", duration_seconds=0.5, finished_at=1_790_000_000.0)
+    registry = CollectorRegistry()
+    registry.register(AllocationCollector(engine=open_store(store.url), job_stats=stats,
+                                          exposes_runs=lambda: leading[0]))
+    follower = {family.name for family in registry.collect()}
+    assert follower == {"cz_agent_runs", "cz_agent_last_success_timestamp_seconds", "cz_agent_run_duration_seconds"}
+    leading[0] = True
+    leader = {family.name for family in registry.collect()}
+    assert {"cz_allocation_cost", "cz_bill_total_cost", "cz_agent_store_up"} <= leader
+    assert samples(registry, "cz_bill_total_cost") == samples(registry_for(store.url), "cz_bill_total_cost")
