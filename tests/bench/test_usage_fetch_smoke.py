@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.fixtures_prom import ensure_prometheus
+from tests.support.fixtures_prom import ensure_prometheus
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "usage_fetch.py"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.tools import CHART, ChartTools
-from tests.integration.fixtures_live import BILL
-from tests.integration.fixtures_prom import running_prometheus
+from tests.support.fixtures_live import BILL
+from tests.support.fixtures_prom import running_prometheus
 # `agent` is test_serve's fixture: a real `cz-agent serve` using the backfilled Prometheus and the API server.
 from tests.integration.test_serve import Agent, agent, drop_bill, http_get, wait_for  # noqa: F401
 

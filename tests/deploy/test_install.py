@@ -15,8 +15,8 @@ from kubernetes.client.exceptions import ApiException
 
 from agent.sources.kube import namespace_services
 from tests.deploy.tools import ALL_ON_VALUES, CHART, ChartTools
-from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
-from tests.integration.fixtures_live import delete_namespace
+from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
+from tests.support.fixtures_live import delete_namespace
 
 OPTIONAL_KINDS = {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
 CRD_ESTABLISHED_SECONDS = 30

@@ -15,8 +15,8 @@ from agent.errors import KubernetesError
 from agent.service.leader import LeaderElector, LeaseLock, LeaseTiming
 from agent.sources.kube import _configuration as kube_configuration
 from tests.deploy.tools import ALL_ON_VALUES, CHART, ChartTools
-from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
-from tests.integration.fixtures_live import delete_namespace
+from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
+from tests.support.fixtures_live import delete_namespace
 
 TWO_REPLICAS_VALUES = CHART / "ci" / "two-replicas-values.yaml"
 LEASE = "cz-agent-leader"

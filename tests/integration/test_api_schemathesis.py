@@ -23,7 +23,7 @@ from agent.cli import main
 from agent.service.api import MAX_QUERY_BYTES, create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import open_store
-from tests.integration.fixtures_prom import _free_port
+from tests.support.fixtures_prom import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "demo"

@@ -25,7 +25,7 @@ from agent.cli import main
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import list_runs, load_run, open_store
-from tests.integration.fixtures_pg import PostgresServer
+from tests.support.fixtures_pg import PostgresServer
 
 KILLS = 20
 PERIOD = "2026-10"

@@ -22,11 +22,11 @@ import yaml
 
 from agent.errors import UsageQueryError
 from agent.sources.prom import PrometheusTarget, query_usage
-from tests.integration.faultproxy import HttpFaultProxy, HttpFaults, TcpFaultProxy
-from tests.integration.fixtures_kube import KubeApiServer
-from tests.integration.fixtures_live import BILL, rules_text
-from tests.integration.fixtures_prom import PrometheusServer, _free_port, ensure_prometheus
-from tests.integration.promhistory import MONTH_START
+from tests.support.faultproxy import HttpFaultProxy, HttpFaults, TcpFaultProxy
+from tests.support.fixtures_kube import KubeApiServer
+from tests.support.fixtures_live import BILL, rules_text
+from tests.support.fixtures_prom import PrometheusServer, _free_port, ensure_prometheus
+from tests.support.promhistory import MONTH_START
 from tests.integration.test_serve import Agent, drop_bill, http_get, sample, wait_for
 
 PERIOD = "2026-09"

@@ -16,7 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from agent.errors import KubernetesError
 from agent.sources.kube import namespace_services
-from tests.integration.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig, write_kubeconfig
+from tests.support.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig, write_kubeconfig
 
 T = TypeVar("T")
 

@@ -25,9 +25,9 @@ from kubernetes import client
 from agent.errors import KubernetesError
 from agent.service.leader import LeaderElector, LeaseConflict, LeaseLock, LeaseRecord, LeaseTiming
 from agent.sources.kube import _configuration as kube_configuration
-from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
-from tests.integration.fixtures_live import delete_namespace
-from tests.integration.fixtures_prom import _free_port
+from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
+from tests.support.fixtures_live import delete_namespace
+from tests.support.fixtures_prom import _free_port
 from tests.integration.test_serve import drop_bill, http_get, sample
 
 NAMESPACE = "cz-leader"

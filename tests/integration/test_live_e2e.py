@@ -11,9 +11,9 @@ import pytest
 from kubernetes import client
 
 from agent.cli import main
-from tests.integration.fixtures_kube import KubeApiServer
-from tests.integration.fixtures_live import BILL, LABELLED, delete_namespace, rules_text
-from tests.integration.fixtures_prom import PrometheusServer
+from tests.support.fixtures_kube import KubeApiServer
+from tests.support.fixtures_live import BILL, LABELLED, delete_namespace, rules_text
+from tests.support.fixtures_prom import PrometheusServer
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_a_token_without_namespace_access_is_a_clear_error(prometheus_server: Pr
                                                            kube_apiserver: KubeApiServer, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture):
-    from tests.integration.fixtures_kube import write_kubeconfig
+    from tests.support.fixtures_kube import write_kubeconfig
 
     kubeconfig = write_kubeconfig(tmp_path / "nobody.kubeconfig", url=kube_apiserver.url, token="not-a-real-token",
                                   ca_file=kube_apiserver.ca_file)
@@ -92,7 +92,7 @@ def test_a_token_without_namespace_access_is_a_clear_error(prometheus_server: Pr
 def test_a_service_account_without_namespace_access_is_refused_clearly(
         prometheus_server: PrometheusServer, agent_env: Path, kube_apiserver: KubeApiServer, admin: client.ApiClient,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
-    from tests.integration.fixtures_kube import write_kubeconfig
+    from tests.support.fixtures_kube import write_kubeconfig
 
     core = client.CoreV1Api(admin)
     core.create_namespaced_service_account("cz-agent-e2e", client.V1ServiceAccount(

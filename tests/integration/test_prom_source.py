@@ -20,8 +20,8 @@ from pydantic import SecretStr
 
 from agent.errors import UsageQueryError
 from agent.sources.prom import ClusterUsage, PrometheusTarget, query_usage
-from tests.integration.fixtures_prom import PrometheusServer
-from tests.integration.promhistory import GIB, MIB, MONTH_END, MONTH_START
+from tests.support.fixtures_prom import PrometheusServer
+from tests.support.promhistory import GIB, MIB, MONTH_END, MONTH_START
 
 AFTER_MONTH = MONTH_END + timedelta(days=60)
 EMPTY_VECTOR = {"status": "success", "data": {"resultType": "vector", "result": []}}

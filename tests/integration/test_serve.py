@@ -23,8 +23,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import main
-from tests.integration.fixtures_live import BILL, rules_text
-from tests.integration.fixtures_prom import PrometheusServer, _free_port, scraping_prometheus
+from tests.support.fixtures_live import BILL, rules_text
+from tests.support.fixtures_prom import PrometheusServer, _free_port, scraping_prometheus
 
 WAIT_SECONDS = 60
 

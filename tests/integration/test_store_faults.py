@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.fixtures_pg import PostgresServer, postgres_cluster
-from tests.integration.fixtures_prom import _free_port
+from tests.support.fixtures_pg import PostgresServer, postgres_cluster
+from tests.support.fixtures_prom import _free_port
 from tests.integration.test_serve import Agent, http_get, sample, wait_for
 
 PERIOD = "2026-09"

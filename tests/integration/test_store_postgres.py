@@ -22,7 +22,7 @@ from agent.errors import StoreError
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import SCHEMA_VERSION, list_runs, load_run, open_store, save_run
-from tests.integration.fixtures_pg import PostgresServer
+from tests.support.fixtures_pg import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo"

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import open_store
-from tests.integration.fixtures_prom import _free_port
+from tests.support.fixtures_prom import _free_port
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 SECRETS = {

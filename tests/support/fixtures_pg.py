@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.fixtures_prom import _free_port, _tail
+from tests.support.fixtures_prom import _free_port, _tail
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install-postgres.sh"

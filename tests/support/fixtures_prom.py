@@ -1,4 +1,4 @@
-"""Session fixture: a real Prometheus serving a backfilled month of memory history (tests/integration/promhistory)."""
+"""Session fixture: a real Prometheus serving a backfilled month of memory history (tests/support/promhistory)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.promhistory import MONTH_END, MONTH_START, History, month_history
+from tests.support.promhistory import MONTH_END, MONTH_START, History, month_history
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install-prometheus.sh"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from tests.integration.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig
+from tests.support.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig
 
-# The namespaces of the backfilled history (tests/integration/promhistory.py) and their services.
+# The namespaces of the backfilled history (tests/support/promhistory.py) and their services.
 LABELLED = {"mobile-api": "mobile", "mcmp": "mcmp", "legacy": "legacy-crm", "batch": "reports"}
 BILL = """billingCycle,cz_container_bill,unblendedCost,currency
 2026-09,cz_cluster_prod,1000.00,USD
