@@ -45,10 +45,10 @@ def test_every_variable_and_panel_query_returns_data(agent: Agent, chart_tools: 
     with operator_like_scraper(agent.url.removeprefix("http://"), service_monitor=service_monitor,
                                workdir=tmp_path) as prometheus:
         wait_for(lambda: instant(prometheus, f'cz_bill_total_cost{{period="{PERIOD}"}}'),
-                 what="the scraped bill", log_path=agent.log_path)
+                 what="the scraped bill", logs=agent.log_path)
         # rate() and increase() need a few samples in their window.
         wait_for(lambda: instant(prometheus, "count_over_time(cz_agent_store_up[1m]) >= 3"),
-                 what="three scrapes", log_path=agent.log_path)
+                 what="three scrapes", logs=agent.log_path)
         variables = resolve_variables(prometheus, dashboard["templating"]["list"])
         assert variables["company"] == {"alpha", "beta"}
         # honor_labels kept the metrics' service label: the scrape target's Service name is not offered.

@@ -23,7 +23,7 @@ from agent.cli import main
 from agent.service.api import MAX_QUERY_BYTES, create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import open_store
-from tests.support.fixtures_prom import _free_port
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "demo"
@@ -75,7 +75,7 @@ def test_no_server_error_and_no_schema_violation(api_schema: schemathesis.BaseSc
 @pytest.fixture(scope="module")
 def served(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("served")
-    port = _free_port()
+    port = free_port()
     log_path = directory / "agent.log"
     env = {**os.environ, "CZ_AGENT_STORE_URL": demo_store, "CZ_AGENT_RULES_FILE": str(DEMO / "rules.yaml"),
            "CZ_AGENT_INBOX_DIR": str(directory / "inbox"), "CZ_AGENT_HOST": "127.0.0.1",

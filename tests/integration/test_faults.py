@@ -25,7 +25,9 @@ from agent.sources.prom import PrometheusTarget, query_usage
 from tests.support.faultproxy import HttpFaultProxy, HttpFaults, TcpFaultProxy
 from tests.support.fixtures_kube import KubeApiServer
 from tests.support.fixtures_live import BILL, rules_text
-from tests.support.fixtures_prom import PrometheusServer, _free_port, ensure_prometheus
+from tests.support.fixtures_prom import PrometheusServer, ensure_prometheus
+from tests.support.ports import free_port
+from tests.support.processes import start_logged, stop_process
 from tests.support.promhistory import MONTH_START
 from tests.integration.test_serve import Agent, drop_bill, http_get, sample, wait_for
 
@@ -85,7 +87,7 @@ def rig(prometheus_proxy: HttpFaultProxy, apiserver_proxy: TcpFaultProxy, agent_
         inbox = tmp_path / "inbox"
         drop_bill(inbox, BILL)
         wait_for(lambda: sample(agent.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD") == GOOD_TOTAL,
-                 what="the first good run", log_path=agent.log_path)
+                 what="the first good run", logs=agent.log_path)
         served = http_get(f"{agent.url}/api/v1/allocations?period={PERIOD}&format=csv")
         yield Rig(agent=agent, inbox=inbox, prometheus=prometheus_proxy, apiserver=apiserver_proxy, served=served)
 
@@ -104,7 +106,7 @@ def running_agent(tmp_path: Path, *, prometheus_url: str, kubeconfig: Path) -> I
     (tmp_path / "inbox").mkdir()
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text(prometheus_url))
-    port = _free_port()
+    port = free_port()
     store = f"sqlite:///{tmp_path / 'runs.db'}"
     env = {**os.environ, "CZ_AGENT_STORE_URL": store, "CZ_AGENT_RULES_FILE": str(rules),
            "CZ_AGENT_INBOX_DIR": str(tmp_path / "inbox"), "CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(port),
@@ -118,7 +120,7 @@ def running_agent(tmp_path: Path, *, prometheus_url: str, kubeconfig: Path) -> I
                                    stderr=subprocess.STDOUT)
     agent = Agent(f"http://127.0.0.1:{port}", store, log_path, process)
     try:
-        wait_for(lambda: http_get(f"{agent.url}/readyz"), what="/readyz", log_path=log_path)
+        wait_for(lambda: http_get(f"{agent.url}/readyz"), what="/readyz", logs=log_path)
         yield agent
     finally:
         process.kill()
@@ -143,7 +145,7 @@ def fail_then_recover(rig: Rig, *, inject: Callable[[], None], clear: Callable[[
     try:
         drop_bill(rig.inbox, RESTATED_BILL)
         wait_for(lambda: rig.agent.runs("allocate", "failure") > failures, what="a failed allocation",
-                 log_path=rig.agent.log_path)
+                 logs=rig.agent.log_path)
         # The failure counter and the duration are recorded together: this is a failed run's duration.
         duration = sample(rig.agent.metrics(), "cz_agent_run_duration_seconds", job="allocate")
         assert rig.allocations() == rig.served
@@ -153,7 +155,7 @@ def fail_then_recover(rig: Rig, *, inject: Callable[[], None], clear: Callable[[
     finally:
         clear()
     wait_for(lambda: rig.total() == RESTATED_TOTAL, what="recovery once the fault is gone",
-             log_path=rig.agent.log_path)
+             logs=rig.agent.log_path)
     assert len(rig.stored_runs()) == len(runs_before) + 1
     assert entry["level"] == "error" and "exception" not in entry and "\n" not in entry["message"]
     return Failure(entry=entry, duration_seconds=duration)
@@ -257,7 +259,7 @@ def test_prometheus_missing_days_completes_with_a_stated_coverage_warning(rig: R
     logged_before = len(rig.log())
     rig.prometheus.set_faults(HttpFaults(rewrite=empty_before(day=11)))
     drop_bill(rig.inbox, RESTATED_BILL)
-    wait_for(lambda: rig.total() == RESTATED_TOTAL, what="the run on partial data", log_path=rig.agent.log_path)
+    wait_for(lambda: rig.total() == RESTATED_TOTAL, what="the run on partial data", logs=rig.agent.log_path)
 
     metrics = rig.agent.metrics()
     assert sample(metrics, "cz_usage_coverage_ratio", period=PERIOD, cluster="prod") == pytest.approx(20 / 30)
@@ -326,20 +328,17 @@ def tls_prometheus(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (directory / "prometheus.yml").write_text("global:\n  scrape_interval: 1m\nscrape_configs: []\n")
     (directory / "web.yml").write_text(yaml.safe_dump(
         {"tls_server_config": {"cert_file": str(pki.cert), "key_file": str(pki.key)}}))
-    port = _free_port()
+    port = free_port()
     log_path = directory / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([prometheus, f"--config.file={directory / 'prometheus.yml'}",
-                                    f"--web.config.file={directory / 'web.yml'}",
-                                    f"--storage.tsdb.path={directory / 'data'}",
-                                    f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    process = start_logged([prometheus, f"--config.file={directory / 'prometheus.yml'}",
+                            f"--web.config.file={directory / 'web.yml'}", f"--storage.tsdb.path={directory / 'data'}",
+                            f"--web.listen-address=127.0.0.1:{port}"], log_path=log_path)
     url = f"https://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _https_ready(url, ca=pki.ca), what="the TLS Prometheus", log_path=log_path)
+        wait_for(lambda: _https_ready(url, ca=pki.ca), what="the TLS Prometheus", process=process, logs=log_path)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process, timeout=30)
 
 
 def _https_ready(url: str, *, ca: Path) -> bool:

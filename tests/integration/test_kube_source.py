@@ -8,7 +8,6 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from kubernetes import client, config
@@ -17,8 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from agent.errors import KubernetesError
 from agent.sources.kube import namespace_services
 from tests.support.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig, write_kubeconfig
-
-T = TypeVar("T")
+from tests.support.waiting import wait_for
 
 # A fresh prefix per run: a real cluster may keep namespaces of earlier runs (or never finish deleting
 # them, as with the bare apiserver, which has no namespace controller).
@@ -116,7 +114,8 @@ def test_namespace_reader_service_account_suffices_and_cannot_read_secrets(
     namespace = create_namespace(f"{PREFIX}-reader-sees", {"cz_container_bill": "allocation-agent"})
 
     # RBAC reaches the authorizer's cache a moment after the binding is created.
-    services = _eventually(lambda: namespace_services(kubeconfig=reader_kubeconfig))
+    services = wait_for(lambda: namespace_services(kubeconfig=reader_kubeconfig), what="the reader's namespaces",
+                        timeout=10, interval=0.2, ignoring=(KubernetesError,))
 
     assert services[namespace] == "allocation-agent"
     reader = config.new_client_from_config(config_file=str(reader_kubeconfig))
@@ -148,17 +147,6 @@ def test_missing_kubeconfig_names_the_file(tmp_path: Path) -> None:
 
     with pytest.raises(KubernetesError, match=re.escape(str(missing))):
         namespace_services(kubeconfig=missing)
-
-
-def _eventually(attempt: Callable[[], T], *, timeout: float = 10) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return attempt()
-        except KubernetesError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _under(prefix: str, services: dict[str, str | None]) -> dict[str, str | None]:

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,10 @@ from agent.service.leader import LeaderElector, LeaseConflict, LeaseLock, LeaseR
 from agent.sources.kube import _configuration as kube_configuration
 from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.support.fixtures_live import delete_namespace
-from tests.support.fixtures_prom import _free_port
+from tests.support.ports import free_port
 from tests.integration.test_serve import drop_bill, http_get, sample
+from tests.support import waiting
+from tests.support.waiting import WAIT_SECONDS
 
 NAMESPACE = "cz-leader"
 LEASE = "cz-allocation-agent"
@@ -36,7 +39,6 @@ LEASE = "cz-allocation-agent"
 TIMING = LeaseTiming(lease_duration=4, renew_deadline=3, retry_period=0.5)
 REPLICA_TIMING = LeaseTiming(lease_duration=6, renew_deadline=4, retry_period=1)
 # On a loaded 2-core machine a process may stall for a while: deadlines are generous, bounds are measured.
-WAIT_SECONDS = 60
 SLACK_SECONDS = 3
 ROUNDS = 5
 BILL = """billingCycle,cz_container_bill,unblendedCost,currency
@@ -46,19 +48,8 @@ BILL = """billingCycle,cz_container_bill,unblendedCost,currency
 RULES = "companies: {alpha: 60, beta: 40}\nservices:\n  mobile: {alpha: 1}\n"
 
 
-def wait_for(condition: Callable[[], object], *, what: str, timeout: float = WAIT_SECONDS,
-             logs: tuple[Path, ...] = ()) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except OSError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.05)
-    tails = "\n".join(f"--- {path.name}\n{path.read_text()[-3000:]}" for path in logs)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}", pytrace=False)
+# The takeover times are measured from when wait_for returns: poll often.
+wait_for = partial(waiting.wait_for, interval=0.05)
 
 
 # ------------------------------------------------------------------------------- the candidates' identity
@@ -388,7 +379,7 @@ def two_replicas(coordination: client.CoordinationV1Api, candidate_kubeconfig: P
 
 
 def start_replica(identity: str, *, tmp_path: Path, store: str, rules: Path, inbox: Path, kubeconfig: Path) -> Replica:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CZ_AGENT_STORE_URL": store, "CZ_AGENT_RULES_FILE": str(rules),
            "CZ_AGENT_INBOX_DIR": str(inbox), "CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(port),
            "CZ_AGENT_INBOX_POLL_SECONDS": "1", "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2",

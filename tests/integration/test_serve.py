@@ -11,11 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,27 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import main
 from tests.support.fixtures_live import BILL, rules_text
-from tests.support.fixtures_prom import PrometheusServer, _free_port, scraping_prometheus
-
-WAIT_SECONDS = 60
-
+from tests.support.fixtures_prom import PrometheusServer, scraping_prometheus
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
 
 def http_get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
-
-
-def wait_for(condition: Callable[[], object], *, what: str, log_path: Path) -> object:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except (urllib.error.URLError, OSError):
-            result = None
-        if result:
-            return result
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}; agent log tail:\n{log_path.read_text()[-4000:]}")
 
 
 def sample(metrics_text: str, name: str, **labels: str) -> float | None:
@@ -72,7 +57,7 @@ def agent(prometheus_server: PrometheusServer, agent_kubeconfig: Path, tmp_path:
     inbox.mkdir()
     rules = tmp_path / "rules.yaml"
     rules.write_text(rules_text(prometheus_server.url))
-    port = _free_port()
+    port = free_port()
     store = f"sqlite:///{tmp_path / 'runs.db'}"
     env = {**os.environ, "CZ_AGENT_STORE_URL": store, "CZ_AGENT_RULES_FILE": str(rules),
            "CZ_AGENT_INBOX_DIR": str(inbox), "CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(port),
@@ -85,7 +70,7 @@ def agent(prometheus_server: PrometheusServer, agent_kubeconfig: Path, tmp_path:
                                    stderr=subprocess.STDOUT)
     running = Agent(f"http://127.0.0.1:{port}", store, log_path, process)
     try:
-        wait_for(lambda: http_get(f"{running.url}/readyz"), what="/readyz", log_path=log_path)
+        wait_for(lambda: http_get(f"{running.url}/readyz"), what="/readyz", logs=log_path)
         yield running
     finally:
         if process.poll() is None:
@@ -113,7 +98,7 @@ def test_serve_allocates_dropped_bills_and_keeps_serving_through_a_source_failur
     assert sample(agent.metrics(), "cz_allocation_cost") is None
     drop_bill(inbox, BILL)
     wait_for(lambda: sample(agent.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD"),
-             what="the bill's metrics", log_path=agent.log_path)
+             what="the bill's metrics", logs=agent.log_path)
     served = http_get(f"{agent.url}/api/v1/allocations?period=2026-09&format=csv")
 
     exported = tmp_path / "report.csv"
@@ -126,7 +111,7 @@ def test_serve_allocates_dropped_bills_and_keeps_serving_through_a_source_failur
     with scraping_prometheus(agent.url.removeprefix("http://"), workdir=tmp_path) as scraper:
         query = urllib.parse.quote('sum by (company) (cz_allocation_cost{period="2026-09"})')
         result = wait_for(lambda: json.loads(http_get(f"{scraper}/api/v1/query?query={query}"))["data"]["result"],
-                          what="the scraped allocation", log_path=agent.log_path)
+                          what="the scraped allocation", logs=agent.log_path)
         scraped = {r["metric"]["company"]: float(r["value"][1]) for r in result}
     assert scraped.keys() == totals.keys()
     for company, amount in totals.items():
@@ -137,13 +122,13 @@ def test_serve_allocates_dropped_bills_and_keeps_serving_through_a_source_failur
     try:
         drop_bill(inbox, BILL + "2026-09,mobile,10.00,USD\n")
         wait_for(lambda: agent.runs("allocate", "failure") > failures, what="a failed allocation",
-                 log_path=agent.log_path)
+                 logs=agent.log_path)
         assert http_get(f"{agent.url}/api/v1/allocations?period=2026-09&format=csv") == served
         assert sample(agent.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 1323.33
     finally:
         prometheus_server.start()
     wait_for(lambda: sample(agent.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 1333.33,
-             what="recovery after Prometheus came back", log_path=agent.log_path)
+             what="recovery after Prometheus came back", logs=agent.log_path)
     assert agent.runs("allocate", "success") >= 2
 
     agent.process.send_signal(signal.SIGTERM)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fixtures_pg import PostgresServer, postgres_cluster
-from tests.support.fixtures_prom import _free_port
+from tests.support.ports import free_port
 from tests.integration.test_serve import Agent, http_get, sample, wait_for
 
 PERIOD = "2026-09"
@@ -35,7 +35,7 @@ def serving_agent(store_url: str, workdir: Path) -> Iterator[Agent]:
     inbox.mkdir()
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CZ_AGENT_STORE_URL": store_url, "CZ_AGENT_RULES_FILE": str(rules),
            "CZ_AGENT_INBOX_DIR": str(inbox), "CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(port),
            "CZ_AGENT_INBOX_POLL_SECONDS": "1", "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2",
@@ -46,7 +46,7 @@ def serving_agent(store_url: str, workdir: Path) -> Iterator[Agent]:
                                    stderr=subprocess.STDOUT)
     agent = Agent(f"http://127.0.0.1:{port}", store_url, log_path, process)
     try:
-        wait_for(lambda: http_get(f"{agent.url}/readyz"), what="/readyz", log_path=log_path)
+        wait_for(lambda: http_get(f"{agent.url}/readyz"), what="/readyz", logs=log_path)
         yield agent
     finally:
         process.kill()
@@ -74,15 +74,15 @@ def served_report(agent: Agent) -> str:
 
 def first_good_run(agent: Agent) -> str:
     drop_bill(agent, FIRST_BILL)
-    wait_for(lambda: bill_total(agent) == 133.33, what="the first run's metrics", log_path=agent.log_path)
+    wait_for(lambda: bill_total(agent) == 133.33, what="the first run's metrics", logs=agent.log_path)
     return served_report(agent)
 
 
 def wait_for_failure(agent: Agent, *, before: float, reason: str) -> None:
     """The failure counter rises and the log names `reason` in an error entry."""
-    wait_for(lambda: failures(agent) > before, what="a failed run", log_path=agent.log_path)
+    wait_for(lambda: failures(agent) > before, what="a failed run", logs=agent.log_path)
     wait_for(lambda: any(reason in json.dumps(entry) for entry in logged_errors(agent)),
-             what=f"an error naming {reason!r} in the log", log_path=agent.log_path)
+             what=f"an error naming {reason!r} in the log", logs=agent.log_path)
 
 
 def logged_errors(agent: Agent) -> list[dict]:
@@ -92,7 +92,7 @@ def logged_errors(agent: Agent) -> list[dict]:
 
 
 def wait_for_recovery(agent: Agent) -> None:
-    wait_for(lambda: bill_total(agent) == 143.33, what="the run after the fault was gone", log_path=agent.log_path)
+    wait_for(lambda: bill_total(agent) == 143.33, what="the run after the fault was gone", logs=agent.log_path)
     assert served_report(agent) != ""
 
 
@@ -110,7 +110,7 @@ def test_postgres_stopped_then_restarted(tmp_path: Path):
                 assert failures(agent) > before
             finally:
                 server.start()
-            wait_for(lambda: served_report(agent), what="the API after the restart", log_path=agent.log_path)
+            wait_for(lambda: served_report(agent), what="the API after the restart", logs=agent.log_path)
             assert sample(agent.metrics(), "cz_agent_store_up") == 1
             wait_for_recovery(agent)
             assert served_report(agent) != served

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +18,14 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from tests.support.logs import last_lines
+from tests.support.ports import free_port
+from tests.support.processes import start_logged, stop_process
+from tests.support.waiting import wait_for
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTERNAL_KUBECONFIG_ENV = "CZ_AGENT_TEST_KUBECONFIG"
 KUBE_BIN_ENV = "CZ_AGENT_KUBE_BIN"
-LOG_TAIL_LINES = 40
 
 
 @dataclass(frozen=True)
@@ -108,15 +110,15 @@ def _kube_bin_dir() -> Path:
     built = subprocess.run([str(REPO_ROOT / "scripts" / "kube-binaries.sh")], capture_output=True, text=True,
                            check=False)
     if built.returncode != 0:
-        pytest.fail(f"scripts/kube-binaries.sh failed ({built.returncode}):\n{_last_lines(built.stderr)}",
+        pytest.fail(f"scripts/kube-binaries.sh failed ({built.returncode}):\n{last_lines(built.stderr)}",
                     pytrace=False)
     return Path(built.stdout.strip())
 
 
 @contextmanager
 def _etcd(binary: Path, *, workdir: Path) -> Iterator[str]:
-    client_url = f"http://127.0.0.1:{_free_port()}"
-    peer_url = f"http://127.0.0.1:{_free_port()}"
+    client_url = f"http://127.0.0.1:{free_port()}"
+    peer_url = f"http://127.0.0.1:{free_port()}"
     command = [
         str(binary), "--name=test", f"--data-dir={workdir / 'etcd-data'}",
         f"--listen-client-urls={client_url}", f"--advertise-client-urls={client_url}",
@@ -126,13 +128,14 @@ def _etcd(binary: Path, *, workdir: Path) -> Iterator[str]:
     ]
     log_path = workdir / "etcd.log"
     with _process(command, log_path=log_path) as process:
-        _wait_until(lambda: _http_ok(f"{client_url}/health"), process=process, log_path=log_path, timeout=30)
+        wait_for(lambda: _http_ok(f"{client_url}/health"), what="etcd to be healthy", timeout=30, interval=0.25,
+                 process=process, logs=log_path)
         yield client_url
 
 
 @contextmanager
 def _apiserver(binary: Path, *, etcd_url: str, workdir: Path) -> Iterator[KubeApiServer]:
-    port = _free_port()
+    port = free_port()
     url = f"https://127.0.0.1:{port}"
     token = secrets.token_hex(16)
     cert_dir = workdir / "apiserver-certs"
@@ -151,8 +154,8 @@ def _apiserver(binary: Path, *, etcd_url: str, workdir: Path) -> Iterator[KubeAp
     # The apiserver writes a self-signed serving certificate (with its CA) here at start-up.
     ca_file = cert_dir / "apiserver.crt"
     with _process(command, log_path=log_path) as process:
-        _wait_until(lambda: _http_ok(f"{url}/readyz", token=token, ca_file=ca_file),
-                    process=process, log_path=log_path, timeout=120)
+        wait_for(lambda: _http_ok(f"{url}/readyz", token=token, ca_file=ca_file), what="kube-apiserver to be ready",
+                 timeout=120, interval=0.25, process=process, logs=log_path)
         kubeconfig = write_kubeconfig(workdir / "admin.kubeconfig", url=url, token=token, ca_file=ca_file)
         yield KubeApiServer(kubeconfig=kubeconfig, url=url, token=token, ca_file=ca_file)
 
@@ -172,31 +175,11 @@ def _service_account_key(workdir: Path) -> Path:
 
 @contextmanager
 def _process(command: list[str], *, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    process = start_logged(command, log_path=log_path)
     try:
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_until(ready: Callable[[], bool], *, process: subprocess.Popen[bytes], log_path: Path,
-                timeout: float) -> None:
-    """Fail (never skip) with the log tail when the process dies or is not ready in time."""
-    name = Path(str(process.args[0])).name
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{name} exited with {process.returncode}:\n{_log_tail(log_path)}", pytrace=False)
-        if ready():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"{name} not ready after {timeout:.0f} s:\n{_log_tail(log_path)}", pytrace=False)
+        stop_process(process)
 
 
 def _http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None) -> bool:
@@ -209,17 +192,3 @@ def _http_ok(url: str, *, token: str | None = None, ca_file: Path | None = None)
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _log_tail(log_path: Path) -> str:
-    return _last_lines(log_path.read_text(encoding="utf-8", errors="replace"))
-
-
-def _last_lines(text: str) -> str:
-    return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])

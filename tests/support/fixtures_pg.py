@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.support.fixtures_prom import _free_port, _tail
+from tests.support.logs import tail
+from tests.support.ports import free_port
+from tests.support.processes import start_logged, stop_process
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install-postgres.sh"
@@ -43,21 +45,14 @@ class PostgresServer:
         return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={database} connect_timeout=5"
 
     def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                            **_as_user(self.run_as))
+        self.process = start_logged(self.command, log_path=self.log_path, append=True, **_as_user(self.run_as))
         self._wait_until_accepting()
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT): open sessions are ended, as when an operator stops the database."""
         if self.process is None:
             return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, sig=signal.SIGINT, timeout=30)
         self.process = None
 
     def create_database(self) -> str:
@@ -68,19 +63,20 @@ class PostgresServer:
         return self.url(name)
 
     def _wait_until_accepting(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                break
-            try:
-                with psycopg.connect(self.conninfo()) as connection:
-                    connection.execute("SELECT 1")
-                return
-            except psycopg.OperationalError:
-                time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"PostgreSQL on port {self.port} did not accept connections within {READY_TIMEOUT_SECONDS}s; "
-                    f"log tail:\n{_tail(self.log_path)}")
+        try:
+            wait_for(self._accepts, what=f"PostgreSQL on port {self.port} to accept connections",
+                     timeout=READY_TIMEOUT_SECONDS, interval=0.2, process=self.process, logs=self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _accepts(self) -> bool:
+        try:
+            with psycopg.connect(self.conninfo()) as connection:
+                connection.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            return False
 
 
 @contextmanager
@@ -97,7 +93,7 @@ def postgres_cluster() -> Iterator[PostgresServer]:
             for path in (workdir, socket_dir):
                 os.chown(path, run_as.pw_uid, run_as.pw_gid)
         _initdb(bin_dir, data_dir=data_dir, run_as=run_as, log_path=workdir / "initdb.log")
-        port = _free_port()
+        port = free_port()
         server = PostgresServer(
             command=[str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port), "-k", str(socket_dir),
                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"],
@@ -156,4 +152,4 @@ def _initdb(bin_dir: Path, *, data_dir: Path, run_as: pwd.struct_passwd | None, 
         result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=data_dir.parent,
                                 **_as_user(run_as))
     if result.returncode != 0:
-        pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{_tail(log_path)}")
+        pytest.fail(f"{' '.join(command)} failed ({result.returncode}):\n{tail(log_path)}")

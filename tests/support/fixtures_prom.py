@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+from tests.support.processes import start_logged, stop_process
 from tests.support.promhistory import MONTH_END, MONTH_START, History, month_history
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install-prometheus.sh"
@@ -44,34 +45,25 @@ class PrometheusServer:
         return self.history.expected(cluster=cluster, basis=basis, start=self.month_start, end=self.month_end)
 
     def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        self.process = start_logged(self.command, log_path=self.log_path, append=True)
         self._wait_until_serving()
 
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def _wait_until_serving(self) -> None:
         # Ready is not enough: the backfilled blocks must answer a query at a time inside the month.
         probe = f"{self.url}/api/v1/query?query=count(container_memory_working_set_bytes)&time={_mid_month()}"
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                break
-            if _answers(f"{self.url}/-/ready") and _has_result(probe):
-                return
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"Prometheus at {self.url} did not serve the backfilled data within {READY_TIMEOUT_SECONDS}s; "
-                    f"log tail:\n{_tail(self.log_path)}")
+        try:
+            wait_for(lambda: _answers(f"{self.url}/-/ready") and _has_result(probe),
+                     what=f"Prometheus at {self.url} to serve the backfilled data", timeout=READY_TIMEOUT_SECONDS,
+                     interval=0.2, process=self.process, logs=self.log_path)
+        except BaseException:
+            self.stop()
+            raise
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +75,7 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
     backfill(history, promtool=promtool, workdir=workdir, data_dir=data_dir)
     config = workdir / "prometheus.yml"
     config.write_text(CONFIG)
-    port = _free_port()
+    port = free_port()
     server = PrometheusServer(
         url=f"http://127.0.0.1:{port}",
         history=history,
@@ -125,12 +117,6 @@ def backfill(history: History, *, promtool: str, workdir: Path, data_dir: Path) 
     openmetrics.unlink()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _mid_month() -> int:
     return int((MONTH_START + (MONTH_END - MONTH_START) / 2).timestamp())
 
@@ -151,10 +137,6 @@ def _has_result(url: str) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
-
-
 @contextmanager
 def scraping_prometheus(target: str, *, workdir: Path) -> Iterator[str]:
     """A second Prometheus that scrapes `target` (host:port) every second; yields its URL."""
@@ -171,19 +153,14 @@ def running_prometheus(scrape_configs: list[dict], *, workdir: Path, name: str) 
     config = workdir / f"{name}.yml"
     config.write_text(json.dumps({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
                                   "scrape_configs": scrape_configs}))
-    port = _free_port()
+    port = free_port()
     log_path = workdir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / name}",
-                                    f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    process = start_logged([prometheus, f"--config.file={config}", f"--storage.tsdb.path={workdir / name}",
+                            f"--web.listen-address=127.0.0.1:{port}"], log_path=log_path, append=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while not _answers(f"{url}/-/ready"):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Prometheus {name} did not start; log tail:\n{_tail(log_path)}")
-            time.sleep(0.2)
+        wait_for(lambda: _answers(f"{url}/-/ready"), what=f"Prometheus {name} to start", timeout=READY_TIMEOUT_SECONDS,
+                 interval=0.2, process=process, logs=log_path)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        stop_process(process)

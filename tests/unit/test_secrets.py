@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import open_store
-from tests.support.fixtures_prom import _free_port
+from tests.support.ports import free_port
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 SECRETS = {
@@ -41,7 +41,7 @@ def run_agent(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Com
 
 def secret_environment(tmp_path: Path) -> dict[str, str]:
     """Every credential set, each pointing at a closed port so that the runs fail on them."""
-    closed = _free_port()
+    closed = free_port()
     token_file = tmp_path / "prom-token"
     token_file.write_text(SECRETS["prometheus_bearer"])
     kubeconfig = tmp_path / "kubeconfig"
@@ -65,7 +65,7 @@ def secret_environment(tmp_path: Path) -> dict[str, str]:
             "CZ_AGENT_PROMETHEUS_BEARER_TOKEN_FILE": str(token_file), "CZ_AGENT_PROMETHEUS_USERNAME": "agent",
             "CZ_AGENT_PROMETHEUS_PASSWORD": SECRETS["prometheus_password"], "CZ_AGENT_PROMETHEUS_RETRIES": "0",
             "CZ_AGENT_PROMETHEUS_TIMEOUT_SECONDS": "5", "CZ_AGENT_KUBE_TIMEOUT_SECONDS": "5",
-            "CZ_AGENT_PORT": str(_free_port()), "CZ_AGENT_HOST": "127.0.0.1"}
+            "CZ_AGENT_PORT": str(free_port()), "CZ_AGENT_HOST": "127.0.0.1"}
 
 
 def test_failing_live_runs_log_no_secret_even_at_debug(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_failing_live_runs_log_no_secret_even_at_debug(tmp_path: Path) -> None:
 
 def test_a_store_url_password_stays_out_of_errors_and_logs(tmp_path: Path) -> None:
     env = secret_environment(tmp_path)
-    env["CZ_AGENT_STORE_URL"] = f"postgresql+psycopg://agent:{SECRETS['store_password']}@127.0.0.1:{_free_port()}/runs"
+    env["CZ_AGENT_STORE_URL"] = f"postgresql+psycopg://agent:{SECRETS['store_password']}@127.0.0.1:{free_port()}/runs"
     for args in (["runs"], ["serve", "--once"]):
         result = run_agent(args, env, tmp_path)
         assert result.returncode != 0, args
