@@ -18,8 +18,9 @@ import pytest
 from tests.deploy.tools import CHART, ChartTools
 from tests.support.fixtures_live import BILL
 from tests.support.fixtures_prom import running_prometheus
-# `agent` is test_serve's fixture: a real `cz-agent serve` using the backfilled Prometheus and the API server.
-from tests.integration.test_serve import Agent, agent, drop_bill, http_get, wait_for  # noqa: F401
+from tests.support.http import http_get
+from tests.support.served import ServedAgent, drop_bill
+from tests.support.waiting import wait_for
 
 DASHBOARD = CHART / "dashboards" / "cost-allocation.json"
 PERIOD = "2026-09"
@@ -37,7 +38,8 @@ def test_dashboard_passes_the_linter(chart_tools: ChartTools):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_variable_and_panel_query_returns_data(agent: Agent, chart_tools: ChartTools, tmp_path: Path):  # noqa: F811
+# `agent` (tests/support/fixtures_live.py): a real `cz-agent serve` on the backfilled Prometheus and the API server.
+def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_tools: ChartTools, tmp_path: Path):
     dashboard = json.loads(DASHBOARD.read_text())
     (service_monitor,) = chart_tools.render("--set", "serviceMonitor.enabled=true",
                                             "--show-only", "templates/servicemonitor.yaml")

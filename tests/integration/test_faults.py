@@ -6,13 +6,10 @@ failure, and the next scheduled run recovers by itself once the fault is gone.""
 from __future__ import annotations
 
 import json
-import os
 import ssl
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -24,12 +21,14 @@ from agent.errors import UsageQueryError
 from agent.sources.prom import PrometheusTarget, query_usage
 from tests.support.faultproxy import HttpFaultProxy, HttpFaults, TcpFaultProxy
 from tests.support.fixtures_kube import KubeApiServer
-from tests.support.fixtures_live import BILL, rules_text
+from tests.support.fixtures_live import BILL, live_agent_settings
 from tests.support.fixtures_prom import PrometheusServer, ensure_prometheus
 from tests.support.ports import free_port
 from tests.support.processes import start_logged, stop_process
+from tests.support.http import http_get, sample
 from tests.support.promhistory import MONTH_START
-from tests.integration.test_serve import Agent, drop_bill, http_get, sample, wait_for
+from tests.support.served import ServedAgent, drop_bill, served_agent
+from tests.support.waiting import wait_for
 
 PERIOD = "2026-09"
 GOOD_TOTAL = 1323.33
@@ -46,7 +45,7 @@ SLACK_SECONDS = 15
 class Rig:
     """A running agent whose usage sources sit behind fault proxies, with its first good run served."""
 
-    agent: Agent
+    agent: ServedAgent
     inbox: Path
     prometheus: HttpFaultProxy
     apiserver: TcpFaultProxy
@@ -62,7 +61,7 @@ class Rig:
         return json.loads(http_get(f"{self.agent.url}/api/v1/runs"))["runs"]
 
     def log(self) -> list[dict]:
-        return [json.loads(line) for line in self.agent.log_path.read_text().splitlines() if line.startswith("{")]
+        return self.agent.log_entries()
 
 
 @pytest.fixture
@@ -83,8 +82,12 @@ def apiserver_proxy(kube_apiserver: KubeApiServer) -> Iterator[TcpFaultProxy]:
 def rig(prometheus_proxy: HttpFaultProxy, apiserver_proxy: TcpFaultProxy, agent_kubeconfig: Path,
         tmp_path: Path) -> Iterator[Rig]:
     kubeconfig = proxied_kubeconfig(agent_kubeconfig, port=apiserver_proxy.port, path=tmp_path / "kubeconfig")
-    with running_agent(tmp_path, prometheus_url=prometheus_proxy.url, kubeconfig=kubeconfig) as agent:
-        inbox = tmp_path / "inbox"
+    settings = live_agent_settings(tmp_path, prometheus_url=prometheus_proxy.url, kubeconfig=kubeconfig,
+                                   CZ_AGENT_KUBE_TIMEOUT_SECONDS=str(KUBE_TIMEOUT_SECONDS),
+                                   CZ_AGENT_PROMETHEUS_RETRIES=str(PROMETHEUS_RETRIES),
+                                   CZ_AGENT_PROMETHEUS_TIMEOUT_SECONDS=str(PROMETHEUS_TIMEOUT_SECONDS))
+    with served_agent(settings, log_path=tmp_path / "agent.log") as agent:
+        inbox = agent.inbox
         drop_bill(inbox, BILL)
         wait_for(lambda: sample(agent.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD") == GOOD_TOTAL,
                  what="the first good run", logs=agent.log_path)
@@ -99,32 +102,6 @@ def proxied_kubeconfig(kubeconfig: Path, *, port: int, path: Path) -> Path:
         cluster["cluster"]["server"] = f"https://127.0.0.1:{port}"
     path.write_text(yaml.safe_dump(document))
     return path
-
-
-@contextmanager
-def running_agent(tmp_path: Path, *, prometheus_url: str, kubeconfig: Path) -> Iterator[Agent]:
-    (tmp_path / "inbox").mkdir()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(rules_text(prometheus_url))
-    port = free_port()
-    store = f"sqlite:///{tmp_path / 'runs.db'}"
-    env = {**os.environ, "CZ_AGENT_STORE_URL": store, "CZ_AGENT_RULES_FILE": str(rules),
-           "CZ_AGENT_INBOX_DIR": str(tmp_path / "inbox"), "CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(port),
-           "CZ_AGENT_INBOX_POLL_SECONDS": "1", "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2",
-           "CZ_AGENT_KUBECONFIG": str(kubeconfig), "CZ_AGENT_KUBE_TIMEOUT_SECONDS": str(KUBE_TIMEOUT_SECONDS),
-           "CZ_AGENT_PROMETHEUS_RETRIES": str(PROMETHEUS_RETRIES),
-           "CZ_AGENT_PROMETHEUS_TIMEOUT_SECONDS": str(PROMETHEUS_TIMEOUT_SECONDS), "CZ_AGENT_LOG_FORMAT": "json"}
-    log_path = tmp_path / "agent.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    agent = Agent(f"http://127.0.0.1:{port}", store, log_path, process)
-    try:
-        wait_for(lambda: http_get(f"{agent.url}/readyz"), what="/readyz", logs=log_path)
-        yield agent
-    finally:
-        process.kill()
-        process.wait()
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,10 @@ kill -9 and SIGTERM of the leader, and the other takes over within the lease dur
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +26,8 @@ from agent.service.leader import LeaderElector, LeaseConflict, LeaseLock, LeaseR
 from agent.sources.kube import _configuration as kube_configuration
 from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.support.fixtures_live import delete_namespace
-from tests.support.ports import free_port
-from tests.integration.test_serve import drop_bill, http_get, sample
+from tests.support.http import http_get, sample
+from tests.support.served import ServedAgent, drop_bill, start_agent
 from tests.support import waiting
 from tests.support.waiting import WAIT_SECONDS
 
@@ -325,12 +323,22 @@ def test_a_leader_cut_off_from_the_api_server_stops_at_its_renew_deadline_before
 @dataclass
 class Replica:
     identity: str
-    url: str
-    log_path: Path
-    process: subprocess.Popen
+    agent: ServedAgent
+
+    @property
+    def url(self) -> str:
+        return self.agent.url
+
+    @property
+    def log_path(self) -> Path:
+        return self.agent.log_path
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.agent.process
 
     def metrics(self) -> str:
-        return http_get(f"{self.url}/metrics")
+        return self.agent.metrics()
 
     def leading(self) -> bool:
         return sample(self.metrics(), "cz_agent_leader") == 1.0
@@ -369,31 +377,23 @@ def two_replicas(coordination: client.CoordinationV1Api, candidate_kubeconfig: P
                                                kubeconfig=candidate_kubeconfig)
         cluster = Cluster(replicas, inbox, store)
         for replica in replicas.values():
-            wait_for(lambda: http_get(f"{replica.url}/readyz"), what=f"{replica.identity} ready", logs=cluster.logs())
+            replica.agent.wait_until_ready(logs=cluster.logs())
         yield cluster
     finally:
         for replica in replicas.values():
-            if replica.process.poll() is None:
-                replica.process.kill()
-                replica.process.wait()
+            replica.agent.stop()
 
 
 def start_replica(identity: str, *, tmp_path: Path, store: str, rules: Path, inbox: Path, kubeconfig: Path) -> Replica:
-    port = free_port()
-    env = {**os.environ, "CZ_AGENT_STORE_URL": store, "CZ_AGENT_RULES_FILE": str(rules),
-           "CZ_AGENT_INBOX_DIR": str(inbox), "CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(port),
-           "CZ_AGENT_INBOX_POLL_SECONDS": "1", "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2",
-           "CZ_AGENT_LOG_FORMAT": "json", "CZ_AGENT_KUBECONFIG": str(kubeconfig),
-           "CZ_AGENT_LEADER_ELECTION": "true", "CZ_AGENT_LEADER_ELECTION_NAMESPACE": NAMESPACE,
-           "POD_NAME": identity,
-           "CZ_AGENT_LEADER_ELECTION_LEASE_DURATION_SECONDS": str(REPLICA_TIMING.lease_duration),
-           "CZ_AGENT_LEADER_ELECTION_RENEW_DEADLINE_SECONDS": str(REPLICA_TIMING.renew_deadline),
-           "CZ_AGENT_LEADER_ELECTION_RETRY_PERIOD_SECONDS": str(REPLICA_TIMING.retry_period)}
-    log_path = tmp_path / f"{identity}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    return Replica(identity, f"http://127.0.0.1:{port}", log_path, process)
+    settings = {"CZ_AGENT_STORE_URL": store, "CZ_AGENT_RULES_FILE": str(rules), "CZ_AGENT_INBOX_DIR": str(inbox),
+                "CZ_AGENT_INBOX_POLL_SECONDS": "1", "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2",
+                "CZ_AGENT_LOG_FORMAT": "json", "CZ_AGENT_KUBECONFIG": str(kubeconfig),
+                "CZ_AGENT_LEADER_ELECTION": "true", "CZ_AGENT_LEADER_ELECTION_NAMESPACE": NAMESPACE,
+                "POD_NAME": identity,
+                "CZ_AGENT_LEADER_ELECTION_LEASE_DURATION_SECONDS": str(REPLICA_TIMING.lease_duration),
+                "CZ_AGENT_LEADER_ELECTION_RENEW_DEADLINE_SECONDS": str(REPLICA_TIMING.renew_deadline),
+                "CZ_AGENT_LEADER_ELECTION_RETRY_PERIOD_SECONDS": str(REPLICA_TIMING.retry_period)}
+    return Replica(identity, start_agent(settings, log_path=tmp_path / f"{identity}.log"))
 
 
 JOB_LINE = re.compile(r"^job (?P<job>\w+) (?P<event>started|ended) by (?P<holder>[\w-]+)")

@@ -7,82 +7,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli import main
-from tests.support.fixtures_live import BILL, rules_text
+from tests.support.fixtures_live import BILL
 from tests.support.fixtures_prom import PrometheusServer, scraping_prometheus
-from tests.support.ports import free_port
+from tests.support.http import http_get, sample
+from tests.support.served import ServedAgent, drop_bill
 from tests.support.waiting import wait_for
-
-def http_get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return response.read().decode()
-
-
-def sample(metrics_text: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(metrics_text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
-
-
-class Agent:
-    def __init__(self, url: str, store: str, log_path: Path, process: subprocess.Popen) -> None:
-        self.url, self.store, self.log_path, self.process = url, store, log_path, process
-
-    def metrics(self) -> str:
-        return http_get(f"{self.url}/metrics")
-
-    def runs(self, job: str, outcome: str) -> float:
-        return sample(self.metrics(), "cz_agent_runs_total", job=job, outcome=outcome) or 0.0
-
-
-@pytest.fixture
-def agent(prometheus_server: PrometheusServer, agent_kubeconfig: Path, tmp_path: Path) -> Iterator[Agent]:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(rules_text(prometheus_server.url))
-    port = free_port()
-    store = f"sqlite:///{tmp_path / 'runs.db'}"
-    env = {**os.environ, "CZ_AGENT_STORE_URL": store, "CZ_AGENT_RULES_FILE": str(rules),
-           "CZ_AGENT_INBOX_DIR": str(inbox), "CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(port),
-           "CZ_AGENT_INBOX_POLL_SECONDS": "1", "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2",
-           "CZ_AGENT_KUBECONFIG": str(agent_kubeconfig), "CZ_AGENT_PROMETHEUS_RETRIES": "0",
-           "CZ_AGENT_PROMETHEUS_TIMEOUT_SECONDS": "5", "CZ_AGENT_LOG_FORMAT": "json"}
-    log_path = tmp_path / "agent.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    running = Agent(f"http://127.0.0.1:{port}", store, log_path, process)
-    try:
-        wait_for(lambda: http_get(f"{running.url}/readyz"), what="/readyz", logs=log_path)
-        yield running
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def drop_bill(inbox: Path, text: str) -> None:
-    """Write beside, then rename: the agent never sees a half-written bill (hidden files are skipped)."""
-    partial = inbox / ".bill-2026-09.csv.part"
-    partial.write_text(text)
-    partial.rename(inbox / "bill-2026-09.csv")
 
 
 def company_totals(report_csv: str) -> dict[str, Decimal]:
@@ -93,7 +30,7 @@ def company_totals(report_csv: str) -> dict[str, Decimal]:
 
 
 def test_serve_allocates_dropped_bills_and_keeps_serving_through_a_source_failure(
-        agent: Agent, prometheus_server: PrometheusServer, tmp_path: Path, capsys: pytest.CaptureFixture):
+        agent: ServedAgent, prometheus_server: PrometheusServer, tmp_path: Path, capsys: pytest.CaptureFixture):
     inbox = tmp_path / "inbox"
     assert sample(agent.metrics(), "cz_allocation_cost") is None
     drop_bill(inbox, BILL)

@@ -5,7 +5,6 @@ stays served where the store can still be read, and the agent recovers by itself
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -16,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fixtures_pg import PostgresServer, postgres_cluster
-from tests.support.ports import free_port
-from tests.integration.test_serve import Agent, http_get, sample, wait_for
+from tests.support.fixtures_pg import postgres_cluster
+from tests.support.http import http_get, sample
+from tests.support.served import ServedAgent, drop_bill, served_agent
+from tests.support.waiting import wait_for
 
 PERIOD = "2026-09"
 RULES = "companies: {alpha: 60, beta: 40}\nservices:\n  mobile: {alpha: 1}\n  mcmp: {beta: 1}\n"
@@ -29,69 +29,49 @@ TMPFS_BYTES = 4 * 1024 * 1024
 
 
 @contextmanager
-def serving_agent(store_url: str, workdir: Path) -> Iterator[Agent]:
+def serving_agent(store_url: str, workdir: Path) -> Iterator[ServedAgent]:
     """`cz-agent serve` on a free port, polling the inbox every second and allocating every two."""
     inbox = workdir / "inbox"
     inbox.mkdir()
     rules = workdir / "rules.yaml"
     rules.write_text(RULES)
-    port = free_port()
-    env = {**os.environ, "CZ_AGENT_STORE_URL": store_url, "CZ_AGENT_RULES_FILE": str(rules),
-           "CZ_AGENT_INBOX_DIR": str(inbox), "CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(port),
-           "CZ_AGENT_INBOX_POLL_SECONDS": "1", "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2",
-           "CZ_AGENT_LOG_FORMAT": "json"}
-    log_path = workdir / "agent.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    agent = Agent(f"http://127.0.0.1:{port}", store_url, log_path, process)
-    try:
-        wait_for(lambda: http_get(f"{agent.url}/readyz"), what="/readyz", logs=log_path)
+    settings = {"CZ_AGENT_STORE_URL": store_url, "CZ_AGENT_RULES_FILE": str(rules), "CZ_AGENT_INBOX_DIR": str(inbox),
+                "CZ_AGENT_INBOX_POLL_SECONDS": "1", "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2",
+                "CZ_AGENT_LOG_FORMAT": "json"}
+    with served_agent(settings, log_path=workdir / "agent.log") as agent:
         yield agent
-    finally:
-        process.kill()
-        process.wait()
 
 
-def drop_bill(agent: Agent, text: str) -> None:
-    inbox = agent.log_path.parent / "inbox"
-    partial = inbox / f".bill-{PERIOD}.csv.part"
-    partial.write_text(text)
-    partial.rename(inbox / f"bill-{PERIOD}.csv")
-
-
-def bill_total(agent: Agent) -> float | None:
+def bill_total(agent: ServedAgent) -> float | None:
     return sample(agent.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD")
 
 
-def failures(agent: Agent) -> float:
+def failures(agent: ServedAgent) -> float:
     return agent.runs("allocate", "failure") + agent.runs("import", "failure")
 
 
-def served_report(agent: Agent) -> str:
+def served_report(agent: ServedAgent) -> str:
     return http_get(f"{agent.url}/api/v1/allocations?period={PERIOD}&format=csv")
 
 
-def first_good_run(agent: Agent) -> str:
-    drop_bill(agent, FIRST_BILL)
+def first_good_run(agent: ServedAgent) -> str:
+    drop_bill(agent.inbox, FIRST_BILL)
     wait_for(lambda: bill_total(agent) == 133.33, what="the first run's metrics", logs=agent.log_path)
     return served_report(agent)
 
 
-def wait_for_failure(agent: Agent, *, before: float, reason: str) -> None:
+def wait_for_failure(agent: ServedAgent, *, before: float, reason: str) -> None:
     """The failure counter rises and the log names `reason` in an error entry."""
     wait_for(lambda: failures(agent) > before, what="a failed run", logs=agent.log_path)
     wait_for(lambda: any(reason in json.dumps(entry) for entry in logged_errors(agent)),
              what=f"an error naming {reason!r} in the log", logs=agent.log_path)
 
 
-def logged_errors(agent: Agent) -> list[dict]:
-    lines = agent.log_path.read_text(errors="replace").splitlines()
-    return [entry for entry in (json.loads(line) for line in lines if line.startswith("{"))
-            if entry["level"] == "error"]
+def logged_errors(agent: ServedAgent) -> list[dict]:
+    return [entry for entry in agent.log_entries() if entry["level"] == "error"]
 
 
-def wait_for_recovery(agent: Agent) -> None:
+def wait_for_recovery(agent: ServedAgent) -> None:
     wait_for(lambda: bill_total(agent) == 143.33, what="the run after the fault was gone", logs=agent.log_path)
     assert served_report(agent) != ""
 
@@ -103,7 +83,7 @@ def test_postgres_stopped_then_restarted(tmp_path: Path):
             before = failures(agent)
             server.stop()
             try:
-                drop_bill(agent, SECOND_BILL)
+                drop_bill(agent.inbox, SECOND_BILL)
                 wait_for_failure(agent, before=before, reason="Connection refused")
                 # Nothing to read while the database is down: the store is reported down, the API says so.
                 assert sample(agent.metrics(), "cz_agent_store_up") == 0
@@ -138,7 +118,7 @@ def test_sqlite_locked_by_another_process(tmp_path: Path):
         served = first_good_run(agent)
         before = failures(agent)
         with write_locked(database):
-            drop_bill(agent, SECOND_BILL)
+            drop_bill(agent.inbox, SECOND_BILL)
             wait_for_failure(agent, before=before, reason="database is locked")
             assert served_report(agent) == served
             assert bill_total(agent) == 133.33
@@ -180,7 +160,7 @@ def test_disk_full_under_the_sqlite_store(tmp_path: Path):
             before = failures(agent)
             filler = fill(disk)
             try:
-                drop_bill(agent, SECOND_BILL)
+                drop_bill(agent.inbox, SECOND_BILL)
                 wait_for_failure(agent, before=before, reason="database or disk is full")
                 assert served_report(agent) == served
                 assert bill_total(agent) == 133.33

@@ -1,5 +1,5 @@
-"""Session fixtures for the live end-to-end tests: labelled namespaces matching the backfilled history, and
-the agent's least-privilege ServiceAccount."""
+"""Fixtures of the live end-to-end tests: labelled namespaces matching the backfilled history, the agent's
+least-privilege ServiceAccount, and a served agent in live mode on the backfilled Prometheus and the API server."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 from kubernetes import client, config
 
 from tests.support.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig
+from tests.support.fixtures_prom import PrometheusServer
+from tests.support.served import ServedAgent, served_agent
 
 # The namespaces of the backfilled history (tests/support/promhistory.py) and their services.
 LABELLED = {"mobile-api": "mobile", "mcmp": "mcmp", "legacy": "legacy-crm", "batch": "reports"}
@@ -76,3 +78,25 @@ def agent_kubeconfig(kube_apiserver: KubeApiServer, admin: client.ApiClient, lab
                                      path=path) as kubeconfig:
         yield kubeconfig
     delete_namespace(core, "cz-agent-e2e")
+
+
+def live_agent_settings(workdir: Path, *, prometheus_url: str, kubeconfig: Path, **overrides: str) -> dict[str, str]:
+    """A served agent's settings in live mode: the rules of rules_text(prometheus_url), an inbox and a SQLite store
+    under `workdir`, the inbox polled every second and the allocation every two, JSON logs; then `overrides`."""
+    inbox = workdir / "inbox"
+    inbox.mkdir()
+    rules = workdir / "rules.yaml"
+    rules.write_text(rules_text(prometheus_url))
+    return {"CZ_AGENT_STORE_URL": f"sqlite:///{workdir / 'runs.db'}", "CZ_AGENT_RULES_FILE": str(rules),
+            "CZ_AGENT_INBOX_DIR": str(inbox), "CZ_AGENT_INBOX_POLL_SECONDS": "1",
+            "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "2", "CZ_AGENT_KUBECONFIG": str(kubeconfig),
+            "CZ_AGENT_LOG_FORMAT": "json", **overrides}
+
+
+@pytest.fixture
+def agent(prometheus_server: PrometheusServer, agent_kubeconfig: Path, tmp_path: Path) -> Iterator[ServedAgent]:
+    """A ready `cz-agent serve` in live mode, its inbox, store (runs.db) and log (agent.log) in tmp_path."""
+    settings = live_agent_settings(tmp_path, prometheus_url=prometheus_server.url, kubeconfig=agent_kubeconfig,
+                                   CZ_AGENT_PROMETHEUS_RETRIES="0", CZ_AGENT_PROMETHEUS_TIMEOUT_SECONDS="5")
+    with served_agent(settings, log_path=tmp_path / "agent.log") as running:
+        yield running
