@@ -6,24 +6,19 @@ from __future__ import annotations
 
 import http.client
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from prometheus_client import CollectorRegistry
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from agent.cli import main
-from agent.service.api import MAX_QUERY_BYTES, create_app
-from agent.service.metrics import AllocationCollector, JobStats
-from agent.store.runs import open_store
-from tests.support.ports import free_port
+from agent.service.api import MAX_QUERY_BYTES
+from tests.support.served import served_agent
+from tests.support.store import api_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "demo"
@@ -45,11 +40,7 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def api_schema(demo_store: str) -> schemathesis.BaseSchema:
-    engine = open_store(demo_store)
-    registry = CollectorRegistry()
-    registry.register(AllocationCollector(engine=engine, job_stats=JobStats()))
-    app = create_app(engine=engine, registry=registry, api_token=TOKEN)
-    return schemathesis.openapi.from_asgi("/openapi.json", app, headers=AUTH)
+    return schemathesis.openapi.from_asgi("/openapi.json", api_app(demo_store, api_token=TOKEN), headers=AUTH)
 
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="CZ_AGENT_FUZZ_EXAMPLES" not in os.environ,
@@ -75,33 +66,12 @@ def test_no_server_error_and_no_schema_violation(api_schema: schemathesis.BaseSc
 @pytest.fixture(scope="module")
 def served(demo_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("served")
-    port = free_port()
-    log_path = directory / "agent.log"
-    env = {**os.environ, "CZ_AGENT_STORE_URL": demo_store, "CZ_AGENT_RULES_FILE": str(DEMO / "rules.yaml"),
-           "CZ_AGENT_INBOX_DIR": str(directory / "inbox"), "CZ_AGENT_HOST": "127.0.0.1",
-           "CZ_AGENT_PORT": str(port), "CZ_AGENT_API_TOKEN": TOKEN,
-           "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "3600", "CZ_AGENT_INBOX_POLL_SECONDS": "3600"}
-    with log_path.open("w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "agent.cli", "serve"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    try:
-        wait_until_serving(port, process=process, log_path=log_path)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-
-
-def wait_until_serving(port: int, *, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if request(f"127.0.0.1:{port}", "/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"the agent did not serve within {START_SECONDS} s:\n{log_path.read_text()[-3000:]}")
+    agent_settings = {"CZ_AGENT_STORE_URL": demo_store, "CZ_AGENT_RULES_FILE": str(DEMO / "rules.yaml"),
+                      "CZ_AGENT_INBOX_DIR": str(directory / "inbox"), "CZ_AGENT_API_TOKEN": TOKEN,
+                      "CZ_AGENT_ALLOCATION_INTERVAL_SECONDS": "3600", "CZ_AGENT_INBOX_POLL_SECONDS": "3600"}
+    with served_agent(agent_settings, log_path=directory / "agent.log", ready="/healthz",
+                      timeout=START_SECONDS) as agent:
+        yield agent.address
 
 
 def request(address: str, path: str, *, headers: dict[str, str] | None = None,

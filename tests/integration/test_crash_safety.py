@@ -16,16 +16,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from agent.cli import main
-from agent.service.api import create_app
-from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import list_runs, load_run, open_store
 from tests.support.fixtures_pg import PostgresServer
+from tests.support.http import sample
+from tests.support.store import api_client
 
 KILLS = 20
 PERIOD = "2026-10"
@@ -129,24 +126,14 @@ def assert_consistent(url: str, *, backend: str, workdir: Path, capsys: pytest.C
     exported = workdir / "exported.csv"
     assert main(["--store", url, "report", "--period", PERIOD, "--out", str(exported)]) == 0
 
-    registry = CollectorRegistry()
-    registry.register(AllocationCollector(engine=engine, job_stats=JobStats()))
-    api = TestClient(create_app(engine=engine, registry=registry))
+    api = api_client(engine)
     assert [r["id"] for r in api.get("/api/v1/runs").json()["runs"]] == [run.id for run in runs]
     served = api.get("/api/v1/allocations", params={"period": PERIOD, "format": "csv"})
     assert served.status_code == 200 and served.text == exported.read_text()
-    bill_total = metric(api.get("/metrics").text, "cz_bill_total_cost", period=PERIOD, currency="USD")
+    bill_total = sample(api.get("/metrics").text, "cz_bill_total_cost", period=PERIOD, currency="USD")
     assert bill_total == pytest.approx(float(latest.manifest["totals"]["USD"]["bill"]))
     engine.dispose()
     return [run.id for run in runs]
-
-
-def metric(exposition: str, name: str, **labels: str) -> float | None:
-    for family in text_string_to_metric_families(exposition):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return None
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])

@@ -12,17 +12,14 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import inspect, text
 
 from agent.cli import main
 from agent.errors import StoreError
-from agent.service.api import create_app
-from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import SCHEMA_VERSION, list_runs, load_run, open_store, save_run
 from tests.support.fixtures_pg import PostgresServer
+from tests.support.store import api_client
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo"
@@ -84,9 +81,7 @@ def store_views(store_url: str, *, period: str, workdir: Path, capsys: pytest.Ca
     for company in companies:
         views[f"explain {company}"] = cli_output(store_url, ["explain", "--period", period, "--company", company],
                                                  capsys)
-    registry = CollectorRegistry()
-    registry.register(AllocationCollector(engine=engine, job_stats=JobStats()))
-    api = TestClient(create_app(engine=engine, registry=registry))
+    api = api_client(engine)
     run_id = stored.summary.id
     paths = ["/api/v1/runs", f"/api/v1/runs/{run_id}", "/api/v1/periods",
              f"/api/v1/allocations?period={period}&format=csv",

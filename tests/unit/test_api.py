@@ -16,10 +16,9 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine
 
 from agent import __version__
-from agent.cli import main
 from agent.service.api import create_app
-from agent.service.metrics import AllocationCollector, JobStats
-from agent.store.runs import list_runs, open_store
+from agent.store.runs import open_store
+from tests.support.store import allocate_run, api_client
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKED = ROOT / "tests" / "data" / "worked"
@@ -28,13 +27,6 @@ TOKEN = "s3cret-token"
 DIMENSIONS = ("company", "service", "category", "cluster")
 PATHS = {"/api/v1/allocations", "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/explain",
          "/api/v1/periods", "/api/v1/split", "/healthz", "/readyz", "/metrics"}
-
-
-def allocate(store: str, *, bill: Path, period: str, out: Path, rules: Path = WORKED / "rules.yaml",
-             usage: Path = WORKED / "usage.csv") -> int:
-    assert main(["--store", store, "allocate", "--bill", str(bill), "--rules", str(rules), "--usage", str(usage),
-                 "--period", period, "--out", str(out)]) == 0
-    return list_runs(open_store(store))[-1].id
 
 
 def read_rows(text: str) -> list[dict[str, str]]:
@@ -55,35 +47,28 @@ class Stores:
 def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
     directory = tmp_path_factory.mktemp("api")
     worked = f"sqlite:///{directory / 'worked.db'}"
-    worked_run = allocate(worked, bill=WORKED / "bill.csv", period="2026-10", out=directory / "worked.csv")
+    worked_run = allocate_run(worked, bill=WORKED / "bill.csv", period="2026-10", out=directory / "worked.csv")
     september = []
     for scale in (1, 2):
         bill = directory / f"bill-2026-09-{scale}.csv"
         bill.write_text("billingCycle,cz_container_bill,unblendedCost,currency\n"
                         f"2026-09,mobile,{10 * scale}.10,USD\n2026-09,legacy-crm,7.5,USD\n2026-09,,3,USD\n")
-        september.append(allocate(worked, bill=bill, period="2026-09", out=directory / f"sep-{scale}.csv"))
+        september.append(allocate_run(worked, bill=bill, period="2026-09", out=directory / f"sep-{scale}.csv"))
     demo = f"sqlite:///{directory / 'demo.db'}"
-    allocate(demo, bill=DEMO / "bill-2026-10.csv", period="2026-10", out=directory / "demo.csv",
+    allocate_run(demo, bill=DEMO / "bill-2026-10.csv", period="2026-10", out=directory / "demo.csv",
              rules=DEMO / "rules.yaml", usage=DEMO / "usage-2026-10.csv")
     return Stores(worked=worked, worked_report=directory / "worked.csv", worked_run=worked_run,
                   september_runs=(september[0], september[1]), demo=demo, demo_report=directory / "demo.csv")
 
 
-def client_for(store: str, **options) -> TestClient:
-    engine = open_store(store)
-    registry = CollectorRegistry()
-    registry.register(AllocationCollector(engine=engine, job_stats=JobStats()))
-    return TestClient(create_app(engine=engine, registry=registry, **options))
-
-
 @pytest.fixture(scope="module")
 def demo(stores) -> TestClient:
-    return client_for(stores.demo)
+    return api_client(stores.demo)
 
 
 @pytest.fixture(scope="module")
 def worked(stores) -> TestClient:
-    return client_for(stores.worked)
+    return api_client(stores.worked)
 
 
 # ------------------------------------------------------------------------------------------ allocations
@@ -277,7 +262,7 @@ API_PATHS = ["/api/v1/runs", "/api/v1/periods", "/api/v1/split?period=2026-10", 
 
 @pytest.mark.parametrize("path", API_PATHS)
 def test_token_guards_every_api_endpoint(stores, path):
-    client = client_for(stores.worked, api_token=TOKEN)
+    client = api_client(stores.worked, api_token=TOKEN)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
                     {"Authorization": "Bearer"}):
         response = client.get(path, headers=headers)
@@ -287,10 +272,10 @@ def test_token_guards_every_api_endpoint(stores, path):
 
 
 def test_health_and_metrics_stay_open_unless_metrics_need_the_token(stores):
-    client = client_for(stores.worked, api_token=TOKEN)
+    client = api_client(stores.worked, api_token=TOKEN)
     for path in ("/healthz", "/readyz", "/metrics"):
         assert client.get(path).status_code == 200
-    guarded = client_for(stores.worked, api_token=TOKEN, metrics_token_required=True)
+    guarded = api_client(stores.worked, api_token=TOKEN, metrics_token_required=True)
     assert guarded.get("/metrics").status_code == 401
     assert guarded.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert guarded.get("/healthz").status_code == 200
@@ -316,7 +301,7 @@ def test_openapi_lists_every_path_with_title_and_version(worked):
 
 
 def test_openapi_declares_the_bearer_scheme_when_a_token_is_set(stores):
-    client = client_for(stores.worked, api_token=TOKEN)
+    client = api_client(stores.worked, api_token=TOKEN)
     assert client.get("/openapi.json").status_code == 401
     document = client.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert set(document["paths"]) == PATHS

@@ -10,12 +10,9 @@ import fastapi.routing
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from agent.cli import main
-from agent.service.api import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES, create_app
-from agent.service.metrics import AllocationCollector, JobStats
-from agent.store.runs import open_store
+from agent.service.api import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES
+from tests.support.store import allocate_run, api_client
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 TOKEN = "tok-3f9a1c-secret"
@@ -28,17 +25,8 @@ HEALTH = {"/healthz", "/readyz"}
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     directory = tmp_path_factory.mktemp("api-security")
     url = f"sqlite:///{directory / 'runs.db'}"
-    assert main(["--store", url, "allocate", "--bill", str(WORKED / "bill.csv"), "--rules",
-                 str(WORKED / "rules.yaml"), "--usage", str(WORKED / "usage.csv"), "--period", "2026-10",
-                 "--out", str(directory / "report.csv")]) == 0
+    allocate_run(url, bill=WORKED / "bill.csv", period="2026-10", out=directory / "report.csv")
     return url
-
-
-def client(store: str, **options) -> TestClient:
-    engine = open_store(store)
-    registry = CollectorRegistry()
-    registry.register(AllocationCollector(engine=engine, job_stats=JobStats()))
-    return TestClient(create_app(engine=engine, registry=registry, **options))
 
 
 def all_routes(app: FastAPI) -> list:
@@ -61,7 +49,7 @@ def query_for(path: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("metrics_token_required", [False, True])
 def test_every_route_but_health_refuses_a_missing_or_wrong_token(store: str, metrics_token_required: bool) -> None:
-    app_client = client(store, api_token=TOKEN, metrics_token_required=metrics_token_required)
+    app_client = api_client(store, api_token=TOKEN, metrics_token_required=metrics_token_required)
     paths = concrete_paths(app_client)
     public = HEALTH | (set() if metrics_token_required else {"/metrics"})
     assert {"/api/v1/runs", "/api/v1/runs/1/explain", "/openapi.json", "/metrics"} <= set(paths)
@@ -79,14 +67,14 @@ def test_every_route_but_health_refuses_a_missing_or_wrong_token(store: str, met
 
 
 def test_without_a_token_the_documents_and_api_are_open(store: str) -> None:
-    app_client = client(store)
+    app_client = api_client(store)
     for path in ("/openapi.json", "/docs", "/api/v1/runs"):
         assert app_client.get(path).status_code == 200, path
 
 
 @pytest.mark.parametrize("kind", ["query", "headers", "body", "chunked body"])
 def test_oversized_requests_are_refused_with_4xx(store: str, kind: str) -> None:
-    app_client = client(store, api_token=TOKEN)
+    app_client = api_client(store, api_token=TOKEN)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     if kind == "query":
         response = app_client.get("/api/v1/runs", params={"x": "a" * (MAX_QUERY_BYTES + 1)}, headers=auth)
@@ -107,6 +95,6 @@ def test_oversized_requests_are_refused_with_4xx(store: str, kind: str) -> None:
 
 
 def test_a_negative_or_garbage_content_length_is_refused(store: str) -> None:
-    app_client = client(store)
+    app_client = api_client(store)
     response = app_client.get("/healthz", headers={"Content-Length": "-1"})
     assert response.status_code in (400, 413)

@@ -20,12 +20,12 @@ from sqlalchemy import create_engine
 
 import agent.service.metrics
 from agent.bills import ImportOptions
-from agent.cli import main
 from agent.pipeline import RunRequest, run_allocation
 from agent.service.metrics import AllocationCollector, FamilySpec, JobStats, fold
 from agent.sources.rules_file import load_rules
 from agent.sources.usage import read_usage
 from agent.store.runs import list_runs, load_run, open_store
+from tests.support.store import allocate_run
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKED = ROOT / "tests" / "data" / "worked"
@@ -42,9 +42,8 @@ class StoredReport:
 
 def allocate(store: str, *, bill: Path, period: str, out: Path, rules: Path = WORKED / "rules.yaml",
              usage: Path = WORKED / "usage.csv") -> StoredReport:
-    assert main(["--store", store, "allocate", "--bill", str(bill), "--rules", str(rules), "--usage", str(usage),
-                 "--period", period, "--out", str(out)]) == 0
-    return StoredReport(run_id=list_runs(open_store(store))[-1].id, period=period, report=out)
+    run_id = allocate_run(store, bill=bill, period=period, out=out, rules=rules, usage=usage)
+    return StoredReport(run_id=run_id, period=period, report=out)
 
 
 def small_bill(directory: Path, *, period: str, scale: int, name: str = "") -> Path:

@@ -11,13 +11,10 @@ import sys
 from pathlib import Path
 
 import yaml
-from fastapi.testclient import TestClient
-from prometheus_client import CollectorRegistry
 
-from agent.service.api import create_app
-from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import open_store
 from tests.support.ports import free_port
+from tests.support.store import api_client
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 SECRETS = {
@@ -99,9 +96,7 @@ def test_metrics_manifest_and_api_carry_no_secret(tmp_path: Path) -> None:
                         *usage, "--period", "2026-10", "--out", str(tmp_path / "r.csv")], env, tmp_path)
     assert result.returncode == 0, result.stderr
     engine = open_store(env["CZ_AGENT_STORE_URL"])
-    registry = CollectorRegistry()
-    registry.register(AllocationCollector(engine=engine, job_stats=JobStats()))
-    client = TestClient(create_app(engine=engine, registry=registry, api_token=SECRETS["api_token"]))
+    client = api_client(engine, api_token=SECRETS["api_token"])
     auth = {"Authorization": f"Bearer {SECRETS['api_token']}"}
     bodies = [client.get("/metrics").text]
     bodies += [client.get(path, headers=auth).text for path in ("/api/v1/runs", "/api/v1/runs/1", "/api/v1/periods",
