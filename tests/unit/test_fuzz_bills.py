@@ -11,13 +11,10 @@ import csv
 import gzip
 import io
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import openpyxl
@@ -29,11 +26,10 @@ from hypothesis import strategies as st
 from agent.bills import ImportOptions, read_bill
 from agent.bills.lineitems import BillImport
 from agent.errors import AgentError, BillFormatError
+from tests.support.fuzz import EXAMPLE_SECONDS, time_limit
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
 EXAMPLES = int(os.environ.get("CZ_AGENT_FUZZ_EXAMPLES", "40"))
-# Per example: generous for a loaded 2-core machine, far below what a hang would take.
-EXAMPLE_SECONDS = 20
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="CZ_AGENT_FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".xlsx")
@@ -54,26 +50,6 @@ HEADERS = {
     "azure": ["SubscriptionName", "Date", "CostInBillingCurrency", "BillingCurrencyCode", "Tags",
               "BillingPeriodStartDate"],
 }
-
-
-class ExampleTimeout(Exception):
-    """An import ran past EXAMPLE_SECONDS: a hang as far as a user is concerned."""
-
-
-@contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """SIGALRM interrupts the import; a C loop that never returns to Python would still hang the test run,
-    which fails it just the same."""
-    def expire(_signum: int, _frame: object) -> None:
-        raise ExampleTimeout(f"import still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def import_outcome(content: bytes, *, suffix: str, period: str | None = None) -> BillImport | BillFormatError:

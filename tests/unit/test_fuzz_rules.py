@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from agent.core.rules import Rules, parse_rules
 from agent.errors import RulesError
 from agent.sources.rules_file import load_rules
-from tests.unit.test_fuzz_bills import EXAMPLE_SECONDS, time_limit
+from tests.support.fuzz import EXAMPLE_SECONDS, time_limit
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_RULES = [ROOT / "demo" / "rules.yaml", ROOT / "tests" / "data" / "worked" / "rules.yaml"]
