@@ -13,7 +13,7 @@ from agent.core.allocation import report_precision
 from agent.core.model import NamespaceUsage
 from agent.core.money import round_amount
 from agent.core.rules import Rules
-from tests.factories import line_items
+from tests.support.factories import line_items
 
 COMPANIES = ["alpha", "beta", "gamma", "delta"]
 SERVICES = ["mobile", "mcmp", "search"]

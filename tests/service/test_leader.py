@@ -1,5 +1,5 @@
 """The election's decisions on a fake clock (the Lease protocol itself is tested on the real API server in
-tests/integration/test_leader.py), the timing rules, and that the service's jobs run only while leading."""
+tests/service/test_leader_apiserver.py), the timing rules, and that the service's jobs run only while leading."""
 
 from __future__ import annotations
 

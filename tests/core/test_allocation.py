@@ -7,7 +7,7 @@ from agent.bills.taglines import allocate
 from agent.bills.totals import compress_rows
 from agent.core.model import NamespaceUsage
 from agent.core.rules import parse_rules
-from tests.factories import line_items
+from tests.support.factories import line_items
 
 WORKED_RULES = """
 companies: {alpha: 50, beta: 30, gamma: 20}

@@ -7,7 +7,7 @@ import pytest
 
 from agent.bills.grouping import split_bill
 from agent.core.split import NO_VALUE, SplitError, SplitRow, parse_dimensions
-from tests.factories import line_items
+from tests.support.factories import line_items
 
 
 def bill(lines: list[tuple[str, str, str | None, str | None, str | None]]) -> pd.DataFrame:
