@@ -10,11 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from agent.store.runs import open_store
 from tests.support.ports import free_port
 from tests.support.store import api_client
+
+# Each test runs the agent as a process (python -m agent.cli serve --once, runs or allocate).
+pytestmark = pytest.mark.integration
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 SECRETS = {

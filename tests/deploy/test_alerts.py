@@ -13,6 +13,8 @@ import yaml
 from tests.deploy.tools import ChartTools
 from tests.support.fixtures_prom import ensure_prometheus
 
+pytestmark = pytest.mark.deploy
+
 PROMTOOL_DIR = Path(__file__).parent / "promtool"
 ALERT_TESTS = PROMTOOL_DIR / "alerts-test.yaml"
 

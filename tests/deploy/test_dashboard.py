@@ -22,6 +22,8 @@ from tests.support.http import http_get
 from tests.support.served import ServedAgent, drop_bill
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.deploy
+
 DASHBOARD = CHART / "dashboards" / "cost-allocation.json"
 PERIOD = "2026-09"
 # An unknown service leaves cost unallocated, so the unallocated panels have something to show.
@@ -39,6 +41,7 @@ def test_dashboard_passes_the_linter(chart_tools: ChartTools):
 
 
 # `agent` (tests/support/fixtures_live.py): a real `cz-agent serve` on the backfilled Prometheus and the API server.
+@pytest.mark.integration
 def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_tools: ChartTools, tmp_path: Path):
     dashboard = json.loads(DASHBOARD.read_text())
     (service_monitor,) = chart_tools.render("--set", "serviceMonitor.enabled=true",

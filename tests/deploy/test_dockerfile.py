@@ -19,6 +19,8 @@ import pytest
 from agent import __version__
 from tests.deploy.tools import REPO, ChartTools
 
+pytestmark = pytest.mark.deploy
+
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 

@@ -18,6 +18,8 @@ from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.support.fixtures_live import delete_namespace
 from tests.support.waiting import wait_for
 
+pytestmark = [pytest.mark.deploy, pytest.mark.integration]
+
 OPTIONAL_KINDS = {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
 CRD_ESTABLISHED_SECONDS = 30
 

@@ -87,6 +87,7 @@ def request(address: str, path: str, *, headers: dict[str, str] | None = None,
         connection.close()
 
 
+@pytest.mark.integration
 def test_served_agent_refuses_a_wrong_token_and_serves_the_right_one(served: str) -> None:
     assert request(served, "/api/v1/runs")[0] == 401
     assert request(served, "/api/v1/runs", headers={"Authorization": "Bearer nope"})[0] == 401
@@ -94,6 +95,7 @@ def test_served_agent_refuses_a_wrong_token_and_serves_the_right_one(served: str
     assert status == 200 and b'"period":"2026-10"' in body
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("what, path, headers, body, refused_by", [
     ("query over the app limit", "/api/v1/runs?x=" + "a" * (MAX_QUERY_BYTES + 100), AUTH, None, {414}),
     # Past h11's 16 KiB buffer uvicorn answers 400 or, while the client is still sending, drops the connection.

@@ -31,6 +31,8 @@ from tests.support.served import ServedAgent, drop_bill, start_agent
 from tests.support import waiting
 from tests.support.waiting import WAIT_SECONDS
 
+pytestmark = pytest.mark.integration
+
 NAMESPACE = "cz-leader"
 LEASE = "cz-allocation-agent"
 # Short, so a takeover takes seconds; the ratios are client-go's (15/10/2 by default).

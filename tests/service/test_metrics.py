@@ -332,6 +332,8 @@ def promtool_check(exposition: bytes) -> subprocess.CompletedProcess[str]:
                           check=False, timeout=60)
 
 
+# promtool comes with the Prometheus that make infra installs.
+@pytest.mark.integration
 def test_exposition_passes_promtool_check_metrics(store, tmp_path):
     demo = f"sqlite:///{tmp_path / 'demo.db'}"
     allocate(demo, bill=DEMO / "bill-2026-10.csv", period="2026-10", out=tmp_path / "demo.csv",

@@ -21,6 +21,8 @@ from tests.support.http import http_get, sample
 from tests.support.served import ServedAgent, drop_bill
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 
 def company_totals(report_csv: str) -> dict[str, Decimal]:
     totals: dict[str, Decimal] = {}

@@ -30,6 +30,8 @@ from tests.support.promhistory import MONTH_START
 from tests.support.served import ServedAgent, drop_bill, served_agent
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 PERIOD = "2026-09"
 GOOD_TOTAL = 1323.33
 RESTATED_BILL = BILL + "2026-09,mobile,10.00,USD\n"

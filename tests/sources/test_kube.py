@@ -18,6 +18,8 @@ from agent.sources.kube import namespace_services
 from tests.support.fixtures_kube import KubeApiServer, namespace_reader_kubeconfig, write_kubeconfig
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 # A fresh prefix per run: a real cluster may keep namespaces of earlier runs (or never finish deleting
 # them, as with the bare apiserver, which has no namespace controller).
 PREFIX = f"cz-test-{secrets.token_hex(3)}"

@@ -15,6 +15,8 @@ from tests.support.fixtures_kube import KubeApiServer
 from tests.support.fixtures_live import BILL, LABELLED, delete_namespace, rules_text
 from tests.support.fixtures_prom import PrometheusServer
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def agent_env(agent_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

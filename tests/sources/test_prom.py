@@ -23,6 +23,8 @@ from agent.sources.prom import ClusterUsage, PrometheusTarget, query_usage
 from tests.support.fixtures_prom import PrometheusServer
 from tests.support.promhistory import GIB, MIB, MONTH_END, MONTH_START
 
+pytestmark = pytest.mark.integration
+
 AFTER_MONTH = MONTH_END + timedelta(days=60)
 EMPTY_VECTOR = {"status": "success", "data": {"resultType": "vector", "result": []}}
 

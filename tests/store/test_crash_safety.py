@@ -24,6 +24,8 @@ from tests.support.fixtures_pg import PostgresServer
 from tests.support.http import sample
 from tests.support.store import api_client
 
+pytestmark = pytest.mark.integration
+
 KILLS = 20
 PERIOD = "2026-10"
 # Enough lines that the write lasts tens of milliseconds on SQLite (PostgreSQL's is slower: fewer suffice).

@@ -20,6 +20,8 @@ from tests.support.http import http_get, sample
 from tests.support.served import ServedAgent, drop_bill, served_agent
 from tests.support.waiting import wait_for
 
+pytestmark = pytest.mark.integration
+
 PERIOD = "2026-09"
 RULES = "companies: {alpha: 60, beta: 40}\nservices:\n  mobile: {alpha: 1}\n  mcmp: {beta: 1}\n"
 HEADER = "billingCycle,cz_container_bill,unblendedCost,currency\n"

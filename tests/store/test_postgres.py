@@ -21,6 +21,8 @@ from agent.store.runs import SCHEMA_VERSION, list_runs, load_run, open_store, sa
 from tests.support.fixtures_pg import PostgresServer
 from tests.support.store import api_client
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "demo"
 WORKED = REPO / "tests" / "data" / "worked"
