@@ -24,11 +24,11 @@ from kubernetes import client
 from agent.errors import KubernetesError
 from agent.service.leader import LeaderElector, LeaseConflict, LeaseLock, LeaseRecord, LeaseTiming
 from agent.sources.kube import _configuration as kube_configuration
+from tests.support import waiting
 from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.support.fixtures_live import delete_namespace
 from tests.support.http import http_get, sample
 from tests.support.served import ServedAgent, drop_bill, start_agent
-from tests.support import waiting
 from tests.support.waiting import WAIT_SECONDS
 
 pytestmark = pytest.mark.integration

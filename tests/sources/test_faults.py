@@ -23,9 +23,9 @@ from tests.support.faultproxy import HttpFaultProxy, HttpFaults, TcpFaultProxy
 from tests.support.fixtures_kube import KubeApiServer
 from tests.support.fixtures_live import BILL, live_agent_settings
 from tests.support.fixtures_prom import PrometheusServer, ensure_prometheus
+from tests.support.http import http_get, sample
 from tests.support.ports import free_port
 from tests.support.processes import start_logged, stop_process
-from tests.support.http import http_get, sample
 from tests.support.promhistory import MONTH_START
 from tests.support.served import ServedAgent, drop_bill, served_agent
 from tests.support.waiting import wait_for
