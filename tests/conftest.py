@@ -29,6 +29,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         directory = Path(item.path).relative_to(TESTS).parts[0]
         if directory in DIRECTORY_MARKERS:
             wanted.add(DIRECTORY_MARKERS[directory])
-        missing += [f"{item.nodeid}: {marker}" for marker in sorted(wanted) if item.get_closest_marker(marker) is None]
+        missing += [f"{item.nodeid}: {marker}" for marker in sorted(wanted)
+                    if item.get_closest_marker(marker) is None]
     if missing:
         raise pytest.UsageError("tests without the marker they need (see tests/conftest.py):\n  " + "\n  ".join(missing))

@@ -30,8 +30,8 @@ def wait_for(condition: Callable[[], T], *, what: str, timeout: float = WAIT_SEC
     last_error: Exception | None = None
     while True:
         if process is not None and process.poll() is not None:
-            pytest.fail(f"{command_name(process)} exited with {process.returncode} while waiting for {what}\n{tails(logs)}",
-                        pytrace=False)
+            pytest.fail(f"{command_name(process)} exited with {process.returncode} while waiting for {what}\n"
+                        f"{tails(logs)}", pytrace=False)
         try:
             result = condition()
         except ignoring as error:
