@@ -13,7 +13,7 @@ UV := $(UV_DIR)/bin/uv
 # and only follows a change of pyproject.toml.
 LOCK_FLAGS ?= --upgrade
 
-.PHONY: venv lock infra demo test bench clean
+.PHONY: venv lock infra demo test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -58,6 +58,10 @@ infra:
 
 test: venv infra
 	$(BIN)/python -m pytest
+
+# Without `make infra`: no real server, agent process, chart or benchmark, no test over 5 s; the import contracts run.
+test-fast: venv
+	$(BIN)/python -m pytest -m "not integration and not deploy and not bench and not slow"
 
 # Benchmarks (tens of minutes): writes bench/RESULTS.md, bench/RESULTS-usage.md and bench/RESULTS-serve.md.
 # make test runs only a smoke of them.

@@ -50,6 +50,7 @@ def test_json_lines_keep_the_text_exact_on_one_line() -> None:
     assert "\n" not in line and json.loads(line)["message"] == "inbox: new bill bill\n" + FORGED
 
 
+@pytest.mark.integration
 def test_a_served_agent_logs_a_file_name_with_a_newline_on_one_line(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox" / "2026-10"
     inbox.mkdir(parents=True)

@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The benchmark starts a real `cz-agent serve`.
+pytestmark = [pytest.mark.bench, pytest.mark.integration]
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_footprint.py"
 
 

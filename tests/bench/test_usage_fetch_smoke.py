@@ -6,7 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.fixtures_prom import ensure_prometheus
+import pytest
+
+from tests.support.fixtures_prom import ensure_prometheus
+
+# The benchmark starts a real Prometheus.
+pytestmark = [pytest.mark.bench, pytest.mark.integration]
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "usage_fetch.py"
 

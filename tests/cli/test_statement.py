@@ -148,6 +148,8 @@ def statement(store: str, tmp_path: Path, company: str, *extra: str, period: str
     return out
 
 
+# A real Chromium (scripts/install-chromium.sh, run by make infra) renders the page.
+@pytest.mark.integration
 def test_statement_rendered_in_chromium_shows_the_report_figures(store, tmp_path, chromium):
     report = allocate(store, tmp_path, bill=WORKED / "bill.csv", rules=WORKED / "rules.yaml",
                       usage=WORKED / "usage.csv")
@@ -247,6 +249,8 @@ def hostile_inputs(tmp_path: Path) -> tuple[Path, Path]:
     return bill, rules
 
 
+# A real Chromium renders the page.
+@pytest.mark.integration
 def test_hostile_names_are_escaped_in_the_html_and_inert_in_the_browser(store, tmp_path, chromium):
     bill, rules = hostile_inputs(tmp_path)
     allocate(store, tmp_path, bill=bill, rules=rules)

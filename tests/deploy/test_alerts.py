@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from tests.deploy.tools import ChartTools
-from tests.integration.fixtures_prom import ensure_prometheus
+from tests.support.fixtures_prom import ensure_prometheus
+
+pytestmark = pytest.mark.deploy
 
 PROMTOOL_DIR = Path(__file__).parent / "promtool"
 ALERT_TESTS = PROMTOOL_DIR / "alerts-test.yaml"

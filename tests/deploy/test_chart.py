@@ -11,6 +11,8 @@ import yaml
 
 from tests.deploy.tools import ALL_ON_VALUES, CHART, REPO, ChartTools
 
+pytestmark = pytest.mark.deploy
+
 VALUES_TABLE = REPO / "deploy" / "helm" / "values_table.py"
 
 

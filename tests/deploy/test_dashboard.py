@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.tools import CHART, ChartTools
-from tests.integration.fixtures_live import BILL
-from tests.integration.fixtures_prom import running_prometheus
-# `agent` is test_serve's fixture: a real `cz-agent serve` using the backfilled Prometheus and the API server.
-from tests.integration.test_serve import Agent, agent, drop_bill, http_get, wait_for  # noqa: F401
+from tests.support.fixtures_live import BILL
+from tests.support.fixtures_prom import running_prometheus
+from tests.support.http import http_get
+from tests.support.served import ServedAgent, drop_bill
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.deploy
 
 DASHBOARD = CHART / "dashboards" / "cost-allocation.json"
 PERIOD = "2026-09"
@@ -37,7 +40,9 @@ def test_dashboard_passes_the_linter(chart_tools: ChartTools):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_variable_and_panel_query_returns_data(agent: Agent, chart_tools: ChartTools, tmp_path: Path):  # noqa: F811
+# `agent` (tests/support/fixtures_live.py): a real `cz-agent serve` on the backfilled Prometheus and the API server.
+@pytest.mark.integration
+def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_tools: ChartTools, tmp_path: Path):
     dashboard = json.loads(DASHBOARD.read_text())
     (service_monitor,) = chart_tools.render("--set", "serviceMonitor.enabled=true",
                                             "--show-only", "templates/servicemonitor.yaml")
@@ -45,10 +50,10 @@ def test_every_variable_and_panel_query_returns_data(agent: Agent, chart_tools: 
     with operator_like_scraper(agent.url.removeprefix("http://"), service_monitor=service_monitor,
                                workdir=tmp_path) as prometheus:
         wait_for(lambda: instant(prometheus, f'cz_bill_total_cost{{period="{PERIOD}"}}'),
-                 what="the scraped bill", log_path=agent.log_path)
+                 what="the scraped bill", logs=agent.log_path)
         # rate() and increase() need a few samples in their window.
         wait_for(lambda: instant(prometheus, "count_over_time(cz_agent_store_up[1m]) >= 3"),
-                 what="three scrapes", log_path=agent.log_path)
+                 what="three scrapes", logs=agent.log_path)
         variables = resolve_variables(prometheus, dashboard["templating"]["list"])
         assert variables["company"] == {"alpha", "beta"}
         # honor_labels kept the metrics' service label: the scrape target's Service name is not offered.

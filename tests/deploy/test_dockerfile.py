@@ -22,6 +22,8 @@ from packaging.markers import Marker
 from agent import __version__
 from tests.deploy.tools import REPO, ChartTools
 
+pytestmark = pytest.mark.deploy
+
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 RUNTIME_LOCK = REPO / "requirements.lock"

@@ -3,7 +3,6 @@ ServiceAccount, with a token from the TokenRequest API: the agent lists namespac
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,11 @@ from kubernetes.client.exceptions import ApiException
 
 from agent.sources.kube import namespace_services
 from tests.deploy.tools import ALL_ON_VALUES, CHART, ChartTools
-from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
-from tests.integration.fixtures_live import delete_namespace
+from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
+from tests.support.fixtures_live import delete_namespace
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.deploy, pytest.mark.integration]
 
 OPTIONAL_KINDS = {"ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
 CRD_ESTABLISHED_SECONDS = 30
@@ -47,11 +49,8 @@ def operator_crds(admin: client.ApiClient, chart_tools: ChartTools) -> None:
         except ApiException as e:
             if e.status != 409:
                 raise
-    deadline = time.monotonic() + CRD_ESTABLISHED_SECONDS
-    while not all(_established(extensions.read_custom_resource_definition(name)) for name in names):
-        if time.monotonic() > deadline:
-            pytest.fail(f"CRDs {names} not established within {CRD_ESTABLISHED_SECONDS} s", pytrace=False)
-        time.sleep(0.2)
+    wait_for(lambda: all(_established(extensions.read_custom_resource_definition(name)) for name in names),
+             what=f"CRDs {names} to be established", timeout=CRD_ESTABLISHED_SECONDS, interval=0.2)
 
 
 def _established(crd: client.V1CustomResourceDefinition) -> bool:

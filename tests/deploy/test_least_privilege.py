@@ -15,8 +15,10 @@ from agent.errors import KubernetesError
 from agent.service.leader import LeaderElector, LeaseLock, LeaseTiming
 from agent.sources.kube import _configuration as kube_configuration
 from tests.deploy.tools import ALL_ON_VALUES, CHART, ChartTools
-from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
-from tests.integration.fixtures_live import delete_namespace
+from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
+from tests.support.fixtures_live import delete_namespace
+
+pytestmark = pytest.mark.deploy
 
 TWO_REPLICAS_VALUES = CHART / "ci" / "two-replicas-values.yaml"
 LEASE = "cz-agent-leader"
@@ -128,6 +130,7 @@ def two_replica_release(chart_tools: ChartTools, kube_apiserver: KubeApiServer,
         delete_namespace(client.CoreV1Api(admin), name)
 
 
+@pytest.mark.integration
 def test_the_chart_s_service_account_holds_its_lease_and_nothing_else(two_replica_release: tuple[str, Path]):
     namespace, kubeconfig = two_replica_release
     api = client.CoordinationV1Api(client.ApiClient(kube_configuration(kubeconfig=kubeconfig, context=None)))

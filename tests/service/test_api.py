@@ -1,0 +1,314 @@
+"""The HTTP API over real stored runs: allocations equal the CLI report, explanations, errors, auth, OpenAPI."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+from sqlalchemy import create_engine
+
+from agent import __version__
+from agent.service.api import create_app
+from agent.store.runs import open_store
+from tests.support.store import allocate_run, api_client
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKED = ROOT / "tests" / "data" / "worked"
+DEMO = ROOT / "demo"
+TOKEN = "s3cret-token"
+DIMENSIONS = ("company", "service", "category", "cluster")
+PATHS = {"/api/v1/allocations", "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/explain",
+         "/api/v1/periods", "/api/v1/split", "/healthz", "/readyz", "/metrics"}
+
+
+def read_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@dataclass(frozen=True)
+class Stores:
+    worked: str
+    worked_report: Path
+    worked_run: int
+    september_runs: tuple[int, int]
+    demo: str
+    demo_report: Path
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Stores:
+    directory = tmp_path_factory.mktemp("api")
+    worked = f"sqlite:///{directory / 'worked.db'}"
+    worked_run = allocate_run(worked, bill=WORKED / "bill.csv", period="2026-10", out=directory / "worked.csv")
+    september = []
+    for scale in (1, 2):
+        bill = directory / f"bill-2026-09-{scale}.csv"
+        bill.write_text("billingCycle,cz_container_bill,unblendedCost,currency\n"
+                        f"2026-09,mobile,{10 * scale}.10,USD\n2026-09,legacy-crm,7.5,USD\n2026-09,,3,USD\n")
+        september.append(allocate_run(worked, bill=bill, period="2026-09", out=directory / f"sep-{scale}.csv"))
+    demo = f"sqlite:///{directory / 'demo.db'}"
+    allocate_run(demo, bill=DEMO / "bill-2026-10.csv", period="2026-10", out=directory / "demo.csv",
+             rules=DEMO / "rules.yaml", usage=DEMO / "usage-2026-10.csv")
+    return Stores(worked=worked, worked_report=directory / "worked.csv", worked_run=worked_run,
+                  september_runs=(september[0], september[1]), demo=demo, demo_report=directory / "demo.csv")
+
+
+@pytest.fixture(scope="module")
+def demo(stores) -> TestClient:
+    return api_client(stores.demo)
+
+
+@pytest.fixture(scope="module")
+def worked(stores) -> TestClient:
+    return api_client(stores.worked)
+
+
+# ------------------------------------------------------------------------------------------ allocations
+
+
+def test_allocations_csv_is_the_cli_report(demo, stores):
+    response = demo.get("/api/v1/allocations", params={"period": "2026-10", "format": "csv"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert response.content == stores.demo_report.read_bytes()
+
+
+def test_allocations_json_rows_are_the_cli_report_rows(demo, stores):
+    body = demo.get("/api/v1/allocations", params={"period": "2026-10"}).json()
+    assert body["period"] == "2026-10"
+    assert body["run_id"] == 1
+    assert body["rows"] == read_rows(stores.demo_report.read_text())
+
+
+def expected_sums(report: Path, kept: tuple[str, ...]) -> dict[tuple[str, ...], Decimal]:
+    sums: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    for row in read_rows(report.read_text()):
+        sums[(row["period"], *(row[name] for name in kept), row["currency"])] += Decimal(row["amount"])
+    return dict(sums)
+
+
+@pytest.mark.parametrize("aggregate", ["company", "company,service", "category,cluster", "service", ""])
+def test_aggregate_sums_the_other_dimensions_exactly(demo, stores, aggregate):
+    kept = tuple(name for name in DIMENSIONS if name in aggregate.split(","))
+    body = demo.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": aggregate}).json()
+    got = {(row["period"], *(row[name] for name in kept), row["currency"]): Decimal(row["amount"])
+           for row in body["rows"]}
+    assert got == expected_sums(stores.demo_report, kept)
+    assert all(set(row) == {"period", *kept, "amount", "currency"} for row in body["rows"])
+
+
+def test_aggregate_company_amounts_are_exact_strings(worked):
+    body = worked.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "company"}).json()
+    assert body["rows"] == [
+        {"period": "2026-10", "company": company, "amount": amount, "currency": "USD"}
+        for company, amount in (("alpha", "765.00"), ("beta", "345.00"), ("gamma", "490.00"))
+    ]
+
+
+def test_aggregate_as_csv(demo, stores):
+    response = demo.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "company",
+                                                       "format": "csv"})
+    assert response.text.splitlines()[0] == "period,company,amount,currency"
+    rows = read_rows(response.text)
+    assert {(r["period"], r["company"], r["currency"]): Decimal(r["amount"]) for r in rows} == \
+        expected_sums(stores.demo_report, ("company",))
+
+
+def test_the_latest_run_of_the_period_or_the_run_given(worked, stores):
+    first, second = stores.september_runs
+    assert worked.get("/api/v1/allocations", params={"period": "2026-09"}).json()["run_id"] == second
+    older = worked.get("/api/v1/allocations", params={"run": first, "aggregate": ""}).json()
+    assert older["run_id"] == first and older["period"] == "2026-09"
+    assert older["rows"] == [{"period": "2026-09", "amount": "20.60", "currency": "USD"}]
+    both = worked.get("/api/v1/allocations", params={"run": first, "period": "2026-09"}).json()
+    assert both["run_id"] == first
+
+
+# ---------------------------------------------------------------------------------------------- explain
+
+
+def test_explain_shows_the_worked_example_shares(worked, stores):
+    body = worked.get(f"/api/v1/runs/{stores.worked_run}/explain",
+                      params={"company": "alpha", "service": "mobile"}).json()
+    cluster = [c for c in body["contributions"] if c["category"] == "cluster"]
+    assert len(cluster) == 1
+    piece = cluster[0]
+    assert (piece["tag"], piece["cluster"], piece["namespace"]) == ("cz_cluster_prod", "prod", "mobile-api")
+    assert Fraction(piece["target_share"]["fraction"]) == Fraction(6, 10)
+    assert Decimal(piece["target_share"]["ratio"]) == Decimal("0.6")
+    assert Fraction(piece["company_share"]["fraction"]) == Fraction(7, 10)
+    assert Decimal(piece["company_share"]["ratio"]) == Decimal("0.7")
+    assert piece["amount"] == "420.000000"
+    amounts = {c["category"]: c["amount"] for c in body["contributions"]}
+    assert amounts == {"cluster": "420.000000", "service_common": "105.000000", "service_exclusive": "140.000000"}
+    assert {(r["category"], r["amount"]) for r in body["rows"]} == {
+        ("cluster", "420.00"), ("service_common", "105.00"), ("service_exclusive", "140.00")}
+    lines = {line["tag"]: line for line in body["bill_lines"]}
+    assert set(lines) == {"cz_cluster_prod", "cz_common_subcom", "mobile"}
+    assert lines["cz_cluster_prod"]["line_count"] == 2
+    assert lines["cz_cluster_prod"]["amount"] == "1000"
+    assert list(lines["cz_cluster_prod"]["rows_by_source"].values()) == ["2-3"]
+
+
+def test_explain_unallocated_cost_names_its_reason(worked, stores):
+    body = worked.get(f"/api/v1/runs/{stores.september_runs[1]}/explain", params={"company": ""}).json()
+    assert [(c["reason"], c["amount"]) for c in body["contributions"]] == [
+        ("unknown service 'legacy-crm'", "7.500000")]
+    assert body["service"] is None
+
+
+# -------------------------------------------------------------------------------------- runs and periods
+
+
+def test_runs_list_and_detail(worked, stores):
+    runs = worked.get("/api/v1/runs").json()["runs"]
+    assert [r["id"] for r in runs] == [stores.worked_run, *stores.september_runs]
+    assert worked.get("/api/v1/runs", params={"period": "2026-09"}).json()["runs"][-1]["id"] == \
+        stores.september_runs[1]
+    detail = worked.get(f"/api/v1/runs/{stores.worked_run}").json()
+    assert detail["period"] == "2026-10"
+    assert detail["manifest"]["namespace_shares"]["prod"]["mobile-api"] == "3/5"
+    assert detail["totals"]["USD"]["bill_rounded"] == "1600.00"
+
+
+def test_periods_with_their_latest_run_and_totals(worked, stores):
+    periods = worked.get("/api/v1/periods").json()["periods"]
+    assert [(p["period"], p["latest_run_id"], p["runs"]) for p in periods] == [
+        ("2026-10", stores.worked_run, 1), ("2026-09", stores.september_runs[1], 2)]
+    assert periods[0]["totals"]["USD"]["allocated"] == "1600.00"
+    assert periods[1]["totals"]["USD"]["unallocated"] == "7.50"
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(("path", "params", "named"), [
+    ("/api/v1/allocations", {"period": "2031-01"}, "2031-01"),
+    ("/api/v1/allocations", {"run": 999}, "999"),
+    ("/api/v1/allocations", {"run": 1, "period": "2026-09"}, "2026-09"),
+    ("/api/v1/runs/999", {}, "999"),
+    ("/api/v1/runs/999/explain", {"company": "alpha"}, "999"),
+    ("/api/v1/runs/1/explain", {"company": "nobody"}, "nobody"),
+])
+def test_missing_runs_and_periods_are_404_naming_them(worked, path, params, named):
+    response = worked.get(path, params=params)
+    assert response.status_code == 404
+    assert named in response.json()["detail"]
+
+
+@pytest.mark.parametrize("params", [
+    {"period": "2026-13"},
+    {"period": "2026/10"},
+    {"period": "2026-10", "aggregate": "company,tenant"},
+    {"period": "2026-10", "format": "xml"},
+    {"run": "abc"},
+    {},
+])
+def test_bad_parameters_are_422(worked, params):
+    assert worked.get("/api/v1/allocations", params=params).status_code == 422
+
+
+def test_unknown_dimension_is_named(worked):
+    response = worked.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "tenant"})
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", "aggregate"] and "tenant" in error["msg"]
+
+
+def test_a_store_error_is_503_with_its_message(tmp_path):
+    broken = create_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'runs.db'}")
+    client = TestClient(create_app(engine=broken, registry=CollectorRegistry()))
+    for path in ("/api/v1/runs", "/api/v1/periods", "/api/v1/allocations?period=2026-10"):
+        response = client.get(path)
+        assert response.status_code == 503
+        assert "run store" in response.json()["detail"]
+    assert client.get("/healthz").status_code == 200
+
+
+# ------------------------------------------------------------------------------------------- operations
+
+
+def test_healthz_and_readyz(stores):
+    engine = open_store(stores.worked)
+    ready = {"value": False}
+    client = TestClient(create_app(engine=engine, registry=CollectorRegistry(), ready=lambda: ready["value"]))
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 503
+    ready["value"] = True
+    assert client.get("/readyz").status_code == 200
+
+
+def test_metrics_exposes_the_registry(worked):
+    response = worked.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert 'cz_allocation_cost{category="cluster",cluster="prod",company="alpha"' in response.text
+    assert "cz_agent_store_up 1.0" in response.text
+
+
+# ------------------------------------------------------------------------------------------------ auth
+
+
+API_PATHS = ["/api/v1/runs", "/api/v1/periods", "/api/v1/split?period=2026-10", "/api/v1/allocations?period=2026-10", "/api/v1/runs/1",
+             "/api/v1/runs/1/explain?company=alpha"]
+
+
+@pytest.mark.parametrize("path", API_PATHS)
+def test_token_guards_every_api_endpoint(stores, path):
+    client = api_client(stores.worked, api_token=TOKEN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": "Bearer"}):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get(path, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_health_and_metrics_stay_open_unless_metrics_need_the_token(stores):
+    client = api_client(stores.worked, api_token=TOKEN)
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert client.get(path).status_code == 200
+    guarded = api_client(stores.worked, api_token=TOKEN, metrics_token_required=True)
+    assert guarded.get("/metrics").status_code == 401
+    assert guarded.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert guarded.get("/healthz").status_code == 200
+
+
+def test_without_a_token_the_api_is_open(worked):
+    assert worked.get("/api/v1/runs").status_code == 200
+
+
+def test_metrics_token_required_needs_a_token(stores):
+    with pytest.raises(ValueError, match="api_token"):
+        create_app(engine=open_store(stores.worked), registry=CollectorRegistry(), metrics_token_required=True)
+
+
+# --------------------------------------------------------------------------------------------- openapi
+
+
+def test_openapi_lists_every_path_with_title_and_version(worked):
+    document = worked.get("/openapi.json").json()
+    assert set(document["paths"]) == PATHS
+    assert document["info"] == {**document["info"], "title": "cz-allocation-agent", "version": __version__}
+    assert "securitySchemes" not in document.get("components", {})
+
+
+def test_openapi_declares_the_bearer_scheme_when_a_token_is_set(stores):
+    client = api_client(stores.worked, api_token=TOKEN)
+    assert client.get("/openapi.json").status_code == 401
+    document = client.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert set(document["paths"]) == PATHS
+    schemes = document["components"]["securitySchemes"]
+    assert [s for s in schemes.values() if s["type"] == "http" and s["scheme"] == "bearer"]
+    name = next(iter(schemes))
+    for path in PATHS - {"/healthz", "/readyz", "/metrics"}:
+        assert document["paths"][path]["get"]["security"] == [{name: []}]
+    assert "security" not in document["paths"]["/healthz"]["get"]
+    assert "security" not in document["paths"]["/metrics"]["get"]

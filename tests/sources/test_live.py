@@ -1,0 +1,111 @@
+"""End to end in live mode: backfilled Prometheus + a real API server + a bill -> the report equals its
+offline replay on the dumped usage table, and a namespace deleted mid-month keeps its service."""
+
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from agent.cli import main
+from tests.support.fixtures_kube import KubeApiServer
+from tests.support.fixtures_live import BILL, LABELLED, delete_namespace, rules_text
+from tests.support.fixtures_prom import PrometheusServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def agent_env(agent_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The agent's environment: the namespace reader's kubeconfig and a fresh store."""
+    monkeypatch.setenv("CZ_AGENT_KUBECONFIG", str(agent_kubeconfig))
+    monkeypatch.setenv("CZ_AGENT_STORE_URL", f"sqlite:///{tmp_path / 'runs.db'}")
+    return tmp_path
+
+
+def write_inputs(directory: Path, prometheus: PrometheusServer) -> tuple[Path, Path]:
+    bill, rules = directory / "bill.csv", directory / "rules.yaml"
+    bill.write_text(BILL)
+    rules.write_text(rules_text(prometheus.url))
+    return bill, rules
+
+
+def allocate(bill: Path, rules: Path, out: Path, *extra: str) -> int:
+    return main(["allocate", "--bill", str(bill), "--rules", str(rules), "--period", "2026-09", "--out", str(out),
+                 *extra])
+
+
+def test_live_report_equals_the_offline_replay_of_the_dumped_usage(prometheus_server: PrometheusServer,
+                                                                   agent_env: Path, capsys: pytest.CaptureFixture):
+    bill, rules = write_inputs(agent_env, prometheus_server)
+    usage = agent_env / "usage.csv"
+    assert main(["usage", "--rules", str(rules), "--period", "2026-09", "--out", str(usage)]) == 0
+    assert allocate(bill, rules, agent_env / "live.csv") == 0
+    assert allocate(bill, rules, agent_env / "offline.csv", "--usage", str(usage)) == 0
+
+    assert (agent_env / "live.csv").read_bytes() == (agent_env / "offline.csv").read_bytes()
+    with usage.open(newline="") as handle:
+        dumped = {(r["cluster"], r["namespace"]): (r["service"], Decimal(r["memory_byte_seconds"]))
+                  for r in csv.DictReader(handle)}
+    for cluster in ("prod", "stage"):
+        for namespace, byte_seconds in prometheus_server.expected(cluster=cluster, basis="usage").items():
+            assert dumped[(cluster, namespace)] == (LABELLED.get(namespace, ""), byte_seconds)
+    printed = capsys.readouterr().out
+    assert "cluster stage: usage data covers 99.9% of the period" in printed
+    assert "cluster prod: usage data covers 100.0% of the period" in printed
+
+
+def test_namespace_deleted_after_a_run_keeps_its_service(prometheus_server: PrometheusServer, agent_env: Path,
+                                                         admin: client.ApiClient):
+    bill, rules = write_inputs(agent_env, prometheus_server)
+    assert allocate(bill, rules, agent_env / "before.csv") == 0
+    delete_namespace(client.CoreV1Api(admin), "legacy")
+    assert "legacy" not in {n.metadata.name for n in client.CoreV1Api(admin).list_namespace().items}
+
+    assert allocate(bill, rules, agent_env / "after.csv") == 0
+
+    assert (agent_env / "after.csv").read_bytes() == (agent_env / "before.csv").read_bytes()
+    with (agent_env / "after.csv").open(newline="") as handle:
+        legacy = [r for r in csv.DictReader(handle) if r["service"] == "legacy-crm"]
+    assert {r["company"] for r in legacy} == {"alpha", "beta"}
+    assert all(r["cluster"] == "prod" and r["category"] == "cluster" for r in legacy)
+
+
+def test_a_token_without_namespace_access_is_a_clear_error(prometheus_server: PrometheusServer, agent_env: Path,
+                                                           kube_apiserver: KubeApiServer, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture):
+    from tests.support.fixtures_kube import write_kubeconfig
+
+    kubeconfig = write_kubeconfig(tmp_path / "nobody.kubeconfig", url=kube_apiserver.url, token="not-a-real-token",
+                                  ca_file=kube_apiserver.ca_file)
+    monkeypatch.setenv("CZ_AGENT_KUBECONFIG", str(kubeconfig))
+    bill, rules = write_inputs(agent_env, prometheus_server)
+    assert allocate(bill, rules, agent_env / "r.csv") == 1
+    error = capsys.readouterr().err
+    assert "401" in error and kube_apiserver.url in error
+    assert "not-a-real-token" not in error and "Traceback" not in error
+    assert not (agent_env / "r.csv").exists()
+
+
+def test_a_service_account_without_namespace_access_is_refused_clearly(
+        prometheus_server: PrometheusServer, agent_env: Path, kube_apiserver: KubeApiServer, admin: client.ApiClient,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    from tests.support.fixtures_kube import write_kubeconfig
+
+    core = client.CoreV1Api(admin)
+    core.create_namespaced_service_account("cz-agent-e2e", client.V1ServiceAccount(
+        metadata=client.V1ObjectMeta(name="no-rbac")))
+    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))
+    token = core.create_namespaced_service_account_token("no-rbac", "cz-agent-e2e", request).status.token
+    kubeconfig = write_kubeconfig(tmp_path / "no-rbac.kubeconfig", url=kube_apiserver.url, token=token,
+                                  ca_file=kube_apiserver.ca_file)
+    monkeypatch.setenv("CZ_AGENT_KUBECONFIG", str(kubeconfig))
+    bill, rules = write_inputs(agent_env, prometheus_server)
+    assert allocate(bill, rules, agent_env / "r.csv") == 1
+    error = capsys.readouterr().err
+    assert "403" in error and "cannot list namespaces" in error
+    assert token not in error and "Traceback" not in error
