@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -27,6 +28,7 @@ from agent.sources.kube import _configuration as kube_configuration
 from tests.support import waiting
 from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.support.fixtures_live import delete_namespace
+from tests.support.fixtures_prom import running_prometheus
 from tests.support.http import http_get, sample
 from tests.support.served import ServedAgent, drop_bill, start_agent
 from tests.support.waiting import WAIT_SECONDS
@@ -367,16 +369,26 @@ class Cluster:
 @pytest.fixture
 def two_replicas(coordination: client.CoordinationV1Api, candidate_kubeconfig: Path,
                  tmp_path: Path) -> Iterator[Cluster]:
+    yield from replicas_sharing(f"sqlite:///{tmp_path / 'runs.db'}", kubeconfig=candidate_kubeconfig,
+                                tmp_path=tmp_path)
+
+
+@pytest.fixture
+def two_replicas_on_postgres(coordination: client.CoordinationV1Api, candidate_kubeconfig: Path, postgres_url: str,
+                             tmp_path: Path) -> Iterator[Cluster]:
+    yield from replicas_sharing(postgres_url, kubeconfig=candidate_kubeconfig, tmp_path=tmp_path)
+
+
+def replicas_sharing(store: str, *, kubeconfig: Path, tmp_path: Path) -> Iterator[Cluster]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    store = f"sqlite:///{tmp_path / 'runs.db'}"
     replicas = {}
     try:
         for identity in ("replica-a", "replica-b"):
             replicas[identity] = start_replica(identity, tmp_path=tmp_path, store=store, rules=rules, inbox=inbox,
-                                               kubeconfig=candidate_kubeconfig)
+                                               kubeconfig=kubeconfig)
         cluster = Cluster(replicas, inbox, store)
         for replica in replicas.values():
             replica.agent.wait_until_ready(logs=cluster.logs())
@@ -455,10 +467,35 @@ def test_only_the_leader_runs_jobs_and_every_replica_serves(two_replicas: Cluste
     assert coordination.read_namespaced_lease(LEASE, NAMESPACE).spec.holder_identity == leader.identity
     for replica in (leader, follower):
         assert http_get(f"{replica.url}/readyz")
-        assert sample(replica.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 73.33
+    # Only the leader exposes the store's figures, so that a sum over replicas counts the bill once.
+    assert sample(leader.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 73.33
+    assert sample(follower.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") is None
     assert json.loads(http_get(f"{follower.url}/api/v1/runs")) == json.loads(http_get(f"{leader.url}/api/v1/runs"))
     assert len(runs_in_store(cluster)) == 1
     assert assert_one_writer_at_a_time(cluster) >= 3
+
+
+def test_a_prometheus_scraping_both_replicas_sums_the_bill_once(two_replicas_on_postgres: Cluster, tmp_path: Path):
+    cluster = two_replicas_on_postgres
+    leader = wait_for(cluster.leader, what="a leader", logs=cluster.logs())
+    drop_bill(cluster.inbox, BILL)
+    wait_for(lambda: sample(leader.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD"),
+             what="the leader's figures", logs=cluster.logs())
+    targets = [replica.url.removeprefix("http://") for replica in cluster.replicas.values()]
+    with running_prometheus([{"job_name": "cz-agent", "static_configs": [{"targets": targets}]}],
+                            workdir=tmp_path, name="replicas") as prometheus:
+        # The dashboard's bill total, once both replicas have been scraped.
+        both_up = 'count(up{job="cz-agent"} == 1) == 2 and count(cz_agent_leader) == 2'
+        wait_for(lambda: instant(prometheus, both_up), what="Prometheus to scrape both replicas",
+                 logs=cluster.logs())
+        [total] = instant(prometheus, 'sum by (currency) (cz_bill_total_cost{period="2026-09"})')
+        assert (total["metric"], total["value"][1]) == ({"currency": "USD"}, "73.33")
+        by_pod = instant(prometheus, 'count by (instance) (cz_allocation_cost{period="2026-09"})')
+        assert [series["metric"]["instance"] for series in by_pod] == [leader.url.removeprefix("http://")]
+
+
+def instant(prometheus: str, expression: str) -> list[dict]:
+    return json.loads(http_get(f"{prometheus}/api/v1/query?{urlencode({'query': expression})}"))["data"]["result"]
 
 
 def test_kill_9_of_the_leader_hands_over_within_the_lease_duration(two_replicas: Cluster,
