@@ -22,16 +22,15 @@ from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.grouping import bill_lines, split_bill
 from agent.core.rules import Rules
-from agent.core.split import SplitError, parse_dimensions
-from agent.errors import AgentError
+from agent.core.split import parse_dimensions
+from agent.errors import AgentError, RejectedRowsError, SplitError
 from agent.logs import configure_logging
 from agent.outputs import summary
 from agent.outputs.focus import FOCUS_FORMAT, render_focus
 from agent.outputs.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.outputs.split_summary import summary_lines
 from agent.outputs.statement import write_statement
-from agent.pipeline import (OVERRIDABLE_COLUMNS, RejectedRowsError, RowsProgress, RunRequest, import_options_for,
-                            run_allocation)
+from agent.pipeline import OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, import_options_for, run_allocation
 from agent.settings import Settings, load_settings
 from agent.sources.rules_file import load_rules
 from agent.sources.usage import format_usage, read_usage

@@ -20,17 +20,13 @@ from agent.bills.taglines import tag_lines_of
 from agent.core.allocation import allocate_lines, report_precision, rounded_bill_totals
 from agent.core.model import Allocation, NamespaceUsage, RejectedRow, RunResult
 from agent.core.rules import Rules, rules_digest
-from agent.errors import AgentError
+from agent.errors import RejectedRowsError
 from agent.outputs.report import render_report
 from agent.sources.usage import usage_digest
 from agent.store.runs import RunSummary, SplitTotal, save_run
 
 if TYPE_CHECKING:
     from agent.bills.totals import BillTotals
-
-
-class RejectedRowsError(AgentError):
-    """`--strict` and some bill rows were rejected."""
 
 
 @dataclass(frozen=True)

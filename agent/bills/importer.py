@@ -23,7 +23,7 @@ from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
 from agent.core.money import is_currency_code
-from agent.errors import BillFormatError
+from agent.errors import BillFormatError, FastReadError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
         try:
             totals = _totals(reader.read_batches(path, columns=used, plain=plain, source=source), columns=columns,
                              options=options, source=source, on_rows=on_rows)
-        except reader.FastReadError as e:
+        except FastReadError as e:
             log.info("%s: read again with the row-by-row CSV reader (%s)", source, e)
             chunks = ((pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64"))
                       for chunk in reader.read_chunks(path, columns=used, source=source))

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from openpyxl.utils.exceptions import InvalidFileException
 
 from agent.bills.fast import blank_records
-from agent.errors import BillFormatError
+from agent.errors import BillFormatError, FastReadError
 
 CHUNK_ROWS = 100_000
 # Bytes of CSV text Arrow parses at a time (about 10 000 lines of a typical bill). Arrow reads ahead a fixed
@@ -124,10 +124,6 @@ def _put(handoff: queue.Queue, item: tuple, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
-
-
-class FastReadError(Exception):
-    """Arrow's CSV reader cannot read this file as pandas would: read it with `read_chunks` instead."""
 
 
 def _arrow_csv_batches(path: Path, columns: list[str], *,

@@ -15,16 +15,12 @@ from decimal import Decimal
 from typing import NamedTuple
 
 from agent.core.money import exact_arithmetic, exact_sum, minor_unit
-from agent.errors import AgentError
+from agent.errors import SplitError
 
 # --by name -> line-item column (and output column) it groups on.
 DIMENSIONS: dict[str, str] = {"subaccount": "sub_account", "workspace": "workspace", "apikey": "api_key"}
 # Lines without a value for a dimension are grouped under this value.
 NO_VALUE = "(none)"
-
-
-class SplitError(AgentError):
-    """The requested split is invalid (unknown, repeated or missing dimensions, a bad precision)."""
 
 
 class SplitRow(NamedTuple):

@@ -23,9 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agent import __version__
 from agent.bills.grouping import split_bill
 from agent.core.model import Contribution, ReportRow, TagLine
-from agent.core.split import NO_VALUE, SplitError
+from agent.core.split import NO_VALUE
 from agent.core.split import parse_dimensions as parse_split_dimensions
-from agent.errors import StoreError
+from agent.errors import BodyTooLarge, SplitError, StoreError
 from agent.outputs.report import render_csv
 from agent.service.metrics import exposition
 from agent.store.runs import RunSummary, StoredRun, list_runs, load_run
@@ -442,10 +442,6 @@ def _oversize(scope: Scope) -> tuple[int, str] | None:
     if not length.isdigit() or int(length) > MAX_BODY_BYTES:
         return 413, f"the request body is larger than {MAX_BODY_BYTES} bytes"
     return None
-
-
-class BodyTooLarge(Exception):
-    """A chunked body went past MAX_BODY_BYTES."""
 
 
 def _bounded_body(receive: Receive) -> Receive:

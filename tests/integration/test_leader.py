@@ -22,8 +22,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from agent.errors import KubernetesError
-from agent.service.leader import LeaderElector, LeaseConflict, LeaseLock, LeaseRecord, LeaseTiming
+from agent.errors import KubernetesError, LeaseConflict
+from agent.service.leader import LeaderElector, LeaseLock, LeaseRecord, LeaseTiming
 from agent.sources.kube import _configuration as kube_configuration
 from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.integration.fixtures_live import delete_namespace
