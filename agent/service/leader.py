@@ -27,9 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent.errors import KubernetesError, LeaseConflict, SettingsError
 from agent.settings import Settings
-# The one place that turns a kubeconfig or the pod's service account into a client configuration.
-from agent.sources.kube import _configuration as kube_configuration
-from agent.sources.kube import _http_status
+from agent.sources.kube import client_configuration, describe_api_error
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +160,7 @@ class LeaseLock:
                 return None
             if e.status == 409:
                 raise LeaseConflict(f"{where}: changed by another candidate") from e
-            raise KubernetesError(f"{where}: {_http_status(e)}") from e
+            raise KubernetesError(f"{where}: {describe_api_error(e)}") from e
         except urllib3.exceptions.HTTPError as e:
             raise KubernetesError(f"{where}: the Kubernetes API is unreachable: {type(e).__name__}") from e
 
@@ -367,7 +365,7 @@ def leadership_for(settings: Settings) -> SoleReplica | LeaderElector:
     timing = LeaseTiming(settings.leader_election_lease_duration_seconds,
                          settings.leader_election_renew_deadline_seconds,
                          settings.leader_election_retry_period_seconds)
-    configuration = kube_configuration(kubeconfig=settings.kubeconfig, context=None)
+    configuration = client_configuration(kubeconfig=settings.kubeconfig, context=None)
     api = client.CoordinationV1Api(client.ApiClient(configuration))
     # One request may take at most half the renew deadline, so a renewal still has a second try in time.
     lock = LeaseLock(api, name=settings.leader_election_lease_name, namespace=lease_namespace(settings),

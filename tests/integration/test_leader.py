@@ -24,7 +24,7 @@ from kubernetes import client
 
 from agent.errors import KubernetesError, LeaseConflict
 from agent.service.leader import LeaderElector, LeaseLock, LeaseRecord, LeaseTiming
-from agent.sources.kube import _configuration as kube_configuration
+from agent.sources.kube import client_configuration
 from tests.integration.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.integration.fixtures_live import delete_namespace
 from tests.integration.fixtures_prom import _free_port
@@ -106,7 +106,7 @@ def delete_lease(api: client.CoordinationV1Api) -> None:
 
 
 def lease_lock(kubeconfig: Path, name: str = LEASE) -> LeaseLock:
-    api = client.CoordinationV1Api(client.ApiClient(kube_configuration(kubeconfig=kubeconfig, context=None)))
+    api = client.CoordinationV1Api(client.ApiClient(client_configuration(kubeconfig=kubeconfig, context=None)))
     return LeaseLock(api, name=name, namespace=NAMESPACE, timeout_seconds=5)
 
 
