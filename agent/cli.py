@@ -6,7 +6,6 @@ import argparse
 import functools
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,9 +20,10 @@ from sqlalchemy import Engine
 from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.grouping import bill_lines, split_bill
+from agent.core.periods import Period
 from agent.core.rules import Rules
 from agent.core.split import parse_dimensions
-from agent.errors import AgentError, RejectedRowsError, SplitError
+from agent.errors import AgentError, PeriodError, RejectedRowsError, SplitError
 from agent.logs import configure_logging
 from agent.outputs import summary
 from agent.outputs.focus import FOCUS_FORMAT, render_focus
@@ -41,13 +41,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _PIPED_WIDTH = 200
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 def period_argument(text: str) -> str:
-    if not _PERIOD.match(text):
-        raise argparse.ArgumentTypeError(f"expected a month as YYYY-MM, got {text!r}")
-    return text
+    """A `--period` value: the period's own text, `YYYY-MM`."""
+    try:
+        return str(Period.parse(text))
+    except PeriodError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:

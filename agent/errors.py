@@ -56,6 +56,12 @@ class SettingsError(AgentError):
     """The configuration file or a CZ_AGENT_* variable is invalid."""
 
 
+class PeriodError(AgentError, ValueError):
+    """A text is not a billing period (`YYYY-MM`), or a month is out of range.
+
+    Also a ValueError, so that validators (pydantic's, argparse's) take it as an invalid value."""
+
+
 class SplitError(AgentError):
     """The requested split is invalid (unknown, repeated or missing dimensions, a bad precision)."""
 

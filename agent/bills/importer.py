@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -23,11 +22,10 @@ from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
 from agent.core.money import is_currency_code
-from agent.errors import BillFormatError, FastReadError
+from agent.core.periods import Period
+from agent.errors import BillFormatError, FastReadError, PeriodError
 
 log = logging.getLogger(__name__)
-
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 def read_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], None] | None = None) -> BillImport:
@@ -122,8 +120,11 @@ def _check_options(options: ImportOptions, *, source: str) -> None:
     if options.bill_format != "auto" and options.bill_format not in SPECS:
         raise BillFormatError(f"unknown bill format {options.bill_format!r}; expected auto or one of "
                               f"{', '.join(SPECS)}", source=source)
-    if options.period is not None and not _PERIOD.match(options.period):
-        raise BillFormatError(f"period {options.period!r} is not YYYY-MM", source=source)
+    if options.period is not None:
+        try:
+            Period.parse(options.period)
+        except PeriodError as e:
+            raise BillFormatError(f"period {options.period!r} is not YYYY-MM", source=source) from e
     default = options.default_currency
     if default is not None and not is_currency_code(default.strip().upper()):
         raise BillFormatError(f"default currency {default!r} is not a 3-letter currency code", source=source)

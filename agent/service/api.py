@@ -16,13 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.bills.grouping import split_bill
 from agent.core.model import Contribution, ReportRow, TagLine
+from agent.core.periods import PERIOD_PATTERN, Period
 from agent.core.split import NO_VALUE
 from agent.core.split import parse_dimensions as parse_split_dimensions
 from agent.errors import BodyTooLarge, SplitError, StoreError
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DIMENSIONS = ("company", "service", "category", "cluster")
-PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 _RATIO_PLACES = Decimal("1e-12")
 
-Period = Annotated[str, Query(pattern=PERIOD_PATTERN, description="billing period, YYYY-MM")]
+# The pattern is published in the OpenAPI document (and gives FastAPI's usual 422 message); Period.parse then
+# refuses what the pattern alone lets through (year 0000, digits of other scripts).
+PeriodQuery = Annotated[str, Query(pattern=PERIOD_PATTERN, description="billing period, YYYY-MM"),
+                        AfterValidator(lambda text: str(Period.parse(text)))]
 # Every request the API answers is a GET with a short query: anything far larger is refused before routing.
 MAX_QUERY_BYTES = 4 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -316,7 +319,7 @@ def api_router(reader: RunReader) -> APIRouter:
     @router.get("/allocations", response_model=AllocationsOut,
                 responses={200: {"content": {"text/csv": {}}, "description": "the rows as JSON or CSV"}})
     def allocations(
-        period: Period | None = None,
+        period: PeriodQuery | None = None,
         run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
         aggregate: Annotated[str | None, Query(description="dimensions to keep, comma-separated, from "
                                                + ",".join(DIMENSIONS))] = None,
@@ -332,7 +335,7 @@ def api_router(reader: RunReader) -> APIRouter:
     @router.get("/split", response_model=SplitOut,
                 responses={200: {"content": {"text/csv": {}}, "description": "the rows as JSON or CSV"}})
     def split(
-        period: Period | None = None,
+        period: PeriodQuery | None = None,
         run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
         by: Annotated[str, Query(description="subaccount, workspace, apikey: comma-separated, in order")]
         = "workspace,apikey",
@@ -351,7 +354,7 @@ def api_router(reader: RunReader) -> APIRouter:
                         rows=[dict(zip(result.header(), record)) for record in result.records()])
 
     @router.get("/runs")
-    def runs(period: Period | None = None) -> RunListOut:
+    def runs(period: PeriodQuery | None = None) -> RunListOut:
         return RunListOut(runs=[run_out(run) for run in reader.summaries(period)])
 
     @router.get("/runs/{run_id}")
