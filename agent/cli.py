@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.grouping import bill_lines, split_bill
+from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
 from agent.core.periods import Period
 from agent.core.rules import Rules
 from agent.core.split import parse_dimensions
@@ -84,7 +85,7 @@ def _add_allocate(commands: argparse._SubParsersAction) -> None:
                           help="where to list rejected rows (default: REPORT.rejects.csv, when there are any)")
     allocate.add_argument("--strict", action="store_true", help="fail when any bill row is rejected")
     columns = allocate.add_argument_group("bill columns (each overrides the guess and the rules' bill: section)")
-    columns.add_argument("--bill-format", choices=["auto", "native", "focus", "cur", "cur2", "azure"])
+    columns.add_argument("--bill-format", choices=BILL_FORMAT_CHOICES)
     columns.add_argument("--cost-column", metavar="NAME", help="e.g. BilledCost for FOCUS")
     columns.add_argument("--tag-column", metavar="NAME")
     columns.add_argument("--currency-column", metavar="NAME")
@@ -164,8 +165,7 @@ def _add_split(commands: argparse._SubParsersAction) -> None:
                        help="decimals of the amounts (default: each currency's minor unit)")
     split.add_argument("--strict", action="store_true", help="fail when any bill row is rejected")
     columns = split.add_argument_group("bill columns (each overrides the guess)")
-    columns.add_argument("--bill-format", choices=["auto", "native", "focus", "cur", "cur2", "azure"],
-                         default="auto")
+    columns.add_argument("--bill-format", choices=BILL_FORMAT_CHOICES, default=AUTO_DETECT)
     columns.add_argument("--cost-column", metavar="NAME", help="e.g. BilledCost for FOCUS")
     columns.add_argument("--currency-column", metavar="NAME")
     columns.add_argument("--sub-account-column", metavar="NAME")

@@ -21,6 +21,7 @@ from agent.bills.lineitems import BillImport
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
+from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
 from agent.core.money import is_currency_code
 from agent.core.periods import Period
 from agent.errors import BillFormatError, FastReadError, PeriodError
@@ -112,13 +113,13 @@ def _open(path: Path, options: ImportOptions) -> tuple[str, str, ColumnMap]:
     if not path.is_file():
         raise BillFormatError("no such file", source=source)
     header = reader.read_header(path, source=source)
-    bill_format = detect_format(header, source=source) if options.bill_format == "auto" else options.bill_format
+    bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
     return source, bill_format, resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
 
 
 def _check_options(options: ImportOptions, *, source: str) -> None:
-    if options.bill_format != "auto" and options.bill_format not in SPECS:
-        raise BillFormatError(f"unknown bill format {options.bill_format!r}; expected auto or one of "
+    if options.bill_format not in BILL_FORMAT_CHOICES:
+        raise BillFormatError(f"unknown bill format {options.bill_format!r}; expected {AUTO_DETECT} or one of "
                               f"{', '.join(SPECS)}", source=source)
     if options.period is not None:
         try:
