@@ -77,6 +77,14 @@ class StoreError(AgentError):
     """The run store cannot be read or written."""
 
 
+class NoCostError(AgentError):
+    """A stored run has no cost for the company (and service) to explain; `companies` are those it has."""
+
+    def __init__(self, message: str, *, companies: list[str]) -> None:
+        self.companies = companies
+        super().__init__(message)
+
+
 class StatementError(AgentError):
     """The statement cannot be made: unknown company, a run of another period, clashing output paths."""
 

@@ -26,7 +26,8 @@ from agent.core.model import Contribution, ReportRow, TagLine
 from agent.core.periods import PERIOD_PATTERN, Period
 from agent.core.split import NO_VALUE
 from agent.core.split import parse_dimensions as parse_split_dimensions
-from agent.errors import BodyTooLarge, SplitError, StoreError
+from agent.errors import BodyTooLarge, NoCostError, SplitError, StoreError
+from agent.outputs.explain import select_explanation
 from agent.outputs.report import render_csv
 from agent.service.metrics import exposition
 from agent.store.runs import RunSummary, StoredRun, list_runs, load_run
@@ -251,20 +252,15 @@ def allocations_csv(rows: list[dict[str, str]], *, dimensions: tuple[str, ...], 
 
 def explanation(stored: StoredRun, *, company: str, service: str | None) -> ExplanationOut:
     """The contributions behind a company's amounts (optionally for one service) and their bill lines."""
-    def matches(item: ReportRow | Contribution) -> bool:
-        return item.company == company and (service is None or item.service == service)
-
-    pieces = [c for c in stored.contributions if matches(c)]
-    if not pieces:
-        raise not_found(f"run {stored.summary.id} has no cost for company {company!r}"
-                        f"{'' if service is None else f' and service {service!r}'}")
-    lines = {(t.currency, t.tag, t.rule): t for t in stored.tag_lines}
-    used = sorted({(c.currency, c.tag, c.rule) for c in pieces})
+    try:
+        found = select_explanation(stored, company=company, service=service)
+    except NoCostError as e:
+        raise not_found(str(e)) from e
     return ExplanationOut(
         run_id=stored.summary.id, period=stored.summary.period, company=company, service=service,
-        rows=aggregate_rows([r for r in stored.rows if matches(r)], DIMENSIONS),
-        contributions=[contribution_out(c) for c in pieces],
-        bill_lines=[bill_lines_out(lines[key]) for key in used if key in lines],
+        rows=aggregate_rows(found.rows, DIMENSIONS),
+        contributions=[contribution_out(c) for c in found.contributions],
+        bill_lines=[bill_lines_out(line) for line in found.bill_lines()],
     )
 
 
