@@ -4,6 +4,8 @@ lines. `cz-agent explain` prints it; the API's explain endpoint returns it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 
 from agent.core.model import Contribution, ReportRow, TagLine
 from agent.errors import NoCostError
@@ -54,3 +56,9 @@ def select_explanation(stored: StoredRun, *, company: str, service: str | None) 
                           companies=sorted({c.company for c in stored.contributions}))
     return Explanation(rows=[row for row in stored.rows if concerned(row)], contributions=contributions,
                        lines={(t.currency, t.tag, t.rule): t for t in stored.tag_lines})
+
+
+def exact_amount_text(amount: Fraction) -> str:
+    """A contribution's exact amount as explanations show it: six decimals (of the 28-digit quotient, rounded
+    half to even by the format)."""
+    return f"{Decimal(amount.numerator) / Decimal(amount.denominator):.6f}"

@@ -13,7 +13,7 @@ from rich.table import Table
 from agent.core.model import CATEGORIES, RunResult
 from agent.core.rules import Rules
 from agent.errors import AgentError, NoCostError
-from agent.outputs.explain import select_explanation
+from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.store.runs import RunSummary, StoredRun
 
 _SHOWN_REJECTS = 10
@@ -153,7 +153,7 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
         for c in explanation.contributions_to(row):
             line = explanation.line_of(c)
             table.add_row(c.tag or "(untagged)", str(line.line_count), str(line.amount), c.namespace or "-",
-                          _share(c.target_share), _share(c.company_share), _exact(c.amount),
+                          _share(c.target_share), _share(c.company_share), exact_amount_text(c.amount),
                           c.reason or c.rule or "-")
         console.print(table)
         for line in explanation.lines_behind(row):
@@ -164,10 +164,6 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
 
 def _share(share: Fraction) -> str:
     return f"{float(share):.4%}" if share != 1 else "100%"
-
-
-def _exact(amount: Fraction) -> str:
-    return f"{Decimal(amount.numerator) / Decimal(amount.denominator):.6f}"
 
 
 def _abbreviate(rows: str, limit: int = 120) -> str:

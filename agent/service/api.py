@@ -27,7 +27,7 @@ from agent.core.periods import PERIOD_PATTERN, Period
 from agent.core.split import NO_VALUE
 from agent.core.split import parse_dimensions as parse_split_dimensions
 from agent.errors import BodyTooLarge, NoCostError, SplitError, StoreError
-from agent.outputs.explain import select_explanation
+from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.outputs.report import render_csv
 from agent.service.metrics import exposition
 from agent.store.runs import RunSummary, StoredRun, list_runs, load_run
@@ -267,7 +267,7 @@ def explanation(stored: StoredRun, *, company: str, service: str | None) -> Expl
 def contribution_out(c: Contribution) -> ContributionOut:
     return ContributionOut(company=c.company, service=c.service, category=c.category, cluster=c.cluster,
                            namespace=c.namespace, tag=c.tag, reason=c.reason, rule=c.rule, target_share=share_out(c.target_share),
-                           company_share=share_out(c.company_share), amount=exact_amount(c.amount),
+                           company_share=share_out(c.company_share), amount=exact_amount_text(c.amount),
                            currency=c.currency)
 
 
@@ -279,10 +279,6 @@ def bill_lines_out(line: TagLine) -> BillLinesOut:
 def share_out(share: Fraction) -> ShareOut:
     ratio = (Decimal(share.numerator) / Decimal(share.denominator)).quantize(_RATIO_PLACES).normalize()
     return ShareOut(fraction=str(share), ratio=format(ratio, "f"))
-
-
-def exact_amount(amount: Fraction) -> str:
-    return f"{Decimal(amount.numerator) / Decimal(amount.denominator):.6f}"
 
 
 # ------------------------------------------------------------------------------------------ runs, periods
