@@ -51,7 +51,7 @@ class Rig:
     served: str  # the good run's allocation CSV, as the API serves it
 
     def total(self) -> float | None:
-        return sample(self.agent.service.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD")
+        return sample(self.agent.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD")
 
     def allocations(self) -> str:
         return http_get(f"{self.agent.url}/api/v1/allocations?period={PERIOD}&format=csv")
@@ -84,7 +84,7 @@ def rig(prometheus_proxy: HttpFaultProxy, apiserver_proxy: TcpFaultProxy, agent_
     with running_agent(tmp_path, prometheus_url=prometheus_proxy.url, kubeconfig=kubeconfig) as agent:
         inbox = tmp_path / "inbox"
         drop_bill(inbox, BILL)
-        wait_for(lambda: sample(agent.service.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD") == GOOD_TOTAL,
+        wait_for(lambda: sample(agent.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD") == GOOD_TOTAL,
                  what="the first good run", log_path=agent.log_path)
         served = http_get(f"{agent.url}/api/v1/allocations?period={PERIOD}&format=csv")
         yield Rig(agent=agent, inbox=inbox, prometheus=prometheus_proxy, apiserver=apiserver_proxy, served=served)
@@ -145,7 +145,7 @@ def fail_then_recover(rig: Rig, *, inject: Callable[[], None], clear: Callable[[
         wait_for(lambda: rig.agent.runs("allocate", "failure") > failures, what="a failed allocation",
                  log_path=rig.agent.log_path)
         # The failure counter and the duration are recorded together: this is a failed run's duration.
-        duration = sample(rig.agent.service.metrics(), "cz_agent_run_duration_seconds", job="allocate")
+        duration = sample(rig.agent.metrics(), "cz_agent_run_duration_seconds", job="allocate")
         assert rig.allocations() == rig.served
         assert rig.total() == GOOD_TOTAL
         assert rig.stored_runs() == runs_before
@@ -259,7 +259,7 @@ def test_prometheus_missing_days_completes_with_a_stated_coverage_warning(rig: R
     drop_bill(rig.inbox, RESTATED_BILL)
     wait_for(lambda: rig.total() == RESTATED_TOTAL, what="the run on partial data", log_path=rig.agent.log_path)
 
-    metrics = rig.agent.service.metrics()
+    metrics = rig.agent.metrics()
     assert sample(metrics, "cz_usage_coverage_ratio", period=PERIOD, cluster="prod") == pytest.approx(20 / 30)
     latest = rig.stored_runs()[-1]
     manifest = json.loads(http_get(f"{rig.agent.url}/api/v1/runs/{latest['id']}"))["manifest"]

@@ -110,18 +110,18 @@ def company_totals(report_csv: str) -> dict[str, Decimal]:
 def test_serve_allocates_dropped_bills_and_keeps_serving_through_a_source_failure(
         agent: Agent, prometheus_server: PrometheusServer, tmp_path: Path, capsys: pytest.CaptureFixture):
     inbox = tmp_path / "inbox"
-    assert sample(agent.service.metrics(), "cz_allocation_cost") is None
+    assert sample(agent.metrics(), "cz_allocation_cost") is None
     drop_bill(inbox, BILL)
-    wait_for(lambda: sample(agent.service.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD"),
+    wait_for(lambda: sample(agent.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD"),
              what="the bill's metrics", log_path=agent.log_path)
     served = http_get(f"{agent.url}/api/v1/allocations?period=2026-09&format=csv")
 
     exported = tmp_path / "report.csv"
-    assert main(["--store", agent.store.runs, "report", "--period", "2026-09", "--out", str(exported)]) == 0
+    assert main(["--store", agent.store, "report", "--period", "2026-09", "--out", str(exported)]) == 0
     assert served == exported.read_text()
     totals = company_totals(served)
     assert sum(totals.values()) == Decimal("1323.33")
-    assert sample(agent.service.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 1323.33
+    assert sample(agent.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 1323.33
 
     with scraping_prometheus(agent.url.removeprefix("http://"), workdir=tmp_path) as scraper:
         query = urllib.parse.quote('sum by (company) (cz_allocation_cost{period="2026-09"})')
@@ -139,10 +139,10 @@ def test_serve_allocates_dropped_bills_and_keeps_serving_through_a_source_failur
         wait_for(lambda: agent.runs("allocate", "failure") > failures, what="a failed allocation",
                  log_path=agent.log_path)
         assert http_get(f"{agent.url}/api/v1/allocations?period=2026-09&format=csv") == served
-        assert sample(agent.service.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 1323.33
+        assert sample(agent.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 1323.33
     finally:
         prometheus_server.start()
-    wait_for(lambda: sample(agent.service.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 1333.33,
+    wait_for(lambda: sample(agent.metrics(), "cz_bill_total_cost", period="2026-09", currency="USD") == 1333.33,
              what="recovery after Prometheus came back", log_path=agent.log_path)
     assert agent.runs("allocate", "success") >= 2
 

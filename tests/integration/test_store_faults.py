@@ -61,7 +61,7 @@ def drop_bill(agent: Agent, text: str) -> None:
 
 
 def bill_total(agent: Agent) -> float | None:
-    return sample(agent.service.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD")
+    return sample(agent.metrics(), "cz_bill_total_cost", period=PERIOD, currency="USD")
 
 
 def failures(agent: Agent) -> float:
@@ -106,12 +106,12 @@ def test_postgres_stopped_then_restarted(tmp_path: Path):
                 drop_bill(agent, SECOND_BILL)
                 wait_for_failure(agent, before=before, reason="Connection refused")
                 # Nothing to read while the database is down: the store is reported down, the API says so.
-                assert sample(agent.service.metrics(), "cz_agent_store_up") == 0
+                assert sample(agent.metrics(), "cz_agent_store_up") == 0
                 assert failures(agent) > before
             finally:
                 server.start()
             wait_for(lambda: served_report(agent), what="the API after the restart", log_path=agent.log_path)
-            assert sample(agent.service.metrics(), "cz_agent_store_up") == 1
+            assert sample(agent.metrics(), "cz_agent_store_up") == 1
             wait_for_recovery(agent)
             assert served_report(agent) != served
 
@@ -142,7 +142,7 @@ def test_sqlite_locked_by_another_process(tmp_path: Path):
             wait_for_failure(agent, before=before, reason="database is locked")
             assert served_report(agent) == served
             assert bill_total(agent) == 133.33
-            assert sample(agent.service.metrics(), "cz_agent_store_up") == 1
+            assert sample(agent.metrics(), "cz_agent_store_up") == 1
         wait_for_recovery(agent)
 
 
