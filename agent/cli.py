@@ -6,7 +6,6 @@ import argparse
 import functools
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,17 +20,18 @@ from sqlalchemy import Engine
 from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.grouping import bill_lines, split_bill
+from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
+from agent.core.periods import Period
 from agent.core.rules import Rules
-from agent.core.split import SplitError, parse_dimensions
-from agent.errors import AgentError
+from agent.core.split import parse_dimensions
+from agent.errors import AgentError, PeriodError, RejectedRowsError, SplitError
 from agent.logs import configure_logging
 from agent.outputs import summary
 from agent.outputs.focus import FOCUS_FORMAT, render_focus
 from agent.outputs.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.outputs.split_summary import summary_lines
 from agent.outputs.statement import write_statement
-from agent.pipeline import (OVERRIDABLE_COLUMNS, RejectedRowsError, RowsProgress, RunRequest, import_options_for,
-                            run_allocation)
+from agent.pipeline import OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, import_options_for, run_allocation
 from agent.settings import Settings, load_settings
 from agent.sources.rules_file import load_rules
 from agent.sources.usage import format_usage, read_usage
@@ -42,13 +42,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _PIPED_WIDTH = 200
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 def period_argument(text: str) -> str:
-    if not _PERIOD.match(text):
-        raise argparse.ArgumentTypeError(f"expected a month as YYYY-MM, got {text!r}")
-    return text
+    """A `--period` value: the period's own text, `YYYY-MM`."""
+    try:
+        return str(Period.parse(text))
+    except PeriodError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +85,7 @@ def _add_allocate(commands: argparse._SubParsersAction) -> None:
                           help="where to list rejected rows (default: REPORT.rejects.csv, when there are any)")
     allocate.add_argument("--strict", action="store_true", help="fail when any bill row is rejected")
     columns = allocate.add_argument_group("bill columns (each overrides the guess and the rules' bill: section)")
-    columns.add_argument("--bill-format", choices=["auto", "native", "focus", "cur", "cur2", "azure"])
+    columns.add_argument("--bill-format", choices=BILL_FORMAT_CHOICES)
     columns.add_argument("--cost-column", metavar="NAME", help="e.g. BilledCost for FOCUS")
     columns.add_argument("--tag-column", metavar="NAME")
     columns.add_argument("--currency-column", metavar="NAME")
@@ -164,8 +165,7 @@ def _add_split(commands: argparse._SubParsersAction) -> None:
                        help="decimals of the amounts (default: each currency's minor unit)")
     split.add_argument("--strict", action="store_true", help="fail when any bill row is rejected")
     columns = split.add_argument_group("bill columns (each overrides the guess)")
-    columns.add_argument("--bill-format", choices=["auto", "native", "focus", "cur", "cur2", "azure"],
-                         default="auto")
+    columns.add_argument("--bill-format", choices=BILL_FORMAT_CHOICES, default=AUTO_DETECT)
     columns.add_argument("--cost-column", metavar="NAME", help="e.g. BilledCost for FOCUS")
     columns.add_argument("--currency-column", metavar="NAME")
     columns.add_argument("--sub-account-column", metavar="NAME")

@@ -20,17 +20,13 @@ from agent.core.allocation import allocate_lines, report_precision, rounded_bill
 from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
 from agent.core.model import Allocation, NamespaceUsage, RejectedRow, RunResult, RunSummary, SplitTotal
 from agent.core.rules import Rules, rules_digest
-from agent.errors import AgentError
+from agent.errors import RejectedRowsError
 from agent.outputs.report import render_report
 from agent.sources.usage import usage_digest
 from agent.store.runs import save_run
 
 if TYPE_CHECKING:
     from agent.bills.totals import BillTotals
-
-
-class RejectedRowsError(AgentError):
-    """`--strict` and some bill rows were rejected."""
 
 
 @dataclass(frozen=True)

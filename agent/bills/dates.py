@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-_MONTH = r"(?:0[1-9]|1[0-2])"
+from agent.core.periods import MONTH_NUMBER
+
+_MONTH = rf"(?:{MONTH_NUMBER})"
 _DAY = r"(?:0[1-9]|[12]\d|3[01])"
 # ISO `2024-09-01 00:00:00`, `2024-09-01T00:00:00.000Z`, `2024-09-01`, `2024-09`; compact `20240901`;
 # US `9/1/2023` (Azure EA). Whatever follows the date (time, offset) is ignored: the literal date counts.

@@ -7,7 +7,8 @@ from agent.bills.columns import find_column
 from agent.bills.spec import FormatSpec
 from agent.errors import BillFormatError
 
-# In detection order: the specific markers before the generic native `unblendedCost`.
+# Every format of agent.core.bill_formats, in detection order: the specific markers before the generic native
+# `unblendedCost`.
 SPECS: dict[str, FormatSpec] = {
     spec.name: spec for spec in (cur.LEGACY_SPEC, cur.CUR2_SPEC, focus.SPEC, azure.SPEC, native.SPEC)
 }

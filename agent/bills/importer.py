@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -22,12 +21,12 @@ from agent.bills.lineitems import BillImport
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
+from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
 from agent.core.money import is_currency_code
-from agent.errors import BillFormatError
+from agent.core.periods import Period
+from agent.errors import BillFormatError, FastReadError, PeriodError
 
 log = logging.getLogger(__name__)
-
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 def read_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], None] | None = None) -> BillImport:
@@ -75,7 +74,7 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
         try:
             totals = _totals(reader.read_batches(path, columns=used, plain=plain, source=source), columns=columns,
                              options=options, source=source, on_rows=on_rows)
-        except reader.FastReadError as e:
+        except FastReadError as e:
             log.info("%s: read again with the row-by-row CSV reader (%s)", source, e)
             chunks = ((pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64"))
                       for chunk in reader.read_chunks(path, columns=used, source=source))
@@ -114,16 +113,19 @@ def _open(path: Path, options: ImportOptions) -> tuple[str, str, ColumnMap]:
     if not path.is_file():
         raise BillFormatError("no such file", source=source)
     header = reader.read_header(path, source=source)
-    bill_format = detect_format(header, source=source) if options.bill_format == "auto" else options.bill_format
+    bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
     return source, bill_format, resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
 
 
 def _check_options(options: ImportOptions, *, source: str) -> None:
-    if options.bill_format != "auto" and options.bill_format not in SPECS:
-        raise BillFormatError(f"unknown bill format {options.bill_format!r}; expected auto or one of "
+    if options.bill_format not in BILL_FORMAT_CHOICES:
+        raise BillFormatError(f"unknown bill format {options.bill_format!r}; expected {AUTO_DETECT} or one of "
                               f"{', '.join(SPECS)}", source=source)
-    if options.period is not None and not _PERIOD.match(options.period):
-        raise BillFormatError(f"period {options.period!r} is not YYYY-MM", source=source)
+    if options.period is not None:
+        try:
+            Period.parse(options.period)
+        except PeriodError as e:
+            raise BillFormatError(f"period {options.period!r} is not YYYY-MM", source=source) from e
     default = options.default_currency
     if default is not None and not is_currency_code(default.strip().upper()):
         raise BillFormatError(f"default currency {default!r} is not a 3-letter currency code", source=source)

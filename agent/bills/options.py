@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.core.bill_formats import AUTO_DETECT
+
 
 @dataclass(frozen=True)
 class ImportOptions:
@@ -12,8 +14,8 @@ class ImportOptions:
     tag_key: str = "cz_container_bill"
     # "YYYY-MM": rows of another month go to BillImport.out_of_period.
     period: str | None = None
-    # auto | native | focus | cur | cur2 | azure
-    bill_format: str = "auto"
+    # One of agent.core.bill_formats.BILL_FORMAT_CHOICES; the importer refuses any other.
+    bill_format: str = AUTO_DETECT
     cost_column: str | None = None
     tag_column: str | None = None
     currency_column: str | None = None

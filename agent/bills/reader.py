@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from openpyxl.utils.exceptions import InvalidFileException
 
 from agent.bills.fast import blank_records
-from agent.errors import BillFormatError
+from agent.errors import BillFormatError, FastReadError, InvalidTextError
 
 CHUNK_ROWS = 100_000
 # Bytes of CSV text Arrow parses at a time (about 10 000 lines of a typical bill). Arrow reads ahead a fixed
@@ -60,7 +60,7 @@ def read_chunks(path: Path, *, columns: list[str], source: str) -> Iterator[pd.D
     """
     try:
         yield from _CHUNK_READERS[_kind(path)](path, columns)
-    except InvalidText as e:
+    except InvalidTextError as e:
         raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
     except _READ_ERRORS as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
@@ -81,7 +81,7 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
     if kind == ".parquet":
         try:
             yield from _parquet_batches(path, columns, plain=plain)
-        except InvalidText as e:
+        except InvalidTextError as e:
             raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
         except _READ_ERRORS as e:
             raise BillFormatError(f"cannot read the file: {e}", source=source) from e
@@ -135,10 +135,6 @@ def _put(handoff: queue.Queue, item: tuple, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
-
-
-class FastReadError(Exception):
-    """Arrow's CSV reader cannot read this file as pandas would: read it with `read_chunks` instead."""
 
 
 def _arrow_csv_batches(path: Path, columns: list[str], *,
@@ -250,15 +246,6 @@ def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
         first_row += batch.num_rows
 
 
-class InvalidText(ValueError):
-    """A Parquet text cell that is not UTF-8."""
-
-    def __init__(self, *, column: str, row: int) -> None:
-        self.column = column
-        self.row = row
-        super().__init__(f"row {row}, column {column!r}: the text is not valid UTF-8")
-
-
 def _utf8(array: pa.Array, *, column: str, first_row: int) -> pa.Array:
     """The column, checked: Parquet does not guarantee that its strings are UTF-8, and Arrow would otherwise fail
     on the first bad one far from the file, as a traceback."""
@@ -272,7 +259,7 @@ def _utf8(array: pa.Array, *, column: str, first_row: int) -> pa.Array:
                if text is not None and not _decodes(text)}
         positions = array.indices.to_pylist() if pa.types.is_dictionary(array.type) else range(len(array))
         row = next(offset for offset, position in enumerate(positions) if position in bad)
-        raise InvalidText(column=column, row=first_row + row) from None
+        raise InvalidTextError(column=column, row=first_row + row) from None
     return array
 
 

@@ -216,11 +216,11 @@ def round_rows(contributions: list[Contribution], *, rules: Rules, period: str) 
     for currency in sorted({key[4] for key in exact}):
         precision = report_precision(rules, currency)
         keys = sorted((k for k in exact if k[4] == currency), key=_row_order)
-        rounded = largest_remainder({k: exact[k] for k in keys}, precision)
+        rounded = largest_remainder([exact[k] for k in keys], precision)
         rows += [
             ReportRow(period=period, company=k[0], service=k[1], category=k[2], cluster=k[3],
-                      amount=rounded[k], currency=currency)
-            for k in keys
+                      amount=amount, currency=currency)
+            for k, amount in zip(keys, rounded)
         ]
     return rows
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
+from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
 from agent.core.money import is_currency_code
 from agent.errors import RulesError
 
@@ -38,7 +39,7 @@ class ClusterSource(_Strict):
 class BillColumns(_Strict):
     """Overrides of the bill columns the importer would otherwise guess."""
 
-    format: Literal["auto", "native", "focus", "cur", "cur2", "azure"] = "auto"
+    format: Literal[BILL_FORMAT_CHOICES] = AUTO_DETECT
     cost: str | None = None
     tag: str | None = None
     currency: str | None = None

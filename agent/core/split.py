@@ -6,7 +6,6 @@ up to the rounded bill total of that currency (agent.bills.grouping sums the lin
 
 from __future__ import annotations
 
-import decimal
 import itertools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -14,17 +13,13 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import NamedTuple
 
-from agent.core.money import exact_arithmetic, exact_sum, minor_unit
-from agent.errors import AgentError
+from agent.core.money import exact_sum, largest_remainder, minor_unit, round_amount
+from agent.errors import SplitError
 
 # --by name -> line-item column (and output column) it groups on.
 DIMENSIONS: dict[str, str] = {"subaccount": "sub_account", "workspace": "workspace", "apikey": "api_key"}
 # Lines without a value for a dimension are grouped under this value.
 NO_VALUE = "(none)"
-
-
-class SplitError(AgentError):
-    """The requested split is invalid (unknown, repeated or missing dimensions, a bad precision)."""
 
 
 class SplitRow(NamedTuple):
@@ -99,35 +94,8 @@ def split_groups(groups: Sequence[Group], *, columns: Sequence[str], precision: 
                           line_count=count)
                  for (key, exact_amount, count), amount in zip(currency_groups, rounded)]
         bill_totals[currency] = exact_sum(exact)
-        rounded_totals[currency] = _round_half_up(bill_totals[currency], places)
+        rounded_totals[currency] = round_amount(bill_totals[currency], places)
     return BillSplit(columns=tuple(columns), rows=rows, bill_totals=bill_totals, rounded_totals=rounded_totals)
-
-
-def largest_remainder(amounts: Sequence[Decimal], places: int) -> list[Decimal]:
-    """`agent.core.money.largest_remainder` for exact Decimals, in Decimal arithmetic: it gives the same result
-    (ties go to the earlier amount) but compares remainders in C, where Fractions took a minute for half a
-    million groups."""
-    with exact_arithmetic():
-        scaled = [amount.scaleb(places) for amount in amounts]
-        floors = [int(value.to_integral_value(rounding=decimal.ROUND_FLOOR)) for value in scaled]
-        total = int(exact_sum(scaled).to_integral_value(rounding=decimal.ROUND_HALF_UP))
-        by_remainder = sorted(range(len(scaled)), key=lambda i: (floors[i] - scaled[i], i))
-        for position in by_remainder[:total - sum(floors)]:
-            floors[position] += 1
-        return [_units(units, places) for units in floors]
-
-
-def _round_half_up(amount: Decimal, places: int) -> Decimal:
-    """Half away from zero, as agent.core.money.round_amount, but exact however many digits the amount has."""
-    with exact_arithmetic():
-        return _units(int(amount.scaleb(places).to_integral_value(rounding=decimal.ROUND_HALF_UP)), places)
-
-
-def _units(units: int, places: int) -> Decimal:
-    """`units` minor units as an amount with exactly `places` decimals."""
-    with exact_arithmetic():
-        quantum = Decimal(1).scaleb(-places)
-        return (Decimal(units) * quantum).quantize(quantum)
 
 
 def check_split(columns: Sequence[str], precision: int | None) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.core.model import ReportRow, StoredRun
+from agent.core.periods import Period
 from agent.outputs.report import render_csv
 
 if TYPE_CHECKING:
@@ -52,17 +53,9 @@ Record = dict[str, str | Decimal | datetime | None]
 
 def render_focus(stored: StoredRun, *, parquet: bool = False) -> bytes:
     """The run's report rows as FOCUS CSV (plain decimal amounts, ISO 8601 UTC dates) or Parquet."""
-    start, end = period_bounds(stored.summary.period)
-    records = [focus_record(row, start=start, end=end, run_id=stored.summary.id) for row in stored.rows]
+    period = Period.parse(stored.summary.period)
+    records = [focus_record(row, start=period.start, end=period.end, run_id=stored.summary.id) for row in stored.rows]
     return _parquet(records) if parquet else render_csv(COLUMNS, (_csv_cells(record) for record in records))
-
-
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    """The billing period as FOCUS wants it: inclusive start, exclusive end, both midnight UTC."""
-    year, month = (int(part) for part in period.split("-"))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
 
 
 def focus_record(row: ReportRow, *, start: datetime, end: datetime, run_id: int) -> Record:

@@ -24,7 +24,7 @@ from agent.core.allocation import CLUSTER_PREFIX, COMMON_PREFIX
 from agent.core.manifest import CurrencyTotals
 from agent.core.model import CATEGORIES, Contribution, ReportRow, StoredRun, TagLine
 from agent.core.money import round_amount
-from agent.errors import AgentError
+from agent.errors import StatementError
 # csv_safe is re-exported: statements are where users meet formula-looking names.
 from agent.outputs.report import csv_safe as csv_safe
 from agent.outputs.report import render_csv, write_atomically
@@ -34,10 +34,6 @@ CSV_COLUMNS = ("run_id", "period", "company", "service", "category", "cluster", 
 _EXACT_PLACES = 6
 _SHARE_PLACES = 4
 _CHART_LABEL_CHARS = 28
-
-
-class StatementError(AgentError):
-    """The statement cannot be made: unknown company, a run of another period, clashing output paths."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from rich.table import Table
 from agent.core.manifest import RunManifest
 from agent.core.model import CATEGORIES, RunResult, RunSummary, StoredRun
 from agent.core.rules import Rules
-from agent.errors import AgentError
+from agent.errors import AgentError, NoCostError
+from agent.outputs.explain import exact_amount_text, select_explanation
 
 _SHOWN_REJECTS = 10
 _ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]
@@ -136,16 +137,11 @@ def print_runs(found: list[RunSummary], *, console: Console) -> None:
 
 def print_explanation(stored: StoredRun, *, company: str, service: str | None, console: Console) -> None:
     """Every piece behind the company's amount: tag values, clusters, namespaces, shares and bill rows."""
-    pieces = [c for c in stored.contributions
-              if c.company == company and (service is None or c.service == service)]
-    if not pieces:
-        companies = sorted({c.company for c in stored.contributions})
-        raise AgentError(f"run {stored.summary.id} has no cost for company {company!r}"
-                         f"{'' if service is None else f' and service {service!r}'}; companies: {', '.join(companies)}")
-    lines = {(t.currency, t.tag, t.rule): t for t in stored.tag_lines}
-    for row in stored.rows:
-        if row.company != company or (service is not None and row.service != service):
-            continue
+    try:
+        explanation = select_explanation(stored, company=company, service=service)
+    except NoCostError as e:
+        raise AgentError(f"{e}; companies: {', '.join(e.companies)}") from e
+    for row in explanation.rows:
         console.print(f"\n[bold]{row.company or '(unallocated)'} · {row.service or '(common pool)'} · "
                       f"{row.category}{' · cluster ' + row.cluster if row.cluster else ''}: "
                       f"{row.amount} {row.currency}[/]", highlight=False)
@@ -153,27 +149,20 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
         for heading in ["tag value", "bill lines", "line total", "namespace", "share of line", "company share",
                         "exact amount", "reason or rule"]:
             table.add_column(heading)
-        for c in pieces:
-            if (c.service, c.category, c.cluster, c.currency) != (row.service, row.category, row.cluster, row.currency):
-                continue
-            line = lines[(c.currency, c.tag, c.rule)]
+        for c in explanation.contributions_to(row):
+            line = explanation.line_of(c)
             table.add_row(c.tag or "(untagged)", str(line.line_count), str(line.amount), c.namespace or "-",
-                          _share(c.target_share), _share(c.company_share), _exact(c.amount),
+                          _share(c.target_share), _share(c.company_share), exact_amount_text(c.amount),
                           c.reason or c.rule or "-")
         console.print(table)
-        for tag, rule in sorted({(c.tag, c.rule) for c in pieces if (c.service, c.category, c.cluster, c.currency)
-                                 == (row.service, row.category, row.cluster, row.currency)}):
-            for source, rows in lines[(row.currency, tag, rule)].rows_by_source.items():
-                console.print(f"  bill rows of {tag or rule or '(untagged)'}: {source} rows {_abbreviate(rows)}",
-                              highlight=False)
+        for line in explanation.lines_behind(row):
+            for source, rows in line.rows_by_source.items():
+                console.print(f"  bill rows of {line.tag or line.rule or '(untagged)'}: {source} rows "
+                              f"{_abbreviate(rows)}", highlight=False)
 
 
 def _share(share: Fraction) -> str:
     return f"{float(share):.4%}" if share != 1 else "100%"
-
-
-def _exact(amount: Fraction) -> str:
-    return f"{Decimal(amount.numerator) / Decimal(amount.denominator):.6f}"
 
 
 def _abbreviate(rows: str, limit: int = 120) -> str:

@@ -16,16 +16,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.bills.grouping import split_bill
 from agent.core.model import Contribution, ReportRow, RunSummary, StoredRun, TagLine
-from agent.core.split import NO_VALUE, SplitError
+from agent.core.periods import PERIOD_PATTERN, Period
+from agent.core.split import NO_VALUE
 from agent.core.split import parse_dimensions as parse_split_dimensions
-from agent.errors import StoreError
+from agent.errors import BodyTooLarge, NoCostError, SplitError, StoreError
+from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.outputs.report import render_csv
 from agent.service.metrics import exposition
 from agent.store.runs import list_runs, load_run
@@ -36,10 +38,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DIMENSIONS = ("company", "service", "category", "cluster")
-PERIOD_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 _RATIO_PLACES = Decimal("1e-12")
 
-Period = Annotated[str, Query(pattern=PERIOD_PATTERN, description="billing period, YYYY-MM")]
+# The pattern is published in the OpenAPI document (and gives FastAPI's usual 422 message); Period.parse then
+# refuses what the pattern alone lets through (year 0000, digits of other scripts).
+PeriodQuery = Annotated[str, Query(pattern=PERIOD_PATTERN, description="billing period, YYYY-MM"),
+                        AfterValidator(lambda text: str(Period.parse(text)))]
 # Every request the API answers is a GET with a short query: anything far larger is refused before routing.
 MAX_QUERY_BYTES = 4 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -248,27 +252,22 @@ def allocations_csv(rows: list[dict[str, str]], *, dimensions: tuple[str, ...], 
 
 def explanation(stored: StoredRun, *, company: str, service: str | None) -> ExplanationOut:
     """The contributions behind a company's amounts (optionally for one service) and their bill lines."""
-    def matches(item: ReportRow | Contribution) -> bool:
-        return item.company == company and (service is None or item.service == service)
-
-    pieces = [c for c in stored.contributions if matches(c)]
-    if not pieces:
-        raise not_found(f"run {stored.summary.id} has no cost for company {company!r}"
-                        f"{'' if service is None else f' and service {service!r}'}")
-    lines = {(t.currency, t.tag, t.rule): t for t in stored.tag_lines}
-    used = sorted({(c.currency, c.tag, c.rule) for c in pieces})
+    try:
+        found = select_explanation(stored, company=company, service=service)
+    except NoCostError as e:
+        raise not_found(str(e)) from e
     return ExplanationOut(
         run_id=stored.summary.id, period=stored.summary.period, company=company, service=service,
-        rows=aggregate_rows([r for r in stored.rows if matches(r)], DIMENSIONS),
-        contributions=[contribution_out(c) for c in pieces],
-        bill_lines=[bill_lines_out(lines[key]) for key in used if key in lines],
+        rows=aggregate_rows(found.rows, DIMENSIONS),
+        contributions=[contribution_out(c) for c in found.contributions],
+        bill_lines=[bill_lines_out(line) for line in found.bill_lines()],
     )
 
 
 def contribution_out(c: Contribution) -> ContributionOut:
     return ContributionOut(company=c.company, service=c.service, category=c.category, cluster=c.cluster,
                            namespace=c.namespace, tag=c.tag, reason=c.reason, rule=c.rule, target_share=share_out(c.target_share),
-                           company_share=share_out(c.company_share), amount=exact_amount(c.amount),
+                           company_share=share_out(c.company_share), amount=exact_amount_text(c.amount),
                            currency=c.currency)
 
 
@@ -280,10 +279,6 @@ def bill_lines_out(line: TagLine) -> BillLinesOut:
 def share_out(share: Fraction) -> ShareOut:
     ratio = (Decimal(share.numerator) / Decimal(share.denominator)).quantize(_RATIO_PLACES).normalize()
     return ShareOut(fraction=str(share), ratio=format(ratio, "f"))
-
-
-def exact_amount(amount: Fraction) -> str:
-    return f"{Decimal(amount.numerator) / Decimal(amount.denominator):.6f}"
 
 
 # ------------------------------------------------------------------------------------------ runs, periods
@@ -316,7 +311,7 @@ def api_router(reader: RunReader) -> APIRouter:
     @router.get("/allocations", response_model=AllocationsOut,
                 responses={200: {"content": {"text/csv": {}}, "description": "the rows as JSON or CSV"}})
     def allocations(
-        period: Period | None = None,
+        period: PeriodQuery | None = None,
         run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
         aggregate: Annotated[str | None, Query(description="dimensions to keep, comma-separated, from "
                                                + ",".join(DIMENSIONS))] = None,
@@ -332,7 +327,7 @@ def api_router(reader: RunReader) -> APIRouter:
     @router.get("/split", response_model=SplitOut,
                 responses={200: {"content": {"text/csv": {}}, "description": "the rows as JSON or CSV"}})
     def split(
-        period: Period | None = None,
+        period: PeriodQuery | None = None,
         run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
         by: Annotated[str, Query(description="subaccount, workspace, apikey: comma-separated, in order")]
         = "workspace,apikey",
@@ -351,7 +346,7 @@ def api_router(reader: RunReader) -> APIRouter:
                         rows=[dict(zip(result.header(), record)) for record in result.records()])
 
     @router.get("/runs")
-    def runs(period: Period | None = None) -> RunListOut:
+    def runs(period: PeriodQuery | None = None) -> RunListOut:
         return RunListOut(runs=[run_out(run) for run in reader.summaries(period)])
 
     @router.get("/runs/{run_id}")
@@ -442,10 +437,6 @@ def _oversize(scope: Scope) -> tuple[int, str] | None:
     if not length.isdigit() or int(length) > MAX_BODY_BYTES:
         return 413, f"the request body is larger than {MAX_BODY_BYTES} bytes"
     return None
-
-
-class BodyTooLarge(Exception):
-    """A chunked body went past MAX_BODY_BYTES."""
 
 
 def _bounded_body(receive: Receive) -> Receive:

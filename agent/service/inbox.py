@@ -4,20 +4,19 @@ billing periods it holds."""
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from agent.bills import ImportOptions
+from agent.core.periods import Period
 from agent.errors import AgentError
 from agent.store.runs import known_bill_periods, remember_bill_periods
 
 log = logging.getLogger(__name__)
 
 BILL_SUFFIXES = (".csv", ".gz", ".parquet", ".xlsx")
-_PERIOD_IN_PATH = re.compile(r"(?<!\d)(\d{4}-(?:0[1-9]|1[0-2]))(?!\d)")
 
 
 @dataclass(frozen=True)
@@ -107,6 +106,6 @@ def bill_periods(path: Path, *, options: ImportOptions) -> list[str]:
     """The billing periods of a bill's rows; a YYYY-MM in the file's path stands for bills without dates."""
     from agent.bills import total_bill
 
-    hint = _PERIOD_IN_PATH.findall(str(path))
-    imported = total_bill(path, options=replace(options, period=hint[-1] if hint else None))
+    hint = Period.last_in(str(path))
+    imported = total_bill(path, options=replace(options, period=None if hint is None else str(hint)))
     return sorted(period for period in imported.periods() if period)

@@ -25,21 +25,15 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.errors import KubernetesError, SettingsError
+from agent.errors import KubernetesError, LeaseConflict, SettingsError
 from agent.settings import Settings
-# The one place that turns a kubeconfig or the pod's service account into a client configuration.
-from agent.sources.kube import _configuration as kube_configuration
-from agent.sources.kube import _http_status
+from agent.sources.kube import client_configuration, describe_api_error
 
 log = logging.getLogger(__name__)
 
 # client-go's wait.JitterUntil factor: candidates retry at [1, 1.2) x retryPeriod, so they do not stay in step.
 JITTER_FACTOR = 1.2
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-class LeaseConflict(Exception):
-    """Another candidate wrote the Lease first (HTTP 409): this round is lost, not an error."""
 
 
 @dataclass(frozen=True)
@@ -142,10 +136,8 @@ class LeaseLock:
 
     def get(self) -> LeaseRecord | None:
         """The lease, or None when it does not exist yet."""
-        try:
-            return _record(self._call(self._api.read_namespaced_lease, self.name, self.namespace))
-        except _NotFound:
-            return None
+        lease = self._call(self._api.read_namespaced_lease, self.name, self.namespace, missing_ok=True)
+        return None if lease is None else _record(lease)
 
     def create(self, record: LeaseRecord) -> LeaseRecord:
         body = client.V1Lease(metadata=client.V1ObjectMeta(name=self.name), spec=_lease_spec(record))
@@ -157,22 +149,20 @@ class LeaseLock:
                               spec=_lease_spec(record))
         return _record(self._call(self._api.replace_namespaced_lease, self.name, self.namespace, body))
 
-    def _call(self, method: Callable[..., client.V1Lease], *args: object) -> client.V1Lease:
+    def _call(self, method: Callable[..., client.V1Lease], *args: object,
+              missing_ok: bool = False) -> client.V1Lease | None:
+        """The method's answer; None for a missing lease when `missing_ok`, else KubernetesError or LeaseConflict."""
         where = f"lease {self.namespace}/{self.name}"
         try:
             return method(*args, _request_timeout=self._timeout)
         except ApiException as e:
-            if e.status == 404:
-                raise _NotFound from e
+            if e.status == 404 and missing_ok:
+                return None
             if e.status == 409:
                 raise LeaseConflict(f"{where}: changed by another candidate") from e
-            raise KubernetesError(f"{where}: {_http_status(e)}") from e
+            raise KubernetesError(f"{where}: {describe_api_error(e)}") from e
         except urllib3.exceptions.HTTPError as e:
             raise KubernetesError(f"{where}: the Kubernetes API is unreachable: {type(e).__name__}") from e
-
-
-class _NotFound(Exception):
-    pass
 
 
 def _lease_spec(record: LeaseRecord) -> client.V1LeaseSpec:
@@ -375,7 +365,7 @@ def leadership_for(settings: Settings) -> SoleReplica | LeaderElector:
     timing = LeaseTiming(settings.leader_election_lease_duration_seconds,
                          settings.leader_election_renew_deadline_seconds,
                          settings.leader_election_retry_period_seconds)
-    configuration = kube_configuration(kubeconfig=settings.kubeconfig, context=None)
+    configuration = client_configuration(kubeconfig=settings.kubeconfig, context=None)
     api = client.CoordinationV1Api(client.ApiClient(configuration))
     # One request may take at most half the renew deadline, so a renewal still has a second try in time.
     lock = LeaseLock(api, name=settings.leader_election_lease_name, namespace=lease_namespace(settings),

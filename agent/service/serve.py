@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from agent.core.model import RunSummary
+from agent.core.periods import Period
 from agent.core.rules import Rules, rules_digest
 from agent.errors import AgentError, SettingsError
 from agent.pipeline import RunRequest, import_options_for, run_allocation
@@ -118,8 +119,9 @@ class AgentService:
         """The periods to allocate now: the open month and the previous one unless closed (usage still
         moves), and any period whose bills or rules differ from its latest run (closed ones: only bills,
         a restatement)."""
-        now = self._clock()
-        recent = {_month(now), _month(now.replace(day=1) - timedelta(days=1))}
+        current = Period.of(self._clock())
+        month_to_date = str(current)
+        recent = {month_to_date, str(current.previous())}
         frozen = closed(self._engine)
         latest = _latest_by_period(list_runs(self._engine))
         plans = []
@@ -135,7 +137,7 @@ class AgentService:
             elif run.manifest.rules_digest != rules_digest(rules):
                 plans.append(PeriodPlan(period, "rules changed", run))
             elif period in recent:
-                plans.append(PeriodPlan(period, "month to date" if period == _month(now) else "previous month", run))
+                plans.append(PeriodPlan(period, "month to date" if period == month_to_date else "previous month", run))
         return plans
 
     def _allocate_period(self, plan: PeriodPlan, *, rules: Rules) -> None:
@@ -168,10 +170,6 @@ class AgentService:
     def ready(self) -> bool:
         """Ready once the store answers: the last good runs can be served even while a source is down."""
         return store_answers(self._engine)
-
-
-def _month(moment: datetime) -> str:
-    return f"{moment.year:04d}-{moment.month:02d}"
 
 
 def _latest_by_period(runs: list[RunSummary]) -> dict[str, RunSummary]:

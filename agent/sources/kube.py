@@ -1,4 +1,5 @@
-"""The namespace map from the Kubernetes API: every namespace and the value of its billing label."""
+"""The Kubernetes API: client configuration (in-cluster or kubeconfig), readable API errors, and the namespace map
+(every namespace and the value of its billing label). The one module that loads Kubernetes credentials."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from kubernetes.config.config_exception import ConfigException
 
 from agent.errors import KubernetesError
 
+__all__ = ["DEFAULT_LABEL", "client_configuration", "describe_api_error", "namespace_services"]
+
 DEFAULT_LABEL = "cz_container_bill"
 
 
@@ -22,14 +25,19 @@ def namespace_services(*, label: str = DEFAULT_LABEL, kubeconfig: Path | None = 
     Credentials come from the pod's service account when running in a cluster and no kubeconfig or
     context is given, else from `kubeconfig` (default: $KUBECONFIG, then ~/.kube/config).
     """
-    configuration = _configuration(kubeconfig=kubeconfig, context=context)
+    configuration = client_configuration(kubeconfig=kubeconfig, context=context)
     with client.ApiClient(configuration) as api_client:
         namespaces = _list_namespaces(client.CoreV1Api(api_client), page_size=page_size,
                                       timeout_seconds=timeout_seconds, server=configuration.host)
     return {namespace.metadata.name: _label_value(namespace.metadata.labels, label) for namespace in namespaces}
 
 
-def _configuration(*, kubeconfig: Path | None, context: str | None) -> client.Configuration:
+def client_configuration(*, kubeconfig: Path | None, context: str | None) -> client.Configuration:
+    """A Kubernetes client configuration: the pod's service account when running in a cluster and neither
+    `kubeconfig` nor `context` is given, else `kubeconfig` (default: $KUBECONFIG, then ~/.kube/config) at
+    `context` (default: its current one). KubernetesError when no credentials can be loaded.
+
+    Requests are not retried by the client: the caller's timeout bounds each call, and callers retry."""
     configuration = client.Configuration()
     # One attempt per request: the caller's timeout then bounds the whole call, and the service loop retries.
     configuration.retries = 0
@@ -57,7 +65,7 @@ def _list_namespaces(core: client.CoreV1Api, *, page_size: int, timeout_seconds:
         try:
             page = core.list_namespace(limit=page_size, _continue=continue_token, _request_timeout=timeout_seconds)
         except ApiException as e:
-            raise KubernetesError(f"Kubernetes API {server} cannot list namespaces: {_http_status(e)}") from e
+            raise KubernetesError(f"Kubernetes API {server} cannot list namespaces: {describe_api_error(e)}") from e
         except urllib3.exceptions.HTTPError as e:
             raise KubernetesError(f"Kubernetes API {server} is unreachable: {_transport_reason(e)}") from e
         namespaces.extend(page.items)
@@ -66,8 +74,9 @@ def _list_namespaces(core: client.CoreV1Api, *, page_size: int, timeout_seconds:
             return namespaces
 
 
-def _http_status(error: ApiException) -> str:
-    """'HTTP 403 Forbidden: <the API's own message>'; built from the response only, so no credential leaks."""
+def describe_api_error(error: ApiException) -> str:
+    """An API error for a message: 'HTTP 403 Forbidden: <the API's own message>'. Built from the response's
+    status and message only, so no credential or request header leaks into logs."""
     status = f"HTTP {error.status} {error.reason}"
     try:
         message = json.loads(error.body or "").get("message")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from agent.core.model import NamespaceUsage
+from agent.core.periods import Period
 from agent.core.rules import ClusterSource, Rules
 from agent.errors import AgentError
 from agent.settings import Settings
@@ -28,14 +29,6 @@ class LiveUsage:
     namespace_map: NamespaceMap
 
 
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    """[first instant of the month, first instant of the next month) in UTC."""
-    year, month = (int(part) for part in period.split("-"))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
-
-
 def collect_live_usage(
     *,
     rules: Rules,
@@ -47,7 +40,7 @@ def collect_live_usage(
     """Query every cluster of the rules; the namespace map is the rules' override, then the namespace label,
     then what earlier runs saw (a namespace deleted mid-month keeps its service). Without a `clusters:`
     section there is nothing to query, and cluster cost stays unattributable."""
-    start, end = period_bounds(period)
+    month = Period.parse(period)
     usage: list[NamespaceUsage] = []
     coverage: dict[str, float] = {}
     namespace_map: NamespaceMap = {}
@@ -56,8 +49,9 @@ def collect_live_usage(
         # a month of usage queries is spent.
         labels = namespace_services(label=rules.namespace_label, kubeconfig=settings.kubeconfig,
                                     context=source.kube_context, timeout_seconds=settings.kube_timeout_seconds)
-        measured = query_usage(cluster=cluster, target=prometheus_target(source, settings=settings), start=start,
-                               end=end, basis=settings.usage_basis, step_seconds=settings.usage_step_seconds, now=now)
+        measured = query_usage(cluster=cluster, target=prometheus_target(source, settings=settings),
+                               start=month.start, end=month.end, basis=settings.usage_basis,
+                               step_seconds=settings.usage_step_seconds, now=now)
         services = resolve_services(measured.usage, rules=rules, labels=labels,
                                     previous=previous_maps.get(cluster, {}))
         usage += [replace(record, service=services[record.namespace]) for record in measured.usage]

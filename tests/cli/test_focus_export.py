@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent.cli import main
-from agent.outputs.focus import period_bounds
+from agent.core.periods import Period
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 # FOCUS 1.2 columns whose feature level is Mandatory, as the specification lists them.
@@ -141,6 +141,12 @@ def test_focus_parquet_keeps_exact_decimals_and_utc_timestamps(store, tmp_path):
         sum(Decimal(r["amount"]) for r in report if r["currency"] == "USD") == Decimal("1587.84")
     assert table.column("BillingPeriodStart").to_pylist()[0] == datetime(2026, 12, 1, tzinfo=UTC)
     assert table.column("ChargeClass").null_count == table.num_rows
+
+
+def period_bounds(text: str) -> tuple[datetime, datetime]:
+    """The bounds render_focus writes for a period."""
+    period = Period.parse(text)
+    return period.start, period.end
 
 
 def test_period_bounds_are_midnight_utc_with_an_exclusive_end():

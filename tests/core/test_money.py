@@ -1,9 +1,9 @@
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.core.money import largest_remainder, minor_unit, parse_amount, round_amount
@@ -33,11 +33,11 @@ def test_round_half_away_from_zero():
 
 
 def test_largest_remainder_gives_missing_units_to_largest_fractions_then_order():
-    rounded = largest_remainder({"a": Fraction(10, 3), "b": Fraction(10, 3), "c": Fraction(10, 3)}, 2)
-    assert rounded == {"a": Decimal("3.34"), "b": Decimal("3.33"), "c": Decimal("3.33")}
-    with_credit = largest_remainder({"a": Decimal("-0.005"), "b": Decimal("1.006")}, 2)
-    assert sum(with_credit.values()) == Decimal("1.00")
-    assert with_credit == {"a": Decimal("-0.01"), "b": Decimal("1.01")}
+    rounded = largest_remainder([Fraction(10, 3), Fraction(10, 3), Fraction(10, 3)], 2)
+    assert rounded == [Decimal("3.34"), Decimal("3.33"), Decimal("3.33")]
+    with_credit = largest_remainder([Decimal("-0.005"), Decimal("1.006")], 2)
+    assert sum(with_credit) == Decimal("1.00")
+    assert with_credit == [Decimal("-0.01"), Decimal("1.01")]
 
 
 @pytest.mark.parametrize("text", ["1e40", "1e-999999999", "0E-50", "1" * 25])
@@ -67,3 +67,45 @@ def test_an_amount_is_read_only_from_ascii_digits_point_sign_and_exponent(text):
         return
     assert written is not None, f"{text!r} was read as {amount}"
     assert amount == Decimal(text.strip())
+
+
+# ------------------------------------------------------------------------------- properties of the one rounding
+
+exact_amounts = st.one_of(
+    st.decimals(min_value=-10**6, max_value=10**9, places=7, allow_nan=False, allow_infinity=False),
+    st.fractions(min_value=-10**6, max_value=10**9, max_denominator=10**6),
+)
+
+
+def reference_largest_remainder(amounts: list[Fraction], precision: int) -> list[Decimal]:
+    """The method spelled out with Fractions and sorting by hand: floors, then the missing units to the largest
+    remainders, the earlier amount first on a tie."""
+    scale = 10**precision
+    floors = [(a * scale).numerator // (a * scale).denominator for a in amounts]
+    total = sum(amounts, Fraction(0)) * scale
+    rounded_total = int(abs(total) + Fraction(1, 2)) * (1 if total >= 0 else -1)
+    order = sorted(range(len(amounts)), key=lambda i: (-(amounts[i] * scale - floors[i]), i))
+    for i in order[:rounded_total - sum(floors)]:
+        floors[i] += 1
+    return [Decimal(units).scaleb(-precision) for units in floors]
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(exact_amounts, max_size=40), precision=st.integers(min_value=0, max_value=6))
+def test_largest_remainder_is_the_method_for_decimals_and_fractions_alike(values, precision):
+    expected = reference_largest_remainder([Fraction(v) for v in values], precision)
+    got = largest_remainder(values, precision)
+    assert got == expected
+    assert [r.as_tuple().exponent for r in got] == [-precision] * len(values)
+    assert sum(got, Decimal(0)) == round_amount(sum((Fraction(v) for v in values), Fraction(0)), precision)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=exact_amounts, precision=st.integers(min_value=0, max_value=6))
+def test_round_amount_is_half_away_from_zero_for_decimals_and_fractions(value, precision):
+    # 200 digits of a Fraction are enough: one with no finite expansion is never within 10**-190 of a half.
+    with localcontext(prec=200):
+        exact = Decimal(value) if isinstance(value, Decimal) else Decimal(value.numerator) / Decimal(value.denominator)
+        expected = exact.quantize(Decimal(1).scaleb(-precision), rounding=ROUND_HALF_UP)
+    assert round_amount(value, precision) == expected
+    assert round_amount(value, precision).as_tuple().exponent == -precision

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from agent.bills.grouping import split_bill
-from agent.core.split import NO_VALUE, SplitError, SplitRow, parse_dimensions
+from agent.core.split import NO_VALUE, SplitRow, parse_dimensions
+from agent.errors import SplitError
 from tests.support.factories import line_items
 
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from agent.bills.grouping import split_bill
 from agent.bills.lineitems import LINE_ITEM_COLUMNS
-from agent.core.money import largest_remainder as fraction_largest_remainder
-from agent.core.split import NO_VALUE, largest_remainder
+from agent.core.money import largest_remainder
+from agent.core.split import NO_VALUE
 
 MINOR_UNITS = {"USD": 2, "KRW": 0, "JPY": 0, "KWD": 3, "CLF": 4}
 NAMES = {
@@ -69,7 +69,5 @@ def test_rows_add_up_to_the_rounded_bill_and_no_line_is_lost(lines, columns):
 
 @settings(max_examples=300, deadline=None)
 @given(values=st.lists(amounts, min_size=1, max_size=40), places=st.integers(min_value=0, max_value=4))
-def test_decimal_largest_remainder_equals_the_money_module(values, places):
-    by_position = {position: Fraction(value) for position, value in enumerate(values)}
-    reference = fraction_largest_remainder(by_position, places)
-    assert largest_remainder(values, places) == [reference[position] for position in range(len(values))]
+def test_largest_remainder_gives_decimals_the_result_of_their_exact_fractions(values, places):
+    assert largest_remainder(values, places) == largest_remainder([Fraction(value) for value in values], places)

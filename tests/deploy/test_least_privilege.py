@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from agent.errors import KubernetesError
 from agent.service.leader import LeaderElector, LeaseLock, LeaseTiming
-from agent.sources.kube import _configuration as kube_configuration
+from agent.sources.kube import client_configuration
 from tests.deploy.tools import ALL_ON_VALUES, CHART, ChartTools
 from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.support.fixtures_live import delete_namespace
@@ -133,7 +133,7 @@ def two_replica_release(chart_tools: ChartTools, kube_apiserver: KubeApiServer,
 @pytest.mark.integration
 def test_the_chart_s_service_account_holds_its_lease_and_nothing_else(two_replica_release: tuple[str, Path]):
     namespace, kubeconfig = two_replica_release
-    api = client.CoordinationV1Api(client.ApiClient(kube_configuration(kubeconfig=kubeconfig, context=None)))
+    api = client.CoordinationV1Api(client.ApiClient(client_configuration(kubeconfig=kubeconfig, context=None)))
     candidate = LeaderElector(LeaseLock(api, name=LEASE, namespace=namespace, timeout_seconds=10), identity="pod-0",
                               timing=LeaseTiming(lease_duration=15, renew_deadline=10, retry_period=2))
     assert candidate.try_acquire_or_renew() and candidate.try_acquire_or_renew() and candidate.is_leading()

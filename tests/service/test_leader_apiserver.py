@@ -22,9 +22,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from agent.errors import KubernetesError
-from agent.service.leader import LeaderElector, LeaseConflict, LeaseLock, LeaseRecord, LeaseTiming
-from agent.sources.kube import _configuration as kube_configuration
+from agent.errors import KubernetesError, LeaseConflict
+from agent.service.leader import LeaderElector, LeaseLock, LeaseRecord, LeaseTiming
+from agent.sources.kube import client_configuration
 from tests.support import waiting
 from tests.support.fixtures_kube import KubeApiServer, write_kubeconfig
 from tests.support.fixtures_live import delete_namespace
@@ -99,7 +99,7 @@ def delete_lease(api: client.CoordinationV1Api) -> None:
 
 
 def lease_lock(kubeconfig: Path, name: str = LEASE) -> LeaseLock:
-    api = client.CoordinationV1Api(client.ApiClient(kube_configuration(kubeconfig=kubeconfig, context=None)))
+    api = client.CoordinationV1Api(client.ApiClient(client_configuration(kubeconfig=kubeconfig, context=None)))
     return LeaseLock(api, name=name, namespace=NAMESPACE, timeout_seconds=5)
 
 
