@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
@@ -187,7 +188,8 @@ def _add_statement(commands: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(soft_wrap=True)
+    # No emoji codes: a name like `:fire:` from a bill is printed as written.
+    console = Console(soft_wrap=True, emoji=False)
     if not console.is_terminal:
         # Piped or captured output is read by scripts and logs: do not truncate tables to 80 columns.
         console.width = _PIPED_WIDTH
@@ -199,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return _dispatch(args, settings=settings, console=console)
     except AgentError as e:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e}", highlight=False, markup=True)
+        errors = Console(stderr=True, soft_wrap=True, emoji=False)
+        errors.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         return 1
 
 
@@ -233,7 +236,7 @@ def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console)
         live = _live_usage(load_rules(args.rules), settings=settings, engine=engine, period=args.period)
         write_atomically(args.out, format_usage(live.usage).encode())
         console.print(f"usage of {len(live.usage)} namespaces in {len(live.coverage)} cluster(s) written to "
-                      f"{args.out}")
+                      f"{args.out}", markup=False)
         summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
         return 0
     if args.command == "runs":
@@ -249,7 +252,7 @@ def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console)
         write_atomically(args.out, render_focus(stored, parquet=args.out.suffix.lower() == ".parquet"))
     else:
         write_atomically(args.out, render_report(stored.rows, report_format=report_format))
-    console.print(f"run {run_id} ({stored.summary.period}): {len(stored.rows)} rows written to {args.out}")
+    console.print(f"run {run_id} ({stored.summary.period}): {len(stored.rows)} rows written to {escape(str(args.out))}")
     return 0
 
 

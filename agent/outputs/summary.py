@@ -1,4 +1,6 @@
-"""What the CLI prints: the run summary, the list of runs, and the explanation of an amount."""
+"""What the CLI prints: the run summary, the list of runs, and the explanation of an amount.
+
+Names come from bills and rules: they reach the console as Text or escaped, never as Rich markup."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from fractions import Fraction
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from agent.core.manifest import RunManifest
 from agent.core.model import CATEGORIES, RunResult, RunSummary, StoredRun
@@ -23,19 +27,19 @@ _ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]
 def print_run(result: RunResult, *, rules: Rules, out: Path, rejects_path: Path | None, console: Console) -> None:
     manifest = result.manifest
     console.print(f"[bold]run {result.run_id}[/] · period {manifest.period} · "
-                  f"{len(result.allocation.rows)} report rows written to {out}")
+                  f"{len(result.allocation.rows)} report rows written to {escape(str(out))}")
     console.print(_company_table(result))
     console.print(_category_table(result))
     _print_reconciliation(manifest, console=console)
     if result.rejected:
-        console.print(f"[yellow]{len(result.rejected)} rejected row(s)[/], listed in {rejects_path}:")
+        console.print(f"[yellow]{len(result.rejected)} rejected row(s)[/], listed in {escape(str(rejects_path))}:")
         for reject in result.rejected[:_SHOWN_REJECTS]:
             console.print(f"  {reject.message()}", highlight=False, markup=False)
         if len(result.rejected) > _SHOWN_REJECTS:
             console.print(f"  ... and {len(result.rejected) - _SHOWN_REJECTS} more")
     reasons = _unallocated_reasons(result)
     for line in reasons[:_SHOWN_REJECTS]:
-        console.print(f"[yellow]unallocated[/] {line}", highlight=False)
+        console.print(f"[yellow]unallocated[/] {escape(line)}", highlight=False)
     if len(reasons) > _SHOWN_REJECTS:
         console.print(f"  ... and {len(reasons) - _SHOWN_REJECTS} more reasons (cz-agent explain --company '')",
                       highlight=False)
@@ -54,7 +58,7 @@ def _company_table(result: RunResult) -> Table:
             cells[(row.currency, row.company)][row.category] += row.amount
     for (currency, company), by_category in sorted(cells.items()):
         amounts = [by_category.get(category, Decimal(0)) for category in _ALLOCATED]
-        table.add_row(currency, company, *(_money(a) for a in amounts), _money(sum(amounts, Decimal(0))))
+        table.add_row(currency, Text(company), *(_money(a) for a in amounts), _money(sum(amounts, Decimal(0))))
     return table
 
 
@@ -93,10 +97,10 @@ def _unallocated_reasons(result: RunResult) -> list[str]:
 def print_coverage(coverage: dict[str, float], *, threshold: float, console: Console) -> None:
     for cluster, fraction in sorted(coverage.items()):
         if fraction < threshold:
-            console.print(f"[yellow]warning:[/] cluster {cluster}: usage data covers {fraction:.1%} of the period "
-                          f"(threshold {threshold:.0%}); its memory shares may be skewed", highlight=False)
+            console.print(f"[yellow]warning:[/] cluster {escape(cluster)}: usage data covers {fraction:.1%} of the "
+                          f"period (threshold {threshold:.0%}); its memory shares may be skewed", highlight=False)
         else:
-            console.print(f"cluster {cluster}: usage data covers {fraction:.1%} of the period", highlight=False)
+            console.print(f"cluster {escape(cluster)}: usage data covers {fraction:.1%} of the period", highlight=False)
 
 
 def print_diff(run_a: StoredRun, run_b: StoredRun, *, console: Console) -> None:
@@ -111,7 +115,7 @@ def print_diff(run_a: StoredRun, run_b: StoredRun, *, console: Console) -> None:
         table.add_column(heading, justify="right" if heading.startswith(("run", "change")) else "left")
     for (currency, company, service), (before, after) in sorted(amounts.items()):
         if before != after:
-            table.add_row(currency, company or "(unallocated)", service or "(common pool)", _money(before),
+            table.add_row(currency, Text(company or "(unallocated)"), Text(service or "(common pool)"), _money(before),
                           _money(after), f"{after - before:+,f}")
     if table.row_count:
         console.print(table)
@@ -142,23 +146,23 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
     except NoCostError as e:
         raise AgentError(f"{e}; companies: {', '.join(e.companies)}") from e
     for row in explanation.rows:
-        console.print(f"\n[bold]{row.company or '(unallocated)'} · {row.service or '(common pool)'} · "
-                      f"{row.category}{' · cluster ' + row.cluster if row.cluster else ''}: "
-                      f"{row.amount} {row.currency}[/]", highlight=False)
+        heading = (f"{row.company or '(unallocated)'} · {row.service or '(common pool)'} · {row.category}"
+                   f"{' · cluster ' + row.cluster if row.cluster else ''}: {row.amount} {row.currency}")
+        console.print(Text("\n" + heading, style="bold"), highlight=False)
         table = Table(show_edge=False)
         for heading in ["tag value", "bill lines", "line total", "namespace", "share of line", "company share",
                         "exact amount", "reason or rule"]:
             table.add_column(heading)
         for c in explanation.contributions_to(row):
             line = explanation.line_of(c)
-            table.add_row(c.tag or "(untagged)", str(line.line_count), str(line.amount), c.namespace or "-",
+            table.add_row(Text(c.tag or "(untagged)"), str(line.line_count), str(line.amount), Text(c.namespace or "-"),
                           _share(c.target_share), _share(c.company_share), exact_amount_text(c.amount),
-                          c.reason or c.rule or "-")
+                          Text(c.reason or c.rule or "-"))
         console.print(table)
         for line in explanation.lines_behind(row):
             for source, rows in line.rows_by_source.items():
                 console.print(f"  bill rows of {line.tag or line.rule or '(untagged)'}: {source} rows "
-                              f"{_abbreviate(rows)}", highlight=False)
+                              f"{_abbreviate(rows)}", highlight=False, markup=False)
 
 
 def _share(share: Fraction) -> str:

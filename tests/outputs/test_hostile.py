@@ -134,3 +134,31 @@ def test_api_csv_outputs_neutralise_names(run) -> None:
 ])
 def test_csv_safe(cell: str, written: str) -> None:
     assert csv_safe(cell) == written
+
+
+MARKUP_NAMES = {"company": "[/a]", "service": "[bold]svc", "tag": "[/oops]", "cluster": ":fire:[red]"}
+
+
+def test_names_that_look_like_console_markup_are_printed_as_written(tmp_path: Path, capsys: pytest.CaptureFixture):
+    names = MARKUP_NAMES
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"companies": {names["company"]: 1, "b": 1},
+                                     "services": {names["service"]: {names["company"]: 1}}}))
+    bill = tmp_path / "bill.csv"
+    bill.write_text("billingCycle,cz_container_bill,unblendedCost,currency\n"
+                    f"2026-10,{names['tag']},10,USD\n2026-10,{names['service']},5,USD\n"
+                    f"2026-10,cz_cluster_{names['cluster']},1,USD\n")
+    store = ["--store", f"sqlite:///{tmp_path / 'runs.db'}"]
+    out = tmp_path / "[b]report.csv"
+    commands = [["allocate", "--bill", str(bill), "--rules", str(rules), "--period", "2026-10", "--out", str(out)],
+                ["explain", "--period", "2026-10", "--company", ""],
+                ["explain", "--period", "2026-10", "--company", names["company"]],
+                ["allocate", "--bill", str(bill), "--rules", str(rules), "--period", "2026-10", "--out", str(out),
+                 "--strict"]]
+    for command in commands:
+        assert main([*store, *command]) == 0, command
+    printed = capsys.readouterr().out
+    for name in (names["tag"], names["service"], names["company"], str(out), f"cz_cluster_{names['cluster']}"):
+        assert name in printed, name
+    assert main([*store, "explain", "--period", "2026-10", "--company", "[/nobody]"]) == 1
+    assert "no cost for company '[/nobody]'; companies: , [/a]" in capsys.readouterr().err.replace("\n", "")
