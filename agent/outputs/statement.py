@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from agent import __version__
 from agent.core.allocation import CLUSTER_PREFIX, COMMON_PREFIX
-from agent.core.manifest import CurrencyTotals
+from agent.core.manifest import BillInput, CurrencyTotals
 from agent.core.model import CATEGORIES, Contribution, ReportRow, StoredRun, TagLine
 from agent.core.money import round_amount
 from agent.errors import StatementError
@@ -86,14 +86,6 @@ class Reconciliation:
 
 
 @dataclass(frozen=True)
-class BillDigest:
-    path: str
-    sha256: str
-    bill_format: str
-    input_rows: int
-
-
-@dataclass(frozen=True)
 class Statement:
     company: str
     period: str
@@ -107,7 +99,7 @@ class Statement:
     memory_shares: list[MemoryShare]
     ratios: list[AppliedRatio]
     reconciliation: list[Reconciliation]
-    bills: list[BillDigest]
+    bills: tuple[BillInput, ...]
     rules_digest: str
     usage_digest: str | None
 
@@ -150,8 +142,7 @@ def build_statement(stored: StoredRun, *, company: str) -> Statement:
         memory_shares=_memory_shares(pieces, lines),
         ratios=_ratios(pieces, lines),
         reconciliation=_reconciliation(rows, manifest.totals),
-        bills=[BillDigest(path=b.path, sha256=b.sha256, bill_format=b.format, input_rows=b.input_rows)
-               for b in manifest.bills],
+        bills=manifest.bills,
         rules_digest=manifest.rules_digest,
         usage_digest=None if manifest.usage is None else manifest.usage.digest,
     )
@@ -367,7 +358,7 @@ def _audit(statement: Statement) -> str:
              ("rules digest (sha256)", statement.rules_digest),
              ("usage digest (sha256)", statement.usage_digest or "no usage table")]
     facts_html = "\n".join(f'<tr><th>{_e(name)}</th><td class="digest">{_e(value)}</td></tr>' for name, value in facts)
-    bills = [f'<tr><td>{_e(b.path)}</td><td>{_e(b.bill_format)}</td><td class="amount">{b.input_rows}</td>'
+    bills = [f'<tr><td>{_e(b.path)}</td><td>{_e(b.format)}</td><td class="amount">{b.input_rows}</td>'
              f'<td class="digest">{_e(b.sha256)}</td></tr>' for b in statement.bills]
     return (f'<table id="audit-table"><tbody>\n{facts_html}\n</tbody></table>\n'
             + _table("bills-table", ["bill file", "format", "rows", "sha256"], bills, numeric={"rows"}))
