@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from openpyxl.utils.exceptions import InvalidFileException
+from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
 from agent.bills.fast import blank_records
 from agent.errors import BillFormatError, FastReadError, InvalidTextError
@@ -291,7 +292,7 @@ def _arrow_strings(array: pa.Array) -> pa.Array:
 def _xlsx_header(path: Path) -> list[str]:
     workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
-        header = next(workbook.worksheets[0].iter_rows(max_row=1, values_only=True), ())
+        header = next(_first_sheet(workbook).iter_rows(max_row=1, values_only=True), ())
     finally:
         workbook.close()
     return [_cell_text(value) or "" for value in header]
@@ -300,7 +301,7 @@ def _xlsx_header(path: Path) -> list[str]:
 def _xlsx_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
-        rows = workbook.worksheets[0].iter_rows(values_only=True)
+        rows = _first_sheet(workbook).iter_rows(values_only=True)
         header = [_cell_text(value) or "" for value in next(rows, ())]
         positions = [header.index(name) for name in columns]
         records: list[list[str | None]] = []
@@ -319,6 +320,14 @@ def _xlsx_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
             yield _text_frame(records, numbers, columns)
     finally:
         workbook.close()
+
+
+def _first_sheet(workbook: openpyxl.Workbook) -> ReadOnlyWorksheet:
+    """The bill's sheet, its size read from its cells: the `<dimension>` a file declares is not trusted, as a
+    2 KB file claiming A1:XFD100000 would have every row padded to 16 384 empty cells."""
+    sheet = workbook.worksheets[0]
+    sheet.reset_dimensions()
+    return sheet
 
 
 def _cell_text(value: object) -> str | None:

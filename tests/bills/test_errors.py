@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from agent.bills import ImportOptions, detect_format, read_bill, total_bill
 from agent.errors import BillFormatError
+from tests.support.fuzz import EXAMPLE_SECONDS, time_limit
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
 
@@ -204,3 +206,20 @@ def write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
         text = "\n".join(",".join(record) for record in [header, *rows]) + "\n"
         path.write_bytes(gzip.compress(text.encode()) if path.suffix == ".gz" else text.encode())
     return path
+
+
+def test_an_xlsx_claiming_a_huge_dimension_is_read_by_its_cells_in_bounded_time(tmp_path):
+    plain = write_table(tmp_path / "plain.xlsx", NATIVE_HEADER, [["2026-10", "ops", "ws", "", "mobile", "10", "USD"]])
+    path = tmp_path / "claims.xlsx"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w") as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                content = re.sub(rb'<dimension ref="[^"]*" ?/>', b'<dimension ref="A1:XFD100000"/>', content)
+                # An empty last row: every row between is yielded, as wide as the declared dimension.
+                content = content.replace(b"</sheetData>", b'<row r="100000"/></sheetData>')
+                assert b"XFD100000" in content and b'r="100000"' in content
+            target.writestr(item, content)
+    with time_limit(EXAMPLE_SECONDS):
+        bill = total_bill(path, options=ImportOptions(period="2026-10"))
+    assert (bill.input_rows, bill.accepted_rows) == (1, 1)
