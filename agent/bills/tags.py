@@ -10,6 +10,9 @@ _MISSING_VALUES = frozenset({"", "NULL", "null"})
 # Clouds cap a resource's tags at a few kilobytes (AWS: 50 tags of 128 + 256 characters); a larger cell is
 # hostile or corrupt, and parsing it would cost memory for nothing.
 MAX_TAGS_CHARS = 64 * 1024
+# The distinct tag texts remembered with their verdicts, in characters: real bills repeat a few thousand tag sets
+# of a few hundred characters; past this, further texts are parsed each time they appear.
+MAX_CACHED_TAGS_CHARS = 8 * 1024 * 1024
 
 
 class TagReader:
@@ -18,15 +21,21 @@ class TagReader:
     def __init__(self, tag_key: str) -> None:
         self._keys = (tag_key, f"user:{tag_key}", f"user_{tag_key}")
         self._parsed: dict[str, tuple[str | None, str | None]] = {}
+        self._cached_chars = 0
 
     def read(self, texts: Iterable[object]) -> list[tuple[str | None, str | None]]:
         """(tag value, error) of each stripped text; non-strings are missing cells (no value, no error)."""
         return [self._read_one(text) if isinstance(text, str) else (None, None) for text in texts]
 
     def _read_one(self, text: str) -> tuple[str | None, str | None]:
-        if text not in self._parsed:
-            self._parsed[text] = self._parse(text)
-        return self._parsed[text]
+        found = self._parsed.get(text)
+        if found is None:
+            found = self._parse(text)
+            # Bounded: thousands of distinct large tag sets would otherwise all be kept for the whole file.
+            if self._cached_chars + len(text) <= MAX_CACHED_TAGS_CHARS:
+                self._parsed[text] = found
+                self._cached_chars += len(text)
+        return found
 
     def _parse(self, text: str) -> tuple[str | None, str | None]:
         # Azure EA exports drop the outer braces: `"a": "b","c": "d"`. Other texts parse as they are, so that

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
+import tracemalloc
 
 import pandas as pd
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from agent.bills.columns import find_column
 from agent.bills.dates import months
 from agent.bills.reader import prefetched
-from agent.bills.tags import TagReader
+from agent.bills.tags import MAX_CACHED_TAGS_CHARS, TagReader
 
 
 @pytest.mark.parametrize(("text", "month"), [
@@ -97,3 +99,19 @@ def test_prefetched_stops_and_closes_the_source_when_the_consumer_stops():
     stream.close()
     assert closed.is_set()
     assert not any(thread.name == "bill-reader" for thread in threading.enumerate())
+
+
+def test_the_tag_texts_remembered_are_bounded_however_many_distinct_ones_a_bill_has():
+    reader = TagReader("cz_container_bill")
+    padding = "x" * 60_000
+    tracemalloc.start()
+    try:
+        for number in range(600):  # 36 MB of distinct tag texts, more than four times the bound
+            [(value, error)] = reader.read([json.dumps({"cz_container_bill": f"svc-{number}", "note": padding})])
+            assert (value, error) == (f"svc-{number}", None)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * MAX_CACHED_TAGS_CHARS
+    # A text seen again after the bound is still read right.
+    assert reader.read([json.dumps({"cz_container_bill": "svc-599", "note": padding})]) == [("svc-599", None)]
