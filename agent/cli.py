@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.grouping import bill_lines, split_bill
-from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
+from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES, COLUMN_OVERRIDES, column_option
 from agent.core.periods import Period
 from agent.core.rules import Rules
 from agent.core.split import parse_dimensions
@@ -87,12 +87,7 @@ def _add_allocate(commands: argparse._SubParsersAction) -> None:
     allocate.add_argument("--strict", action="store_true", help="fail when any bill row is rejected")
     columns = allocate.add_argument_group("bill columns (each overrides the guess and the rules' bill: section)")
     columns.add_argument("--bill-format", choices=BILL_FORMAT_CHOICES)
-    columns.add_argument("--cost-column", metavar="NAME", help="e.g. BilledCost for FOCUS")
-    columns.add_argument("--tag-column", metavar="NAME")
-    columns.add_argument("--currency-column", metavar="NAME")
-    columns.add_argument("--sub-account-column", metavar="NAME")
-    columns.add_argument("--workspace-column", metavar="NAME")
-    columns.add_argument("--api-key-column", metavar="NAME")
+    _add_column_flags(columns)
 
 
 def _add_run_choice(command: argparse.ArgumentParser) -> None:
@@ -167,14 +162,16 @@ def _add_split(commands: argparse._SubParsersAction) -> None:
     split.add_argument("--strict", action="store_true", help="fail when any bill row is rejected")
     columns = split.add_argument_group("bill columns (each overrides the guess)")
     columns.add_argument("--bill-format", choices=BILL_FORMAT_CHOICES, default=AUTO_DETECT)
-    columns.add_argument("--cost-column", metavar="NAME", help="e.g. BilledCost for FOCUS")
-    columns.add_argument("--currency-column", metavar="NAME")
-    columns.add_argument("--sub-account-column", metavar="NAME")
-    columns.add_argument("--workspace-column", metavar="NAME")
-    columns.add_argument("--api-key-column", metavar="NAME")
+    _add_column_flags(columns, tag_help="ignored: a split does not read tags (accepted so that allocate's column "
+                      "flags can be reused)")
     columns.add_argument("--currency", metavar="CODE", help="currency of rows without one")
-    columns.add_argument("--tag-column", metavar="NAME", help="ignored: a split does not read tags (accepted so "
-                         "that allocate's column flags can be reused)")
+
+
+def _add_column_flags(columns: argparse._ArgumentGroup, *, tag_help: str | None = None) -> None:
+    helps = {"cost": "e.g. BilledCost for FOCUS", "tag": tag_help}
+    for column in COLUMN_OVERRIDES:
+        columns.add_argument(f"--{column.replace('_', '-')}-column", dest=column_option(column), metavar="NAME",
+                             help=helps.get(column))
 
 
 def _add_statement(commands: argparse._SubParsersAction) -> None:

@@ -18,7 +18,8 @@ from agent.bills import ImportOptions
 from agent.bills.taglines import tag_lines_of
 from agent.core.allocation import allocate_lines, report_precision, rounded_bill_totals
 from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
-from agent.core.model import Allocation, NamespaceUsage, RejectedRow, RunResult, RunSummary, SplitTotal
+from agent.core.bill_formats import COLUMN_OVERRIDES, column_option
+from agent.core.model import Allocation, NamespaceUsage, RunResult, RunSummary, SplitTotal
 from agent.core.rules import Rules, rules_digest
 from agent.errors import RejectedRowsError
 from agent.outputs.report import render_report
@@ -44,17 +45,14 @@ class RunRequest:
 
 RowsProgress = Callable[[Path, int], None]
 SPLIT_COLUMNS = ("sub_account", "workspace", "api_key")
-OVERRIDABLE_COLUMNS = ("bill_format", "cost_column", "tag_column", "currency_column", "sub_account_column",
-                       "workspace_column", "api_key_column")
+OVERRIDABLE_COLUMNS = ("bill_format", *map(column_option, COLUMN_OVERRIDES))
 
 
 def import_options_for(rules: Rules, *, period: str | None,
                        overrides: Mapping[str, str | None] | None = None) -> ImportOptions:
     """The rules' `bill:` settings, where set overridden by `overrides` (the command line's flags)."""
     bill = rules.bill
-    columns = {"bill_format": bill.format, "cost_column": bill.cost, "tag_column": bill.tag,
-               "currency_column": bill.currency, "sub_account_column": bill.sub_account,
-               "workspace_column": bill.workspace, "api_key_column": bill.api_key}
+    columns = {"bill_format": bill.format, **{column_option(c): getattr(bill, c) for c in COLUMN_OVERRIDES}}
     columns.update({name: value for name, value in (overrides or {}).items() if value})
     return ImportOptions(tag_key=rules.tag_key, period=period, default_currency=rules.currency, **columns)
 
