@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
@@ -28,20 +30,16 @@ def test_the_contracts_are_kept() -> None:
     assert "Contracts: 2 kept, 0 broken." in result.stdout
 
 
-def test_an_upward_import_breaks_the_layers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("module", "statement", "broken"), [
+    ("money.py", "from agent.store.runs import list_runs",
+     ["agent.core is not allowed to import agent.store", "agent.core.money -> agent.store.runs"]),
+    ("split.py", "import pandas", ["agent.core is not allowed to import pandas"]),
+], ids=["an upward import breaks the layers", "pandas in the core breaks its purity"])
+def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, statement: str, broken: list[str]) -> None:
     tree = copy_of_the_package(tmp_path)
-    with (tree / "agent" / "core" / "money.py").open("a") as module:
-        module.write("\nfrom agent.store.runs import list_runs  # noqa: E402\n")
+    with (tree / "agent" / "core" / module).open("a") as source:
+        source.write(f"\n{statement}  # noqa: E402\n")
     result = lint_imports(tree)
     assert result.returncode != 0
-    assert "agent.core is not allowed to import agent.store" in result.stdout
-    assert "agent.core.money -> agent.store.runs" in result.stdout
-
-
-def test_pandas_in_the_core_breaks_its_purity(tmp_path: Path) -> None:
-    tree = copy_of_the_package(tmp_path)
-    with (tree / "agent" / "core" / "split.py").open("a") as module:
-        module.write("\nimport pandas  # noqa: E402\n")
-    result = lint_imports(tree)
-    assert result.returncode != 0
-    assert "agent.core is not allowed to import pandas" in result.stdout
+    for message in broken:
+        assert message in result.stdout
