@@ -25,6 +25,7 @@ from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES, COLUMN_OVE
 from agent.core.periods import Period
 from agent.core.rules import Rules
 from agent.core.split import parse_dimensions
+from agent.core.text import one_line
 from agent.errors import AgentError, PeriodError, RejectedRowsError, SplitError
 from agent.logs import configure_logging
 from agent.outputs import summary
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, settings=settings, console=console)
     except AgentError as e:
         errors = Console(stderr=True, soft_wrap=True, emoji=False)
-        errors.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        errors.print(f"[bold red]error:[/] {escape(one_line(str(e)))}", highlight=False)
         return 1
 
 

@@ -6,6 +6,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from agent.core.text import one_line
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -28,13 +30,8 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's own name
-        record.message = record.message.translate(_ESCAPES)
+        record.message = one_line(record.message)
         return super().formatMessage(record)
-
-
-# Control characters and Unicode line separators as backslash escapes ("\n", "\x85", "\u2028"); tabs stay.
-_ESCAPES = {code: repr(chr(code))[1:-1] for code in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
-            if code != 0x09}
 
 
 class _AgentHandler(logging.StreamHandler):

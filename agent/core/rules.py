@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
 from agent.core.money import is_currency_code
+from agent.core.text import one_line
 from agent.errors import RulesError
 
 # Bounded so exact arithmetic stays cheap: a weight like 1e-999999999 would make every share a
@@ -233,7 +234,8 @@ def parse_rules(text: str, *, source: str = "<rules>") -> Rules:
     try:
         return Rules.model_validate(document)
     except ValidationError as e:
-        raise RulesError(f"{source}: " + "; ".join(_describe(error) for error in e.errors())) from e
+        # One line, whatever the names hold: a key may be any text, newlines included.
+        raise RulesError(f"{source}: " + one_line("; ".join(_describe(error) for error in e.errors()))) from e
 
 
 def _load_yaml(text: str, *, source: str) -> object:

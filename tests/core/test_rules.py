@@ -2,6 +2,7 @@ import re
 from decimal import Decimal
 
 import pytest
+import yaml
 
 from agent.core.rules import parse_rules, rules_digest
 from agent.errors import RulesError
@@ -106,3 +107,11 @@ def test_names_that_yaml_1_1_reads_as_booleans_or_octal_stay_names():
 def test_a_name_that_is_empty_or_not_text_is_refused(text, message):
     with pytest.raises(RulesError, match=re.escape(message)):
         parse_rules(text, source="rules.yaml")
+
+
+@pytest.mark.parametrize("name", ["a\nb", "a\rb", "a\u2028b", "a\x85b"])
+def test_an_error_about_a_name_holding_a_line_break_stays_on_one_line(name):
+    with pytest.raises(RulesError) as refused:
+        parse_rules(yaml.safe_dump({"companies": {name: "lots"}}), source="rules.yaml")
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and message.startswith("rules.yaml: companies.a\\")
