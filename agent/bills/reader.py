@@ -9,6 +9,7 @@ import json
 import queue
 import threading
 import zipfile
+import zlib
 from collections.abc import Collection, Generator, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -35,9 +36,10 @@ T = TypeVar("T")
 _END = object()
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 # What the CSV, gzip, Parquet and XLSX libraries raise on a file they cannot read (openpyxl: KeyError for a
-# zip archive that holds no workbook, ElementTree's ParseError for malformed XML inside it).
+# zip archive that holds no workbook, ElementTree's ParseError for malformed XML inside it; zlib's error for a
+# gzip stream that is corrupt, rather than truncated).
 _READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, InvalidFileException, pa.ArrowException, KeyError,
-                ParseError, csv.Error)
+                ParseError, csv.Error, zlib.error)
 
 
 def file_sha256(path: Path) -> str:

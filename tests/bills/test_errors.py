@@ -79,6 +79,8 @@ def test_missing_file(tmp_path):
 @pytest.mark.parametrize(("name", "content"), [
     ("empty.csv", b""),
     ("broken.csv.gz", b"not gzip at all"),
+    # A gzip header, then a stored block whose lengths disagree: zlib's own error, not an OSError.
+    ("corrupt.csv.gz", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x00\x05\x00\x00\x00hello"),
     ("broken.parquet", b"PAR1 but no parquet"),
     ("broken.xlsx", b"not a zip"),
     ("latin1.csv", "unblendedCost,currency,billingCycle\n1,USD,2024-09 caf\xe9\n".encode("latin-1")),
