@@ -17,8 +17,8 @@ from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.taglines import tag_lines_of
 from agent.core.allocation import allocate_lines, report_precision, rounded_bill_totals
-from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
 from agent.core.bill_formats import COLUMN_OVERRIDES, column_option
+from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
 from agent.core.model import Allocation, NamespaceUsage, RunResult, RunSummary, SplitTotal
 from agent.core.rules import Rules, rules_digest
 from agent.errors import RejectedRowsError
