@@ -414,7 +414,8 @@ JOB_LINE = re.compile(r"^job (?P<job>\w+) (?P<event>started|ended) by (?P<holder
 
 
 def job_intervals(replica: Replica, *, killed_at: float | None = None) -> list[tuple[float, float]]:
-    """The replica's jobs as (start, end) Unix times from its JSON log; a job cut by kill -9 ends at the kill."""
+    """The replica's jobs as (start, end) Unix times from its JSON log; a job cut by kill -9 ends at the kill, and
+    the job a live replica is running when its log is read, now."""
     intervals, started = [], None
     for line in replica.log_path.read_text().splitlines():
         if not line.startswith("{"):
@@ -432,8 +433,9 @@ def job_intervals(replica: Replica, *, killed_at: float | None = None) -> list[t
             intervals.append((started, moment))
             started = None
     if started is not None:
-        assert killed_at is not None, f"{replica.identity}: a job started and never ended"
-        intervals.append((started, killed_at))
+        running = replica.process.poll() is None
+        assert killed_at is not None or running, f"{replica.identity}: a job started and never ended"
+        intervals.append((started, killed_at if killed_at is not None else time.time()))
     return intervals
 
 
