@@ -453,13 +453,19 @@ def runs_in_store(cluster: Cluster) -> list[dict]:
     return json.loads(http_get(f"{replica.url}/api/v1/runs"))["runs"]
 
 
-def test_only_the_leader_runs_jobs_and_every_replica_serves(two_replicas: Cluster,
-                                                            coordination: client.CoordinationV1Api):
-    cluster = two_replicas
+def leader_and_follower_after_a_run(cluster: Cluster) -> tuple[Replica, Replica]:
+    """Once a leader is elected, a bill is dropped and its first run is stored."""
     leader = wait_for(cluster.leader, what="a leader", logs=cluster.logs())
     (follower,) = [r for r in cluster.replicas.values() if r is not leader]
     drop_bill(cluster.inbox, BILL)
     wait_for(lambda: runs_in_store(cluster), what="the first run", logs=cluster.logs())
+    return leader, follower
+
+
+def test_only_the_leader_runs_jobs_and_every_replica_serves(two_replicas: Cluster,
+                                                            coordination: client.CoordinationV1Api):
+    cluster = two_replicas
+    leader, follower = leader_and_follower_after_a_run(cluster)
     # Several of the leader's job intervals (1-2 s) pass while the follower stays idle and not leading.
     deadline = time.monotonic() + 5 * REPLICA_TIMING.retry_period
     while time.monotonic() < deadline:
@@ -503,10 +509,7 @@ def instant(prometheus: str, expression: str) -> list[dict]:
 def test_kill_9_of_the_leader_hands_over_within_the_lease_duration(two_replicas: Cluster,
                                                                    coordination: client.CoordinationV1Api):
     cluster = two_replicas
-    leader = wait_for(cluster.leader, what="a leader", logs=cluster.logs())
-    (follower,) = [r for r in cluster.replicas.values() if r is not leader]
-    drop_bill(cluster.inbox, BILL)
-    wait_for(lambda: runs_in_store(cluster), what="the first run", logs=cluster.logs())
+    leader, follower = leader_and_follower_after_a_run(cluster)
     transitions = coordination.read_namespaced_lease(LEASE, NAMESPACE).spec.lease_transitions
 
     leader.process.kill()
@@ -531,10 +534,7 @@ def test_kill_9_of_the_leader_hands_over_within_the_lease_duration(two_replicas:
 def test_sigterm_of_the_leader_releases_the_lease_and_the_follower_takes_over_at_once(
         two_replicas: Cluster, coordination: client.CoordinationV1Api):
     cluster = two_replicas
-    leader = wait_for(cluster.leader, what="a leader", logs=cluster.logs())
-    (follower,) = [r for r in cluster.replicas.values() if r is not leader]
-    drop_bill(cluster.inbox, BILL)
-    wait_for(lambda: runs_in_store(cluster), what="the first run", logs=cluster.logs())
+    leader, follower = leader_and_follower_after_a_run(cluster)
 
     leader.process.send_signal(signal.SIGTERM)
     assert leader.process.wait(timeout=WAIT_SECONDS) == 0
