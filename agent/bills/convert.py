@@ -55,7 +55,7 @@ def convert_chunk(chunk: pd.DataFrame, *, columns: ColumnMap, options: ImportOpt
     items = _line_items(chunk, columns=columns, source=source, fields={
         "period": period, "cost": costs, "currency": currencies, "tag": tag_values})
     accepted = reason.isna()
-    outside = _outside_period(billing_month, charge_month, options.period)
+    outside = _outside_period(period, options.period)
     return ChunkResult(
         input_rows=len(chunk),
         items=items[accepted & ~outside].reset_index(drop=True),
@@ -139,12 +139,11 @@ def _first_failures(checks: list[_Check]) -> tuple[pd.Series, pd.Series]:
     return column, reason
 
 
-def _outside_period(billing_month: pd.Series, charge_month: pd.Series, period: str | None) -> pd.Series:
+def _outside_period(line_period: pd.Series, period: str | None) -> pd.Series:
+    """Rows whose own period (the billing month where the bill has one, else the charge month) is another."""
     if period is None:
-        return pd.Series(False, index=billing_month.index)
-    outside_billing = billing_month.notna() & (billing_month != period)
-    outside_charge = charge_month.notna() & (charge_month != period)
-    return outside_billing | outside_charge
+        return pd.Series(False, index=line_period.index)
+    return line_period.notna() & (line_period != period)
 
 
 def _line_items(chunk: pd.DataFrame, *, columns: ColumnMap, source: str,

@@ -243,7 +243,7 @@ class _Fields:
         charge = self._field("charge", columns.charge_period, judges.charge).dictionary_decode()
         self.period = pc.coalesce(billing, charge, pa.scalar(period, pa.string()))
         self.clean &= np.asarray(pc.is_valid(self.period))
-        self.outside = _outside(billing, charge, period=period)
+        self.outside = _outside(self.period, period=period)
         self.text = {name: self._field(name, getattr(columns, name), judges.text[name]) for name in TEXT_FIELDS}
 
     def group_codes(self) -> dict[str, np.ndarray]:
@@ -297,13 +297,11 @@ def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     return cost, pc.fill_null(places, 0).cast(pa.int32()), np.asarray(pc.fill_null(clean, False))
 
 
-def _outside(billing_month: pa.Array, charge_month: pa.Array, *, period: str | None) -> np.ndarray:
-    """Rows whose billing or charge month is another than the requested period (as convert.py decides)."""
+def _outside(line_period: pa.Array, *, period: str | None) -> np.ndarray:
+    """Rows whose own period is another than the requested one (as convert.py decides)."""
     if period is None:
-        return np.zeros(len(billing_month), dtype=bool)
-    wanted = pa.scalar(period)
-    return np.asarray(pc.or_(pc.fill_null(pc.not_equal(billing_month, wanted), False),
-                             pc.fill_null(pc.not_equal(charge_month, wanted), False)))
+        return np.zeros(len(line_period), dtype=bool)
+    return np.asarray(pc.fill_null(pc.not_equal(line_period, pa.scalar(period)), False))
 
 
 def _text_frame(chunk: pa.Table, rows: np.ndarray) -> pd.DataFrame:

@@ -1,0 +1,78 @@
+"""Bills as a ledger: every accepted line belongs to exactly one period, its billing period where the bill has
+one, else its charge month; whichever path (Arrow or row by row) reads it."""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.bills import ImportOptions, read_bill, total_bill
+from agent.bills.totals import BillTotals
+from tests.bills.test_fuzz import FUZZ
+
+FOCUS_HEADER = ["BilledCost", "EffectiveCost", "BillingCurrency", "BillingPeriodStart", "ChargePeriodStart", "Tags"]
+MONTHS = ("2026-08", "2026-09", "2026-10")
+
+
+def focus_bill(path: Path, lines: list[tuple[str, str | None, str]]) -> Path:
+    """A FOCUS CSV of (cost, billing month or None, charge day) lines."""
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(FOCUS_HEADER)
+        for cost, billing, charge in lines:
+            writer.writerow([cost, cost, "USD", f"{billing}-01 00:00:00" if billing else "", f"{charge} 00:00:00",
+                             '{"cz_container_bill": "mobile"}'])
+    return path
+
+
+def accepted(bill: BillTotals) -> tuple[int, Decimal]:
+    return bill.accepted_rows, sum((group.amount for group in bill.split_groups.values()), Decimal(0))
+
+
+def test_a_line_billed_in_october_for_a_charge_on_30_september_belongs_to_october(tmp_path):
+    path = focus_bill(tmp_path / "focus.csv", [("10.00", "2026-10", "2026-09-30"), ("5.00", "2026-10", "2026-10-02")])
+    october = total_bill(path, options=ImportOptions(period="2026-10"))
+    september = total_bill(path, options=ImportOptions(period="2026-09"))
+    assert accepted(october) == (2, Decimal("15.00"))
+    assert (october.out_of_period_rows, september.out_of_period_rows) == (0, 2)
+    assert accepted(september) == (0, Decimal(0))
+    assert list(read_bill(path, options=ImportOptions(period="2026-10")).items["cost"]) == [Decimal("10.00"),
+                                                                                            Decimal("5.00")]
+
+
+def test_without_a_billing_period_a_line_belongs_to_its_charge_month(tmp_path):
+    path = focus_bill(tmp_path / "focus.csv", [("1.25", None, "2026-09-30"), ("2.50", None, "2026-10-01")])
+    assert accepted(total_bill(path, options=ImportOptions(period="2026-09"))) == (1, Decimal("1.25"))
+    assert accepted(total_bill(path, options=ImportOptions(period="2026-10"))) == (1, Decimal("2.50"))
+
+
+line = st.tuples(st.decimals(min_value=-1000, max_value=1000, places=2).map(str),
+                 st.sampled_from((None, *MONTHS)),
+                 st.sampled_from(MONTHS).flatmap(lambda month: st.integers(1, 28).map(lambda d: f"{month}-{d:02d}")))
+
+
+@FUZZ
+@given(lines=st.lists(line, min_size=1, max_size=40), malformed=st.sets(st.integers(0, 39), max_size=5))
+def test_every_accepted_line_lands_in_exactly_one_period(lines, malformed):
+    """Over the periods found, the lines accepted in each period add up to all accepted lines, row by row;
+    rows whose cost must be read the exact way (an exponent) mix both import paths into each chunk."""
+    lines = [(f"{Decimal(cost):E}" if index in malformed else cost, billing, charge)
+             for index, (cost, billing, charge) in enumerate(lines)]
+    with tempfile.TemporaryDirectory() as directory:
+        path = focus_bill(Path(directory) / "focus.csv", lines)
+        whole = total_bill(path, options=ImportOptions())
+        per_period = {period: total_bill(path, options=ImportOptions(period=period)) for period in MONTHS}
+        by_row = Counter(row for period in MONTHS for row in read_bill(path, options=ImportOptions(period=period))
+                         .items["row"])
+    assert accepted(whole)[0] == len(lines)
+    assert sum(bill.accepted_rows for bill in per_period.values()) == whole.accepted_rows
+    assert sum(accepted(bill)[1] for bill in per_period.values()) == accepted(whole)[1]
+    assert by_row == Counter(range(2, len(lines) + 2))
+    expected = Counter(billing or charge[:7] for _, billing, charge in lines)
+    assert {period: bill.accepted_rows for period, bill in per_period.items() if bill.accepted_rows} == expected
