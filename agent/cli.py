@@ -33,7 +33,8 @@ from agent.outputs.focus import FOCUS_FORMAT, render_focus
 from agent.outputs.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.outputs.split_summary import summary_lines
 from agent.outputs.statement import write_statement
-from agent.pipeline import OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, import_options_for, run_allocation
+from agent.pipeline import (OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, import_options_for, read_distinct,
+                            run_allocation)
 from agent.settings import Settings, load_settings
 from agent.sources.rules_file import load_rules
 from agent.sources.usage import format_usage, read_usage
@@ -296,9 +297,9 @@ def _split(args: argparse.Namespace, *, console: Console) -> int:
     from agent.bills import total_bill
 
     with import_progress(console) as on_rows:
-        imports = [total_bill(path, options=_split_import_options(args, path),
-                              on_rows=None if on_rows is None else functools.partial(on_rows, path))
-                   for path in args.bill]
+        imports = read_distinct(args.bill, lambda path: total_bill(
+            path, options=_split_import_options(args, path),
+            on_rows=None if on_rows is None else functools.partial(on_rows, path)))
     rejected = [reject for bill in imports for reject in bill.rejected]
     if args.strict and rejected:
         raise RejectedRowsError(f"{len(rejected)} bill row(s) rejected (--strict); first: {rejected[0].message()}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections import defaultdict
+import logging
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -21,13 +22,15 @@ from agent.core.bill_formats import COLUMN_OVERRIDES, column_option
 from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
 from agent.core.model import Allocation, NamespaceUsage, RunResult, RunSummary, SplitTotal
 from agent.core.rules import Rules, rules_digest
-from agent.errors import RejectedRowsError
+from agent.errors import PeriodError, RejectedRowsError
 from agent.outputs.report import render_report
 from agent.sources.usage import usage_digest
 from agent.store.runs import save_run
 
 if TYPE_CHECKING:
     from agent.bills.totals import BillTotals
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,16 +57,51 @@ def import_options_for(rules: Rules, *, period: str | None,
     bill = rules.bill
     columns = {"bill_format": bill.format, **{column_option(c): getattr(bill, c) for c in COLUMN_OVERRIDES}}
     columns.update({name: value for name, value in (overrides or {}).items() if value})
-    return ImportOptions(tag_key=rules.tag_key, period=period, default_currency=rules.currency, **columns)
+    return ImportOptions(tag_key=rules.tag_key, period=period, default_currency=rules.currency,
+                         untagged=bill.untagged, **columns)
 
 
 def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillTotals]:
     # Imported here: the importer loads pandas and Arrow, which an idle `cz-agent serve` does without.
     from agent.bills import total_bill
 
-    return [total_bill(path, options=request.import_options,
-                      on_rows=None if on_rows is None else functools.partial(on_rows, path))
-            for path in request.bills]
+    imports = read_distinct(request.bills, lambda path: total_bill(
+        path, options=request.import_options, on_rows=None if on_rows is None else functools.partial(on_rows, path)))
+    _refuse_other_periods(imports, period=request.period)
+    return imports
+
+
+def read_distinct(paths: list[Path], read: Callable[[Path], BillTotals]) -> list[BillTotals]:
+    """Each bill once: a file given twice (or through a symlink) is read once, and a file with the same bytes as
+    an earlier one (a copy) is left out; both with a warning naming the two."""
+    imports: list[BillTotals] = []
+    by_file: dict[Path, Path] = {}
+    by_digest: dict[str, str] = {}
+    for path in paths:
+        first = by_file.setdefault(path.resolve(), path)
+        if first is not path:
+            log.warning("%s is the same file as %s: counted once", path, first)
+            continue
+        bill = read(path)
+        copied = by_digest.setdefault(bill.sha256, bill.source)
+        if copied != bill.source:
+            log.warning("%s has the same bytes as %s: counted once", bill.source, copied)
+            continue
+        imports.append(bill)
+    return imports
+
+
+def _refuse_other_periods(imports: list[BillTotals], *, period: str) -> None:
+    """A run of a period none of the bills' rows is in is a mistake (the wrong --period), not an empty month."""
+    if any(bill.accepted_rows for bill in imports):
+        return
+    found: Counter[str] = Counter()
+    for bill in imports:
+        for (other, _), group in bill.outside.items():
+            found[other] += group.lines
+    if found:
+        periods = ", ".join(f"{other} ({lines} rows)" for other, lines in sorted(found.items()))
+        raise PeriodError(f"no bill row is in {period}: the rows are in {periods}; give one of these periods")
 
 
 def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,

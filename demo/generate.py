@@ -265,6 +265,8 @@ RULES_TEMPLATE = """\
 # The bill column whose value says where a line's cost goes, and (live mode) the Namespace label
 # that holds a namespace's service code.
 tag_key: cz_container_bill
+# A bill with no column for this key is refused (a typo would make the whole bill common cost). For bills
+# untagged on purpose, add:  bill: {untagged: true}
 namespace_label: cz_container_bill
 
 # Currency to assume only when a bill has no currency column (this one has: USD on every row).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -109,11 +110,25 @@ def _tag_column(header: Sequence[str], *, options: ImportOptions, source: str) -
     """The column the tag value comes from, and whether it holds JSON objects rather than the value."""
     if options.tag_column is not None:
         return _pick(header, options.tag_column, (), field="tag", source=source), False
-    plain = find_column(header, (name.format(key=options.tag_key) for name in TAG_VALUE_COLUMNS))
+    candidates = [name.format(key=options.tag_key) for name in TAG_VALUE_COLUMNS]
+    plain = find_column(header, candidates)
     if plain is not None:
         return plain, False
     tags = find_column(header, TAGS_JSON_COLUMNS)
+    if tags is None and not options.untagged:
+        raise BillFormatError(f"no column holds the tag key {options.tag_key!r} (looked for {', '.join(candidates)} "
+                              f"and a JSON column {' or '.join(TAGS_JSON_COLUMNS)}).{_closest(header, candidates)} "
+                              "For a bill untagged on purpose (all its lines common cost), set `untagged: true` in "
+                              "the rules' bill: section.", source=source)
     return tags, tags is not None
+
+
+def _closest(header: Sequence[str], candidates: Sequence[str]) -> str:
+    """" Did you mean ...?" naming the header columns closest to the names looked for, if any is close."""
+    folded = {column.casefold(): column for column in header}
+    close = dict.fromkeys(folded[match] for candidate in candidates
+                          for match in difflib.get_close_matches(candidate.casefold(), folded, n=3, cutoff=0.75))
+    return f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
 
 
 def _names(candidates: Candidates) -> str:

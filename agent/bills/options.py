@@ -24,3 +24,5 @@ class ImportOptions:
     api_key_column: str | None = None
     # Used when the bill has no currency column, or for its empty cells.
     default_currency: str | None = None
+    # The bill may have no tag column (its lines are then common cost); otherwise that is a mistake.
+    untagged: bool = False

@@ -8,7 +8,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator,
+                      model_validator)
 
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
 from agent.core.money import is_currency_code
@@ -47,6 +48,8 @@ class BillColumns(_Strict):
     sub_account: str | None = None
     workspace: str | None = None
     api_key: str | None = None
+    # True: a bill without any column for the tag key is meant so, all its lines common cost.
+    untagged: StrictBool = False
 
 
 DIMENSION_RANK = ("api_key", "workspace", "sub_account")

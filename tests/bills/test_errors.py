@@ -116,16 +116,16 @@ def test_no_period_column_needs_a_requested_period(tmp_path):
     path = tmp_path / "bill.csv"
     path.write_text("unblendedCost,currency\n1,USD\n")
     with pytest.raises(BillFormatError, match="no period column"):
-        read_bill(path, options=ImportOptions())
-    bill = read_bill(path, options=ImportOptions(period="2024-09"))
+        read_bill(path, options=ImportOptions(untagged=True))
+    bill = read_bill(path, options=ImportOptions(period="2024-09", untagged=True))
     assert list(bill.items["period"]) == ["2024-09"]
 
 
 def test_row_without_any_date_uses_the_requested_period_or_is_rejected(tmp_path):
     path = tmp_path / "bill.csv"
     path.write_text("unblendedCost,currency,billingCycle\n1,USD,2024-09\n2,USD,\n")
-    assert list(read_bill(path, options=ImportOptions(period="2024-09")).items["cost"]) == [1, 2]
-    bill = read_bill(path, options=ImportOptions())
+    assert list(read_bill(path, options=ImportOptions(period="2024-09", untagged=True)).items["cost"]) == [1, 2]
+    bill = read_bill(path, options=ImportOptions(untagged=True))
     assert [(r.row, r.column) for r in bill.rejected] == [(3, "billingCycle")]
 
 

@@ -94,7 +94,7 @@ def test_native_xlsx_reads_numbers_exactly_and_counts_sheet_rows(tmp_path):
 def test_native_without_currency_column_uses_the_default(tmp_path):
     path = tmp_path / "bill.csv"
     path.write_text("billingCycle,unblendedCost\n2024-09,1.5\n")
-    bill = read_bill(path, options=ImportOptions(default_currency="krw"))
+    bill = read_bill(path, options=ImportOptions(default_currency="krw", untagged=True))
     assert list(bill.items["currency"]) == ["KRW"]
     assert list(bill.items["cost"]) == [Decimal("1.5")]
 
@@ -227,7 +227,7 @@ def test_azure_tags_with_and_without_braces_and_us_dates():
 def test_forced_format_reads_a_file_detection_would_not(tmp_path):
     path = tmp_path / "azure.csv"
     path.write_text("Cost,BillingCurrency,Date\n2.5,EUR,2024-09-03\n")
-    bill = read_bill(path, options=ImportOptions(bill_format="azure"))
+    bill = read_bill(path, options=ImportOptions(bill_format="azure", untagged=True))
     assert (bill.bill_format, list(bill.items["cost"]), list(bill.items["currency"])) == (
         "azure", [Decimal("2.5")], ["EUR"])
     assert list(bill.items["period"]) == ["2024-09"]

@@ -9,11 +9,13 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.bills import ImportOptions, read_bill, total_bill
 from agent.bills.totals import BillTotals
+from agent.errors import BillFormatError
 from tests.bills.test_fuzz import FUZZ
 
 FOCUS_HEADER = ["BilledCost", "EffectiveCost", "BillingCurrency", "BillingPeriodStart", "ChargePeriodStart", "Tags"]
@@ -76,3 +78,16 @@ def test_every_accepted_line_lands_in_exactly_one_period(lines, malformed):
     assert by_row == Counter(range(2, len(lines) + 2))
     expected = Counter(billing or charge[:7] for _, billing, charge in lines)
     assert {period: bill.accepted_rows for period, bill in per_period.items() if bill.accepted_rows} == expected
+
+
+def test_a_tag_key_no_column_holds_is_refused_with_the_closest_column_and_the_way_out(tmp_path):
+    path = tmp_path / "bill.csv"
+    path.write_text("billingCycle,unblendedCost,currency,tag:cz_container_bill\n2026-10,1.00,USD,mobile\n")
+    with pytest.raises(BillFormatError) as refused:
+        total_bill(path, options=ImportOptions(tag_key="cz_container_bil"))
+    message = str(refused.value)
+    assert message.startswith(f"{path}: no column holds the tag key 'cz_container_bil' (looked for ")
+    assert "Did you mean 'tag:cz_container_bill'?" in message and "`untagged: true`" in message
+    assert "\n" not in message
+    untagged = total_bill(path, options=ImportOptions(tag_key="cz_container_bil", untagged=True))
+    assert [key[2] for key in untagged.tag_groups] == [None]

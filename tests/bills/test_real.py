@@ -7,7 +7,10 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from agent.bills import ImportOptions, read_bill
+from agent.errors import BillFormatError
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "bills" / "real"
 
@@ -44,7 +47,9 @@ def test_focus_sample_tag_key_with_a_leading_space_is_found():
 def test_cur_legacy_sample_has_no_tags_and_exact_total():
     path = REAL / "aws-cur-legacy-sample.csv"
     expected = sum((Decimal(row["lineItem/UnblendedCost"]) for row in dict_rows(path)), Decimal(0))
-    bill = read_bill(path, options=ImportOptions(period="2023-11"))
+    with pytest.raises(BillFormatError, match="no column holds the tag key 'cz_container_bill'.*untagged: true"):
+        read_bill(path, options=ImportOptions(period="2023-11"))
+    bill = read_bill(path, options=ImportOptions(period="2023-11", untagged=True))
     assert (bill.bill_format, bill.input_rows, len(bill.items)) == ("cur", 1281, 1281)
     assert bill.rejected == [] and bill.out_of_period.empty
     assert bill.items["tag"].isna().all()

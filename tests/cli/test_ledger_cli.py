@@ -1,0 +1,78 @@
+"""Mistakes that would move a month's money end the run with one clear line and store nothing; a bill given
+twice counts once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from agent.cli import main
+from agent.store.runs import list_runs, open_store
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+WORKED = DATA / "worked"
+REAL = DATA / "bills" / "real"
+
+
+def allocate(store: str, out: Path, *bills: Path, rules: Path = WORKED / "rules.yaml", period: str = "2026-10") -> int:
+    flags = [flag for bill in bills for flag in ("--bill", str(bill))]
+    return main(["--store", store, "allocate", *flags, "--rules", str(rules), "--period", period, "--out", str(out)])
+
+
+def stored_runs(store: str) -> list:
+    return list_runs(open_store(store))
+
+
+def total(report: Path) -> str:
+    from decimal import Decimal
+
+    lines = report.read_text().splitlines()[1:]
+    return str(sum((Decimal(line.split(",")[5]) for line in lines), Decimal(0)))
+
+
+def test_a_typo_in_the_tag_key_fails_naming_the_closest_column_and_stores_nothing(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("tag_key: cz_container_bil\n" + (WORKED / "rules.yaml").read_text())
+    assert allocate(store, tmp_path / "report.csv", WORKED / "bill.csv", rules=rules) == 1
+    error = capsys.readouterr().err.strip()
+    assert "no column holds the tag key 'cz_container_bil'" in error and "'cz_container_bill'" in error
+    assert len(error.splitlines()) == 1
+    assert stored_runs(store) == [] and not (tmp_path / "report.csv").exists()
+
+
+def test_a_bill_untagged_on_purpose_is_all_common_cost(tmp_path):
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((WORKED / "rules.yaml").read_text() + "bill: {untagged: true}\n")
+    assert allocate(store, tmp_path / "report.csv", REAL / "aws-cur-legacy-sample.csv", rules=rules,
+                    period="2023-11") == 0
+    [run] = stored_runs(store)
+    assert {row.split(",")[3] for row in (tmp_path / "report.csv").read_text().splitlines()[1:]} == {"common"}
+    assert run.manifest.rows.accepted == 1281
+
+
+def test_the_wrong_period_fails_listing_the_periods_found_and_stores_nothing(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert allocate(store, tmp_path / "report.csv", WORKED / "bill.csv", period="2026-11") == 1
+    error = capsys.readouterr().err
+    assert "no bill row is in 2026-11: the rows are in 2026-10 (" in error
+    assert stored_runs(store) == []
+
+
+def test_a_bill_given_twice_through_a_symlink_or_a_copy_counts_once_with_a_warning(tmp_path, caplog):
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    bill = WORKED / "bill.csv"
+    once = tmp_path / "once.csv"
+    assert allocate(store, once, bill) == 0
+    copy = shutil.copy(bill, tmp_path / "copy.csv")
+    link = tmp_path / "link.csv"
+    link.symlink_to(bill)
+    caplog.clear()
+    assert allocate(store, tmp_path / "twice.csv", bill, bill, Path(copy), link) == 0
+    assert [(record.levelname, record.getMessage()) for record in caplog.records if record.levelname == "WARNING"] == [
+        ("WARNING", f"{bill} is the same file as {bill}: counted once"),
+        ("WARNING", f"{copy} has the same bytes as {bill}: counted once"),
+        ("WARNING", f"{link} is the same file as {bill}: counted once")]
+    assert total(tmp_path / "twice.csv") == total(once)
+    assert [len(run.manifest.bills) for run in stored_runs(store)] == [1]
