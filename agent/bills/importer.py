@@ -63,6 +63,7 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
     well-formed rows are converted by Arrow compute (agent.bills.fast), the others row by row.
     """
     source, bill_format, columns = _open(path, options)
+    before = _identity(path, source=source)
     used = columns.used()
     # Totals keep neither the resource nor the product. Their columns are still read, as plain text (a resource
     # ID is often unique per line), so that a record holding only them is rejected, not taken for a blank line.
@@ -80,6 +81,9 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
                       for chunk in reader.read_chunks(path, columns=used, source=source))
             totals = _totals(chunks, columns=columns, options=options, source=source, on_rows=on_rows)
         totals.sha256 = sha256.result()
+    if _identity(path, source=source) != before:
+        raise BillFormatError("the file changed while it was read (its size, modification time or inode); it is "
+                              "read again once it stops changing", source=source)
     totals.bill_format = bill_format
     log.info("read %s bill %s: %d rows, %d items, %d out of period, %d rejected", bill_format, source,
              totals.input_rows, totals.accepted_rows, totals.out_of_period_rows, len(totals.rejected))
@@ -115,6 +119,15 @@ def _open(path: Path, options: ImportOptions) -> tuple[str, str, ColumnMap]:
     header = reader.read_header(path, source=source)
     bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
     return source, bill_format, resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
+
+
+def _identity(path: Path, *, source: str) -> tuple[int, int, int]:
+    """What changes when a file is rewritten or replaced: its size, modification time and inode."""
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise BillFormatError(f"cannot read the file: {e.strerror or e}", source=source) from e
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def _check_options(options: ImportOptions, *, source: str) -> None:

@@ -3,8 +3,10 @@ billing periods it holds."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -40,13 +42,15 @@ class InboxScan:
 
 
 class Inbox:
-    """Scans the directory; a file is parsed for its periods only when its content is new."""
+    """Scans the directory. A file is read again only when its size, modification time or inode changed; its
+    periods come from its content, the period its path names and the import options (remembered in the store
+    under that reading, so a restart does not parse it again)."""
 
     def __init__(self, directory: Path, *, engine: Engine, options: ImportOptions) -> None:
         self._directory = directory
         self._engine = engine
-        self._options = options
-        self._hashes: dict[Path, tuple[int, int, str]] = {}
+        self.options = options
+        self._known: dict[Path, tuple[tuple[int, int, int], InboxBill]] = {}
 
     def scan(self) -> InboxScan:
         # Created when missing: a fresh volume has no inbox yet, and waiting for one helps nobody.
@@ -55,34 +59,44 @@ class Inbox:
         except OSError as e:
             raise AgentError(f"{self._directory}: cannot use as the bill inbox: {e.strerror or e}") from e
         bills, failures = [], {}
-        for path in bill_files(self._directory):
+        paths = bill_files(self._directory)
+        for path in paths:
             try:
                 bills.append(self._bill(path))
             except AgentError as e:
                 failures[path] = str(e)
                 log.error("inbox: cannot import %s: %s", path, e)
+        self._known = {path: known for path, known in self._known.items() if path in set(paths)}
         return InboxScan(bills=bills, failures=failures)
 
     def _bill(self, path: Path) -> InboxBill:
-        sha256 = self._sha256(path)
-        periods = known_bill_periods(self._engine, sha256)
-        if periods is None:
-            periods = bill_periods(path, options=self._options)
-            remember_bill_periods(self._engine, sha256=sha256, periods=periods)
-            log.info("inbox: new bill %s (%s) for %s", path, sha256[:12], ", ".join(periods) or "no period")
-        return InboxBill(path=path, sha256=sha256, periods=tuple(periods))
-
-    def _sha256(self, path: Path) -> str:
-        # Hash again only when the size or modification time changed: bills can be large.
-        stat = path.stat()
-        cached = self._hashes.get(path)
-        if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
-            return cached[2]
         from agent.bills.reader import file_sha256
 
-        sha256 = file_sha256(path)
-        self._hashes[path] = (stat.st_size, stat.st_mtime_ns, sha256)
-        return sha256
+        try:
+            stat = path.stat()
+            identity = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            known = self._known.get(path)
+            if known is not None and known[0] == identity:
+                return known[1]
+            sha256 = file_sha256(path)
+        except OSError as e:
+            raise AgentError(f"{path}: cannot read: {e.strerror or e}") from e
+        hint = Period.last_in(str(path.relative_to(self._directory)))
+        reading = reading_key(sha256, hint=hint, options=self.options)
+        periods = known_bill_periods(self._engine, reading)
+        if periods is None:
+            periods = bill_periods(path, hint=hint, options=self.options, sha256=sha256)
+            remember_bill_periods(self._engine, reading=reading, periods=periods)
+            log.info("inbox: new bill %s (%s) for %s", path, sha256[:12], ", ".join(periods) or "no period")
+        bill = InboxBill(path=path, sha256=sha256, periods=tuple(periods))
+        self._known[path] = (identity, bill)
+        return bill
+
+
+def reading_key(sha256: str, *, hint: Period | None, options: ImportOptions) -> str:
+    """What a bill's periods depend on, as one digest: its content, its path's period and the import options."""
+    described = json.dumps([sha256, None if hint is None else str(hint), asdict(options)], sort_keys=True)
+    return hashlib.sha256(described.encode()).hexdigest()
 
 
 def bill_files(directory: Path) -> list[Path]:
@@ -102,10 +116,12 @@ def bill_files(directory: Path) -> list[Path]:
     return found
 
 
-def bill_periods(path: Path, *, options: ImportOptions) -> list[str]:
-    """The billing periods of a bill's rows; a YYYY-MM in the file's path stands for bills without dates."""
+def bill_periods(path: Path, *, hint: Period | None, options: ImportOptions, sha256: str) -> list[str]:
+    """The billing periods of a bill's rows; `hint`, a YYYY-MM in the file's path, stands for bills without
+    dates. AgentError if the file is not the one whose digest is `sha256` any more."""
     from agent.bills import total_bill
 
-    hint = Period.last_in(str(path))
     imported = total_bill(path, options=replace(options, period=None if hint is None else str(hint)))
+    if imported.sha256 != sha256:
+        raise AgentError(f"{path}: changed while it was read; read again at the next scan")
     return sorted(period for period in imported.periods() if period)

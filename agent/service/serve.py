@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import uvicorn
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -55,6 +56,7 @@ class AgentService:
         self._stats = job_stats
         self._clock = clock
         self._leadership = leadership or SoleReplica("agent")
+        self._inbox: Inbox | None = None
         self._scan: InboxScan | None = None
         self.on_new_bills: Callable[[], None] = lambda: None
 
@@ -88,11 +90,13 @@ class AgentService:
         return outcome == "success"
 
     def _import(self) -> None:
-        rules = self._rules()
-        inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=import_options_for(rules, period=None))
+        options = import_options_for(self._rules(), period=None)
+        # Kept between scans, so that unchanged files are not read again; new import options read them anew.
+        if self._inbox is None or self._inbox.options != options:
+            self._inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=options)
         previous = self._scan
-        self._scan = inbox.scan()
-        if previous is None or {b.sha256 for b in previous.bills} != {b.sha256 for b in self._scan.bills}:
+        self._scan = self._inbox.scan()
+        if previous is None or set(previous.bills) != set(self._scan.bills):
             self.on_new_bills()
         if self._scan.failures:
             raise AgentError(f"{len(self._scan.failures)} bill(s) in the inbox could not be imported: "
@@ -138,7 +142,18 @@ class AgentService:
                 plans.append(PeriodPlan(period, "rules changed", run))
             elif period in recent:
                 plans.append(PeriodPlan(period, "month to date" if period == month_to_date else "previous month", run))
+        # A period whose inbox files were all removed is restated without them. An inbox with no bill at all is
+        # more likely a volume not mounted than a decision, so it changes nothing.
+        for period in sorted(set(latest) - scan.periods()) if scan.bills else ():
+            run = latest[period]
+            if run.manifest.bills and self._from_inbox(run):
+                plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills removed", run))
         return plans
+
+    def _from_inbox(self, run: RunSummary) -> bool:
+        """Whether the run's bills were the inbox's (not files a user allocated by hand into the same store)."""
+        inbox = self._settings.inbox_dir.resolve()
+        return all(Path(bill.path).resolve().is_relative_to(inbox) for bill in run.manifest.bills)
 
     def _allocate_period(self, plan: PeriodPlan, *, rules: Rules) -> None:
         now = self._clock()

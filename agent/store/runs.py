@@ -106,11 +106,12 @@ closed_periods = Table(
     Column("closed_at", String, nullable=False),
     Column("run_id", ForeignKey("runs.id"), nullable=False),
 )
-# The billing periods found in each bill file the service has imported, by content: a restart does not
-# parse an unchanged bill again.
-bill_periods = Table(
-    "bill_periods", metadata,
-    Column("sha256", String, primary_key=True),
+# The billing periods found in each bill file the service has imported, by reading: the file's content, the
+# period its path names and the import options (agent.service.inbox.reading_key); a restart does not parse an
+# unchanged bill again. Schema version 4 replaced the table keyed by content alone.
+bill_readings = Table(
+    "bill_readings", metadata,
+    Column("reading", String, primary_key=True),
     Column("periods", Text, nullable=False),
 )
 # One row: the version of the schema above (schema version 2 added it; a store without it is version 1).
@@ -118,7 +119,7 @@ schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, nullable=False),
 )
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # A SQLite writer waits this long for another writer's lock before the write fails as "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 15
 # Marks a connection that is about to write: SQLite then takes the write lock at BEGIN (BEGIN IMMEDIATE), so
@@ -209,8 +210,14 @@ def _version_manifests(connection: Connection) -> None:
                            .values(manifest=json.dumps(migrated, sort_keys=True)))
 
 
+def _drop_periods_by_content(connection: Connection) -> None:
+    """Version 3 -> 4: the periods remembered by content alone go (the same file in two month folders has two
+    sets of periods); they are a cache, found again by reading the bills."""
+    connection.execute(text("DROP TABLE IF EXISTS bill_periods"))
+
+
 # MIGRATIONS[v - 1] takes a store from version v to v + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_add_period_sequence, _version_manifests]
+MIGRATIONS: list[Callable[[Connection], None]] = [_add_period_sequence, _version_manifests, _drop_periods_by_content]
 
 
 @contextmanager
@@ -357,19 +364,19 @@ def closed(engine: Engine) -> dict[str, int]:
         return {row.period: row.run_id for row in connection.execute(select(closed_periods))}
 
 
-def known_bill_periods(engine: Engine, sha256: str) -> list[str] | None:
+def known_bill_periods(engine: Engine, reading: str) -> list[str] | None:
     with _reading(engine) as connection:
-        found = connection.execute(select(bill_periods.c.periods).where(bill_periods.c.sha256 == sha256)).first()
+        found = connection.execute(select(bill_readings.c.periods).where(bill_readings.c.reading == reading)).first()
     return None if found is None else json.loads(found.periods)
 
 
-def remember_bill_periods(engine: Engine, *, sha256: str, periods: list[str]) -> None:
+def remember_bill_periods(engine: Engine, *, reading: str, periods: list[str]) -> None:
     try:
         with _writing(engine) as connection:
-            if not connection.execute(select(bill_periods).where(bill_periods.c.sha256 == sha256)).first():
-                connection.execute(insert(bill_periods).values(sha256=sha256, periods=json.dumps(sorted(periods))))
+            if not connection.execute(select(bill_readings).where(bill_readings.c.reading == reading)).first():
+                connection.execute(insert(bill_readings).values(reading=reading, periods=json.dumps(sorted(periods))))
     except SQLAlchemyError as e:
-        raise StoreError(f"cannot record the periods of bill {sha256[:12]}: {_reason(e)}") from e
+        raise StoreError(f"cannot record the periods of bill reading {reading[:12]}: {_reason(e)}") from e
 
 
 def seen_namespace_maps(engine: Engine) -> dict[str, dict[str, str | None]]:

@@ -1,0 +1,110 @@
+"""The inbox mirrors the bill: the files present for a period are its bill, each counted once, a bill's periods
+come from its content and its path, and an unchanged file is not read again."""
+
+from __future__ import annotations
+
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.bills import ImportOptions, total_bill
+from agent.errors import BillFormatError
+from agent.store.runs import list_runs
+from tests.service.test_serve import bill, periods_of, setup  # noqa: F401 - `setup` is a fixture
+
+FLAT_FEE = "unblendedCost,currency,cz_container_bill\n12.00,USD,mobile\n"
+
+
+def bills_of(engine) -> list[tuple[str, str]]:
+    return [(run.period, run.manifest.totals_json().get("USD", {}).get("bill", "0")) for run in list_runs(engine)]
+
+
+def test_the_same_undated_file_in_two_month_folders_bills_each_month(setup):
+    service, inbox, engine, *_ = setup
+    for month in ("2026-09", "2026-10"):
+        (inbox / month).mkdir()
+        (inbox / month / "fees.csv").write_text(FLAT_FEE)
+    assert service.import_job() and service.allocate_job()
+    assert bills_of(engine) == [("2026-09", "12.00"), ("2026-10", "12.00")]
+
+
+def test_moving_a_file_to_another_month_folder_moves_its_lines(setup):
+    service, inbox, engine, *_ = setup
+    (inbox / "2026-09").mkdir()
+    (inbox / "2026-10").mkdir()
+    (inbox / "2026-10" / "big.csv").write_text(bill("2026-10", amount="100.00"))
+    (inbox / "2026-09" / "fees.csv").write_text(FLAT_FEE)
+    assert service.import_job() and service.allocate_job()
+    shutil.move(inbox / "2026-09" / "fees.csv", inbox / "2026-10" / "fees.csv")
+    assert service.import_job() and service.allocate_job()
+    assert bills_of(engine) == [("2026-09", "12.00"), ("2026-10", "150.00"), ("2026-10", "162.00"),
+                                ("2026-09", "0")]
+
+
+def test_adding_replacing_and_removing_files_restate_the_month(setup):
+    service, inbox, engine, *_ = setup
+    (inbox / "a.csv").write_text(bill("2026-10", amount="100.00"))
+    (inbox / "other-month.csv").write_text(bill("2026-08", amount="1.00"))
+    assert service.import_job() and service.allocate_job()
+    (inbox / "b.csv").write_text(bill("2026-10", amount="10.00"))
+    assert service.import_job() and service.allocate_job()
+    (inbox / "b.csv").write_text(bill("2026-10", amount="20.00"))
+    assert service.import_job() and service.allocate_job()
+    (inbox / "b.csv").unlink()
+    assert service.import_job() and service.allocate_job()
+    (inbox / "a.csv").unlink()
+    assert service.import_job() and service.allocate_job()
+    october = [total for period, total in bills_of(engine) if period == "2026-10"]
+    assert october == ["150.00", "210.00", "220.00", "150.00", "0"]
+
+
+def test_an_inbox_emptied_altogether_changes_nothing(setup):
+    service, inbox, engine, *_ = setup
+    (inbox / "a.csv").write_text(bill("2026-10"))
+    assert service.import_job() and service.allocate_job()
+    (inbox / "a.csv").unlink()
+    assert service.import_job() and service.allocate_job()
+    assert bills_of(engine) == [("2026-10", "150.00")]
+
+
+def test_a_copy_or_a_link_in_the_inbox_counts_once(setup):
+    service, inbox, engine, *_ = setup
+    (inbox / "a.csv").write_text(bill("2026-10"))
+    shutil.copy(inbox / "a.csv", inbox / "a-copy.csv")
+    (inbox / "a-link.csv").symlink_to(inbox / "a.csv")
+    assert service.import_job() and service.allocate_job()
+    assert bills_of(engine) == [("2026-10", "150.00")]
+    assert [bill.path for bill in list_runs(engine)[0].manifest.bills] == [str(inbox / "a-copy.csv")]
+
+
+def read_bytes_of_this_process() -> int:
+    return int(Path("/proc/self/io").read_text().split("rchar:")[1].split()[0])
+
+
+def test_an_idle_agent_does_not_read_unchanged_bills_again(setup):
+    service, inbox, engine, *_ = setup
+    rows = "".join(f"2026-10,mobile,{n}.00,USD\n" for n in range(100_000))
+    path = inbox / "big.csv"
+    path.write_text("billingCycle,cz_container_bill,unblendedCost,currency\n" + rows)
+    assert service.import_job()
+    before = read_bytes_of_this_process()
+    for _ in range(10):
+        assert service.import_job()
+    assert read_bytes_of_this_process() - before < path.stat().st_size / 10
+
+
+def test_a_bill_rewritten_while_it_is_read_fails_that_read(tmp_path):
+    path = tmp_path / "bill.csv"
+    path.write_text("billingCycle,cz_container_bill,unblendedCost,currency\n"
+                    + "".join(f"2026-10,mobile,{n}.00,USD\n" for n in range(300_000)))
+
+    def rewrite(_rows: int) -> None:
+        with path.open("a") as file:
+            file.write("2026-10,mobile,1.00,USD\n")
+
+    with pytest.raises(BillFormatError, match="changed while it was read"):
+        total_bill(path, options=ImportOptions(), on_rows=rewrite)
+    whole = total_bill(path, options=ImportOptions())
+    assert sum((group.amount for group in whole.split_groups.values()), Decimal(0)) > 0
