@@ -84,6 +84,10 @@ class RejectedRowsError(AgentError):
     """`--strict` and some bill rows were rejected."""
 
 
+class DuplicateLinesError(AgentError):
+    """The same line identity in two bill files of one period."""
+
+
 class StoreError(AgentError):
     """The run store cannot be read or written."""
 

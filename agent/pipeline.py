@@ -58,16 +58,19 @@ def import_options_for(rules: Rules, *, period: str | None,
     columns = {"bill_format": bill.format, **{column_option(c): getattr(bill, c) for c in COLUMN_OVERRIDES}}
     columns.update({name: value for name, value in (overrides or {}).items() if value})
     return ImportOptions(tag_key=rules.tag_key, period=period, default_currency=rules.currency,
-                         untagged=bill.untagged, **columns)
+                         untagged=bill.untagged, line_id_column=bill.line_id, duplicates=bill.duplicates, **columns)
 
 
 def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillTotals]:
     # Imported here: the importer loads pandas and Arrow, which an idle `cz-agent serve` does without.
     from agent.bills import total_bill
+    from agent.bills.identity import refuse_repeated_lines
 
     imports = read_distinct(request.bills, lambda path: total_bill(
         path, options=request.import_options, on_rows=None if on_rows is None else functools.partial(on_rows, path)))
     _refuse_other_periods(imports, period=request.period)
+    refuse_repeated_lines([Path(bill.source) for bill in imports], options=request.import_options,
+                          period=request.period)
     return imports
 
 

@@ -14,6 +14,8 @@ LEGACY_SPEC = FormatSpec(
     charge_period=("lineItem/UsageStartDate",),
     resource_id=("lineItem/ResourceId",),
     service_name=("lineItem/ProductCode",),
+    line_id=("identity/LineItemId",),
+    line_interval=("identity/TimeInterval",),
 )
 
 CUR2_SPEC = FormatSpec(
@@ -26,4 +28,6 @@ CUR2_SPEC = FormatSpec(
     charge_period=("line_item_usage_start_date",),
     resource_id=("line_item_resource_id",),
     service_name=("line_item_product_code",),
+    line_id=("identity_line_item_id",),
+    line_interval=("identity_time_interval",),
 )

@@ -26,3 +26,8 @@ class ImportOptions:
     default_currency: str | None = None
     # The bill may have no tag column (its lines are then common cost); otherwise that is a mistake.
     untagged: bool = False
+    # The column holding a line's identity, for bills whose format has none (CUR and CUR 2.0 have theirs).
+    line_id_column: str | None = None
+    # "refuse": a line identity in two bill files of one period fails the run; "allow": providers that repeat
+    # identities legitimately.
+    duplicates: str = "refuse"

@@ -23,6 +23,9 @@ class FormatSpec:
     charge_period: Candidates = ()
     resource_id: Candidates = ()
     service_name: Candidates = ()
+    # A line's identity where the format has one: its ID, and the interval that tells its hourly lines apart.
+    line_id: Candidates = ()
+    line_interval: Candidates = ()
 
     def describe_markers(self) -> str:
         return " with ".join(" or ".join(group) for group in self.markers)

@@ -50,6 +50,10 @@ class BillColumns(_Strict):
     api_key: str | None = None
     # True: a bill without any column for the tag key is meant so, all its lines common cost.
     untagged: StrictBool = False
+    # The column holding each line's identity, for formats without one (CUR and CUR 2.0 have theirs).
+    line_id: str | None = None
+    # `refuse`: a line identity found in two bill files of one period fails the run; `allow` accepts it.
+    duplicates: Literal["refuse", "allow"] = "refuse"
 
 
 DIMENSION_RANK = ("api_key", "workspace", "sub_account")

@@ -76,3 +76,51 @@ def test_a_bill_given_twice_through_a_symlink_or_a_copy_counts_once_with_a_warni
         ("WARNING", f"{link} is the same file as {bill}: counted once")]
     assert total(tmp_path / "twice.csv") == total(once)
     assert [len(run.manifest.bills) for run in stored_runs(store)] == [1]
+
+
+CUR_HEADER = ("identity/LineItemId,identity/TimeInterval,bill/BillingPeriodStartDate,lineItem/UsageStartDate,"
+              "lineItem/CurrencyCode,lineItem/UnblendedCost,resourceTags/user:cz_container_bill\n")
+
+
+def cur_line(line_id: str, hour: int, cost: str) -> str:
+    interval = f"2026-10-05T{hour:02d}:00:00Z/2026-10-05T{hour + 1:02d}:00:00Z"
+    return f"{line_id},{interval},2026-10-01T00:00:00Z,2026-10-05T{hour:02d}:00:00Z,USD,{cost},mobile\n"
+
+
+def test_a_line_identity_in_two_files_of_the_period_fails_naming_both_unless_allowed(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = tmp_path / "cur-1.csv"
+    first.write_text(CUR_HEADER + cur_line("a1", 0, "1.00") + cur_line("a1", 1, "2.00"))
+    # Another hour of a1 is another line; a1 at hour 1 again is the same charge delivered twice.
+    second = tmp_path / "cur-2.csv"
+    second.write_text(CUR_HEADER + cur_line("a1", 2, "4.00") + cur_line("a1", 1, "2.00"))
+    assert allocate(store, tmp_path / "report.csv", first, second) == 1
+    error = capsys.readouterr().err
+    assert f"1 line(s) of 2026-10 are in both {first} and {second} (the first: row 3, identity/LineItemId " in error
+    assert "`duplicates: allow`" in error and stored_runs(store) == []
+    third = tmp_path / "cur-3.csv"
+    third.write_text(CUR_HEADER + cur_line("a1", 2, "4.00"))
+    assert allocate(store, tmp_path / "report.csv", first, third) == 0
+    assert total(tmp_path / "report.csv") == "7.00"
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((WORKED / "rules.yaml").read_text() + "bill: {duplicates: allow}\n")
+    assert allocate(store, tmp_path / "report.csv", first, second, rules=rules) == 0
+    assert total(tmp_path / "report.csv") == "9.00"
+
+
+def test_a_line_identity_column_named_in_the_rules_is_checked_too(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    header = "billingCycle,invoiceLineId,unblendedCost,currency,cz_container_bill\n"
+    first, second = tmp_path / "a.csv", tmp_path / "b.xlsx"
+    first.write_text(header + "2026-10,L1,1.00,USD,mobile\n2026-10,L2,2.00,USD,mobile\n")
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    for row in (header.strip().split(","), ["2026-10", "L2", "2.00", "USD", "mobile"]):
+        workbook.active.append(row)
+    workbook.save(second)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((WORKED / "rules.yaml").read_text() + "bill: {line_id: invoiceLineId}\n")
+    assert allocate(store, tmp_path / "report.csv", first, second) == 0
+    assert allocate(store, tmp_path / "report.csv", first, second, rules=rules) == 1
+    assert f"are in both {first} and {second} (the first: row 2, invoiceLineId 'L2')" in capsys.readouterr().err
