@@ -14,6 +14,10 @@ from typing import Any
 
 from agent.errors import StoreError
 
+# A period whose bills give it at most this many lines, under STRAY_SHARE of their lines (the rest being in other
+# periods), is likely made of stray rows: one September line in an October file.
+STRAY_MAX_ROWS = 10
+STRAY_SHARE = Fraction(1, 100)
 # 1: unversioned manifests (before the version field); their `usage` may lack `coverage`.
 # 2: the `version` field.
 MANIFEST_VERSION = 2
@@ -113,6 +117,14 @@ class RunManifest:
                                  for cluster, shares in self.namespace_shares.items()},
             "report": dict(vars(self.report)),
         }
+
+    def stray_rows(self) -> str | None:
+        """Why the period looks made of stray rows of other periods' bills, or None."""
+        accepted, elsewhere = self.rows.accepted, self.rows.out_of_period
+        if 0 < accepted <= STRAY_MAX_ROWS and accepted < (accepted + elsewhere) * STRAY_SHARE:
+            return (f"{self.period} holds only {accepted} of the {accepted + elsewhere} lines of its bill(s); the "
+                    f"rest are in other periods: stray rows?")
+        return None
 
     def totals_json(self) -> dict[str, dict[str, str]]:
         return {currency: {name: format(amount, "f") for name, amount in vars(totals).items()}

@@ -31,6 +31,9 @@ def print_run(result: RunResult, *, rules: Rules, out: Path, rejects_path: Path 
     console.print(_company_table(result))
     console.print(_category_table(result))
     _print_reconciliation(manifest, console=console)
+    stray = manifest.stray_rows()
+    if stray:
+        console.print(f"[yellow]warning[/] {escape(stray)}", highlight=False)
     if result.rejected:
         console.print(f"[yellow]{len(result.rejected)} rejected row(s)[/], listed in {escape(str(rejects_path))}:")
         for reject in result.rejected[:_SHOWN_REJECTS]:

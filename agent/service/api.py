@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
-from pydantic import AfterValidator, BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -61,6 +61,8 @@ class RunOut(BaseModel):
     tool_version: str
     report_sha256: str
     totals: dict[str, dict[str, str]]
+    warnings: list[str] = Field(description="what a reader of the run should know, e.g. a period made of stray "
+                                            "rows of other periods' bills")
 
 
 class RunDetailOut(RunOut):
@@ -286,7 +288,8 @@ def share_out(share: Fraction) -> ShareOut:
 
 def run_out(run: RunSummary) -> RunOut:
     return RunOut(id=run.id, period=run.period, created_at=run.created_at, tool_version=run.tool_version,
-                  report_sha256=run.report_sha256, totals=run.manifest.totals_json())
+                  report_sha256=run.report_sha256, totals=run.manifest.totals_json(),
+                  warnings=[warning for warning in (run.manifest.stray_rows(),) if warning])
 
 
 def periods_out(found: list[RunSummary]) -> list[PeriodOut]:

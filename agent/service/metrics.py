@@ -128,6 +128,8 @@ SPECS = (
     FamilySpec("cz_usage_coverage_ratio", "Fraction of the period the cluster's usage data covers (live runs).",
                ("period", "cluster")),
     FamilySpec("cz_bill_rows", "Bill rows of the period's latest run by status.", ("period", "status")),
+    FamilySpec("cz_bill_stray_rows", "Lines of a period made only of a few stray rows of bills whose lines are in "
+               "other periods (0 for a real bill).", ("period",)),
     FamilySpec("cz_run_info", "The run whose figures are exposed for the period (value always 1).",
                ("period", "run_id")),
     FamilySpec("cz_run_timestamp_seconds", "Unix time the period's exposed run was made.", ("period",)),
@@ -159,6 +161,7 @@ def run_samples(stored: StoredRun) -> dict[str, Samples]:
         "cz_usage_coverage_ratio": {(period, cluster): Fraction(ratio) for cluster, ratio
                                     in sorted(((manifest.usage and manifest.usage.coverage) or {}).items())},
         "cz_bill_rows": {(period, status): Fraction(manifest.rows.count(status)) for status in ROW_STATUSES},
+        "cz_bill_stray_rows": {(period,): Fraction(manifest.rows.accepted if manifest.stray_rows() else 0)},
         "cz_run_info": {(period, str(summary.id)): Fraction(1)},
         "cz_run_timestamp_seconds": {(period,): Fraction(_timestamp(summary.created_at))},
         "cz_workspace_cost": _summed(((period, t.workspace, t.currency), t.amount) for t in stored.splits),

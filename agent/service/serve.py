@@ -173,6 +173,8 @@ class AgentService:
         )
         result = run_allocation(request, engine=self._engine, created_at=now.isoformat(timespec="seconds"),
                                 unchanged_from=plan.latest)
+        if result.manifest.stray_rows():
+            log.warning("period %s: %s", plan.period, result.manifest.stray_rows())
         if result.stored:
             log.info("period %s (%s): stored run %d, %d rows", plan.period, plan.reason, result.run_id,
                      len(result.allocation.rows))

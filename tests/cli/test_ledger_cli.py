@@ -124,3 +124,15 @@ def test_a_line_identity_column_named_in_the_rules_is_checked_too(tmp_path, caps
     assert allocate(store, tmp_path / "report.csv", first, second) == 0
     assert allocate(store, tmp_path / "report.csv", first, second, rules=rules) == 1
     assert f"are in both {first} and {second} (the first: row 2, invoiceLineId 'L2')" in capsys.readouterr().err
+
+
+def test_a_period_of_stray_rows_is_allocated_with_a_warning_in_the_summary(tmp_path, capsys):
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    bill = tmp_path / "october.csv"
+    bill.write_text("billingCycle,cz_container_bill,unblendedCost,currency\n"
+                    + "".join(f"2026-10,mobile,{n}.00,USD\n" for n in range(1, 201)) + "2026-09,mobile,18.43,USD\n")
+    capsys.readouterr()
+    assert allocate(store, tmp_path / "september.csv", bill, period="2026-09") == 0
+    assert "warning 2026-09 holds only 1 of the 201 lines of its bill(s)" in " ".join(capsys.readouterr().out.split())
+    assert allocate(store, tmp_path / "october.csv.out", bill) == 0
+    assert "stray rows?" not in capsys.readouterr().out

@@ -8,9 +8,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
 from agent.bills import ImportOptions, total_bill
 from agent.errors import BillFormatError
+from agent.service.api import create_app
+from agent.service.metrics import AllocationCollector, JobStats
 from agent.store.runs import list_runs
 from tests.service.test_serve import bill, periods_of, setup  # noqa: F401 - `setup` is a fixture
 
@@ -108,3 +112,21 @@ def test_a_bill_rewritten_while_it_is_read_fails_that_read(tmp_path):
         total_bill(path, options=ImportOptions(), on_rows=rewrite)
     whole = total_bill(path, options=ImportOptions())
     assert sum((group.amount for group in whole.split_groups.values()), Decimal(0)) > 0
+
+
+def test_a_period_made_of_one_stray_row_is_allocated_but_flagged_in_the_api_and_the_metrics(setup):
+    service, inbox, engine, *_ = setup
+    rows = "".join(f"2026-10,mobile,{n}.00,USD\n" for n in range(1, 201))
+    (inbox / "october.csv").write_text("billingCycle,cz_container_bill,unblendedCost,currency\n" + rows
+                                       + "2026-09,mobile,18.43,USD\n")
+    assert service.import_job() and service.allocate_job()
+    assert bills_of(engine) == [("2026-09", "18.43"), ("2026-10", "20100.00")]
+    runs = TestClient(create_app(engine=engine, registry=CollectorRegistry())).get("/api/v1/runs").json()["runs"]
+    assert [(run["period"], run["warnings"]) for run in runs] == [
+        ("2026-09", ["2026-09 holds only 1 of the 201 lines of its bill(s); the rest are in other periods: "
+                     "stray rows?"]),
+        ("2026-10", [])]
+    registry = CollectorRegistry()
+    registry.register(AllocationCollector(engine=engine, job_stats=JobStats()))
+    assert {(sample.labels["period"], sample.value) for family in registry.collect()
+            if family.name == "cz_bill_stray_rows" for sample in family.samples} == {("2026-09", 1.0), ("2026-10", 0)}
