@@ -133,6 +133,18 @@ def _add_service_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--once", action="store_true", help="run the import and allocation jobs once and exit")
     close = commands.add_parser("close", help="freeze a period at its latest run; later bills restate it")
     close.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
+    push = commands.add_parser("push", help="put a bill downloaded by hand into the agent's inbox (checked first)")
+    push.add_argument("file", type=Path, metavar="FILE")
+    push.add_argument("--period", type=period_argument, metavar="YYYY-MM",
+                      help="the bill's period: its folder in the inbox, and the period of rows without dates")
+    push.add_argument("--name", help="file name in the inbox (default: FILE's name); a file of that name is replaced")
+    where = push.add_mutually_exclusive_group(required=True)
+    where.add_argument("--server", metavar="URL", help="the agent's URL (POST /api/v1/bills)")
+    where.add_argument("--inbox", type=Path, metavar="DIR", help="a local inbox directory")
+    push.add_argument("--token-file", type=Path, metavar="FILE",
+                      help="file holding the API token (default: CZ_AGENT_API_TOKEN)")
+    push.add_argument("--rules", type=Path, metavar="RULES.yaml", help="with --inbox: the rules whose bill: section "
+                      "says how to read the bill")
     diff = commands.add_parser("diff", help="what changed between two runs, per company and service")
     diff.add_argument("run_a", type=int, metavar="RUN_A")
     diff.add_argument("run_b", type=int, metavar="RUN_B")
@@ -208,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     if args.command == "split":
         return _split(args, console=console)
+    if args.command == "push":
+        return _push(args, settings=settings, console=console)
     engine = open_store(args.store or settings.effective_store_url())
     if args.command == "statement":
         csv_path = args.csv or args.out.with_suffix(".csv")
@@ -289,6 +303,21 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
     summary.print_run(result, rules=rules, out=args.out, rejects_path=rejects_path, console=console)
     if live is not None:
         summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
+    return 0
+
+
+def _push(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.service.upload import push_file, upload_file
+
+    if args.inbox is not None:
+        options = import_options_for(load_rules(args.rules), period=None) if args.rules else ImportOptions()
+        placed = push_file(args.file, inbox_dir=args.inbox, name=args.name, period=args.period, options=options)
+    else:
+        token = settings.effective_api_token() if args.token_file is None else Settings(
+            api_token_file=args.token_file).effective_api_token()
+        placed = upload_file(args.file, server=args.server, token=token, name=args.name, period=args.period)
+    for line in placed.describe():
+        console.print(line, highlight=False, markup=False, emoji=False)
     return 0
 
 

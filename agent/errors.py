@@ -107,5 +107,9 @@ class StatementError(AgentError):
 # ----------------------------------------------------------------------------------------------- service
 
 
+class UploadError(AgentError):
+    """A bill upload the inbox cannot take (its name, its period or its content), or an upload that failed."""
+
+
 class BodyTooLarge(AgentError):
     """A chunked request body went past the API's limit (answered 413)."""

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     api_token_file: Path | None = None
     metrics_require_token: bool = False
+    # POST /api/v1/bills: the largest bill file taken (larger ones belong in object storage synced to the inbox).
+    upload_max_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     log_format: Literal["text", "json"] = "text"
 
     # Two or more replicas: only the holder of a coordination.k8s.io Lease runs the jobs; every replica serves.

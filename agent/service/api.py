@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
@@ -18,18 +21,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
+from agent.bills import ImportOptions
 from agent.bills.grouping import split_bill
 from agent.core.model import Contribution, ReportRow, RunSummary, StoredRun, TagLine
 from agent.core.periods import PERIOD_PATTERN, Period
 from agent.core.split import NO_VALUE
 from agent.core.split import parse_dimensions as parse_split_dimensions
-from agent.errors import BodyTooLarge, NoCostError, SplitError, StoreError
+from agent.errors import AgentError, BodyTooLarge, NoCostError, SplitError, StoreError
 from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.outputs.report import render_csv
 from agent.service.metrics import exposition
+from agent.service.upload import place, staging
 from agent.store.runs import list_runs, load_run
 
 if TYPE_CHECKING:
@@ -44,10 +50,12 @@ _RATIO_PLACES = Decimal("1e-12")
 # refuses what the pattern alone lets through (year 0000, digits of other scripts).
 PeriodQuery = Annotated[str, Query(pattern=PERIOD_PATTERN, description="billing period, YYYY-MM"),
                         AfterValidator(lambda text: str(Period.parse(text)))]
-# Every request the API answers is a GET with a short query: anything far larger is refused before routing.
+# Every request the API answers but an upload is a GET with a short query: anything far larger is refused before
+# routing. An upload's body has its own limit (Settings.upload_max_bytes).
 MAX_QUERY_BYTES = 4 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
+UPLOAD_PATH = "/api/v1/bills"
 PUBLIC_PATHS = ("/healthz", "/readyz")
 
 
@@ -63,6 +71,23 @@ class RunOut(BaseModel):
     totals: dict[str, dict[str, str]]
     warnings: list[str] = Field(description="what a reader of the run should know, e.g. a period made of stray "
                                             "rows of other periods' bills")
+
+
+class PeriodLinesOut(BaseModel):
+    lines: int
+    totals: dict[str, str]
+
+
+class BillOut(BaseModel):
+    """An uploaded bill as the next run will see it."""
+
+    path: str = Field(description="where it is in the inbox")
+    sha256: str
+    format: str
+    replaced: bool = Field(description="a file of that name was there and is replaced")
+    input_rows: int
+    rejected_rows: int
+    periods: dict[str, PeriodLinesOut] = Field(description="accepted lines and their totals per period")
 
 
 class RunDetailOut(RunOut):
@@ -390,6 +415,58 @@ def operations_router(registry: CollectorRegistry, *, ready: Callable[[], bool],
     return router
 
 
+@dataclass(frozen=True)
+class Uploads:
+    """Where uploaded bills go and how they are read (the rules' bill: section, read at each upload)."""
+
+    inbox_dir: Path
+    import_options: Callable[[], ImportOptions]
+    max_bytes: int
+    # Without an API token anyone could change the bill: uploads are then refused.
+    enabled: bool = True
+
+
+def uploads_router(uploads: Uploads) -> APIRouter:
+    router = APIRouter(tags=["bills"])
+    # One upload is read at a time: reading a bill takes memory, as an allocation run does.
+    reading = asyncio.Lock()
+
+    @router.post("/bills", status_code=201, response_model=BillOut,
+                 responses={413: {"description": "larger than the upload limit"},
+                            422: {"description": "not a bill the inbox can take; nothing is kept"},
+                            429: {"description": "another upload is being read"}},
+                 openapi_extra={"requestBody": {"required": True, "description": "the bill file's bytes",
+                                                "content": {"application/octet-stream": {}}}})
+    async def upload_bill(
+        request: Request,
+        name: Annotated[str, Query(description="file name, with a .csv, .gz, .parquet or .xlsx suffix")],
+        period: Annotated[str | None, Query(pattern=PERIOD_PATTERN, description="the billing period, YYYY-MM: "
+                                            "the folder it goes to, and the period of rows without dates")] = None,
+    ) -> BillOut:
+        if not uploads.enabled:
+            raise HTTPException(status_code=403, detail="bill uploads need an API token (CZ_AGENT_API_TOKEN): "
+                                "without one, anyone could change the bill")
+        if reading.locked():
+            raise HTTPException(status_code=429, detail="another bill upload is being read; try again shortly",
+                                headers={"Retry-After": "5"})
+        async with reading:
+            try:
+                with staging(uploads.inbox_dir, name) as staged:
+                    with staged.open("xb") as file:
+                        async for chunk in request.stream():
+                            file.write(chunk)
+                    placed = await run_in_threadpool(place, staged, inbox_dir=uploads.inbox_dir, name=name,
+                                                     period=period, options=uploads.import_options())
+            except (BodyTooLarge, StoreError):
+                raise
+            except AgentError as e:
+                raise HTTPException(status_code=422, detail=str(e)) from e
+        log.info("upload: %s (%s) placed in the inbox", placed.path, placed.sha256[:12])
+        return BillOut(**{**vars(placed), "periods": {p: PeriodLinesOut(**seen) for p, seen in placed.periods.items()}})
+
+    return router
+
+
 def bearer_guard(api_token: str) -> Callable[..., None]:
     """A dependency requiring `Authorization: Bearer <api_token>`, declared as an OpenAPI security scheme."""
     scheme = HTTPBearer(auto_error=False, scheme_name="bearerToken", description="the agent's API token")
@@ -413,36 +490,40 @@ class RequestLimits:
     """Refuses oversized query strings (414), header sets (431) and bodies (413) before the app reads them.
 
     uvicorn's h11 parser already drops a request line plus headers over its own 16 KiB buffer; these limits
-    hold whatever server runs the app, and cover bodies, which the server streams without a limit.
+    hold whatever server runs the app, and cover bodies, which the server streams without a limit. A bill upload's
+    body may be as large as `upload_max_bytes`.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, upload_max_bytes: int = MAX_BODY_BYTES) -> None:
         self._app = app
+        self._upload_max_bytes = upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        refusal = _oversize(scope)
+        upload = scope["method"] == "POST" and scope["path"] == UPLOAD_PATH
+        max_body = self._upload_max_bytes if upload else MAX_BODY_BYTES
+        refusal = _oversize(scope, max_body=max_body)
         if refusal is not None:
             await JSONResponse({"detail": refusal[1]}, status_code=refusal[0])(scope, receive, send)
             return
-        await self._app(scope, _bounded_body(receive), send)
+        await self._app(scope, _bounded_body(receive, max_body=max_body), send)
 
 
-def _oversize(scope: Scope) -> tuple[int, str] | None:
+def _oversize(scope: Scope, *, max_body: int) -> tuple[int, str] | None:
     headers = scope["headers"]
     if len(scope["query_string"]) > MAX_QUERY_BYTES:
         return 414, f"the query string is longer than {MAX_QUERY_BYTES} bytes"
     if sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
         return 431, f"the request headers are larger than {MAX_HEADER_BYTES} bytes"
     length = dict(headers).get(b"content-length", b"0")
-    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-        return 413, f"the request body is larger than {MAX_BODY_BYTES} bytes"
+    if not length.isdigit() or int(length) > max_body:
+        return 413, f"the request body is larger than {max_body} bytes"
     return None
 
 
-def _bounded_body(receive: Receive) -> Receive:
+def _bounded_body(receive: Receive, *, max_body: int) -> Receive:
     """`receive`, counting body bytes: a chunked upload has no Content-Length to check up front."""
     received = 0
 
@@ -450,8 +531,8 @@ def _bounded_body(receive: Receive) -> Receive:
         nonlocal received
         message = await receive()
         received += len(message.get("body", b""))
-        if received > MAX_BODY_BYTES:
-            raise BodyTooLarge(f"the request body is larger than {MAX_BODY_BYTES} bytes")
+        if received > max_body:
+            raise BodyTooLarge(f"the request body is larger than {max_body} bytes")
         return message
 
     return bounded
@@ -479,9 +560,10 @@ def create_app(
     api_token: str | None = None,
     metrics_token_required: bool = False,
     ready: Callable[[], bool] = lambda: True,
+    uploads: Uploads | None = None,
 ) -> FastAPI:
     """The API over the run store; with a token set, everything but /healthz and /readyz requires it (and
-    /metrics only if asked, since Prometheus scrapes it)."""
+    /metrics only if asked, since Prometheus scrapes it). Bill uploads are taken only with a token set."""
     if metrics_token_required and not api_token:
         raise ValueError("metrics_token_required needs an api_token")
     guard = [Depends(bearer_guard(api_token))] if api_token else []
@@ -490,11 +572,14 @@ def create_app(
     app = FastAPI(title="cz-allocation-agent", version=__version__,
                   description="Exact chargeback of cloud bills to companies and services: the stored runs.", **docs)
     app.include_router(api_router(RunReader(engine)), prefix="/api/v1", dependencies=guard)
+    if uploads is not None:
+        enabled = uploads if api_token else Uploads(**{**vars(uploads), "enabled": False})
+        app.include_router(uploads_router(enabled), prefix="/api/v1", dependencies=guard)
     app.include_router(operations_router(registry, ready=ready, metrics_guard=guard if metrics_token_required
                                          else []))
     if api_token:
         app.include_router(docs_router(app), dependencies=guard)
     app.add_exception_handler(StoreError, store_unavailable)
     app.add_exception_handler(BodyTooLarge, body_too_large)
-    app.add_middleware(RequestLimits)
+    app.add_middleware(RequestLimits, upload_max_bytes=uploads.max_bytes if uploads else MAX_BODY_BYTES)
     return app

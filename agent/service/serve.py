@@ -22,7 +22,7 @@ from agent.core.periods import Period
 from agent.core.rules import Rules, rules_digest
 from agent.errors import AgentError, SettingsError
 from agent.pipeline import RunRequest, import_options_for, run_allocation
-from agent.service.api import create_app
+from agent.service.api import Uploads, create_app
 from agent.service.inbox import Inbox, InboxScan
 from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
 from agent.service.metrics import AllocationCollector, JobStats
@@ -218,8 +218,10 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
     scheduler = _scheduler(settings, service)
     # A new leader runs both jobs at once instead of waiting for the next interval.
     leadership.on_started_leading = lambda: _run_jobs_now(scheduler)
+    uploads = Uploads(inbox_dir=settings.inbox_dir, max_bytes=settings.upload_max_bytes,
+                      import_options=lambda: import_options_for(load_rules(settings.rules_file), period=None))
     app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
-                     metrics_token_required=settings.metrics_require_token, ready=service.ready)
+                     metrics_token_required=settings.metrics_require_token, ready=service.ready, uploads=uploads)
     server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False))
     scheduler.start()
     leadership.start()

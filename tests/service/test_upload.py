@@ -1,0 +1,108 @@
+"""Bills put into the inbox by hand: POST /api/v1/bills and `cz-agent push` check the bill first, answer with
+what the next run will see, and rename it into place whole; a refused bill leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from agent.bills import ImportOptions
+from agent.cli import main
+from agent.service.api import Uploads, create_app
+from agent.store.runs import list_runs, open_store
+from tests.support.served import served_agent
+from tests.support.waiting import wait_for
+
+TOKEN = "s3cret-token"
+WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
+BILL = "billingCycle,cz_container_bill,unblendedCost,currency\n2026-10,mobile,100.25,USD\n2026-10,,50,USD\n"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def client(tmp_path: Path, *, token: str | None = TOKEN, max_bytes: int = 1024 * 1024) -> TestClient:
+    uploads = Uploads(inbox_dir=tmp_path / "inbox", import_options=ImportOptions, max_bytes=max_bytes)
+    app = create_app(engine=open_store(f"sqlite:///{tmp_path / 'runs.db'}"), registry=CollectorRegistry(),
+                     api_token=token, uploads=uploads)
+    return TestClient(app)
+
+
+def inbox_files(tmp_path: Path) -> list[str]:
+    inbox = tmp_path / "inbox"
+    return sorted(str(path.relative_to(inbox)) for path in inbox.rglob("*") if path.is_file()) if inbox.exists() else []
+
+
+def test_an_uploaded_bill_is_placed_in_its_period_folder_with_what_the_next_run_will_see(tmp_path):
+    answer = client(tmp_path).post("/api/v1/bills?name=cloudz.csv&period=2026-10", content=BILL, headers=AUTH)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["path"] == "2026-10/cloudz.csv" and body["format"] == "native" and not body["replaced"]
+    assert (body["input_rows"], body["rejected_rows"]) == (2, 0)
+    assert body["periods"] == {"2026-10": {"lines": 2, "totals": {"USD": "150.25"}}}
+    assert inbox_files(tmp_path) == ["2026-10/cloudz.csv"]
+    assert (tmp_path / "inbox" / "2026-10" / "cloudz.csv").read_text() == BILL
+    again = client(tmp_path).post("/api/v1/bills?name=cloudz.csv&period=2026-10",
+                                  content=BILL.replace("100.25", "1.00"), headers=AUTH)
+    assert again.json()["replaced"] and again.json()["periods"]["2026-10"]["totals"] == {"USD": "51.00"}
+    assert inbox_files(tmp_path) == ["2026-10/cloudz.csv"]
+
+
+@pytest.mark.parametrize(("query", "content", "status", "detail"), [
+    ("name=bill.csv", "not,a,bill\n1,2,3\n", 422, "bill.csv"),
+    ("name=bill.csv&period=2026-11", BILL, 422, "no row of the bill is in 2026-11 (its rows are in: 2026-10)"),
+    ("name=../escape.csv", BILL, 422, "must be a plain file name"),
+    ("name=.hidden.csv", BILL, 422, "must be a plain file name"),
+    ("name=bill.exe", BILL, 422, "ending in .csv"),
+    ("name=big.csv", BILL * 2000, 413, "larger than 65536 bytes"),
+])
+def test_a_refused_upload_leaves_nothing_in_the_inbox(tmp_path, query, content, status, detail):
+    answer = client(tmp_path, max_bytes=64 * 1024).post(f"/api/v1/bills?{query}", content=content, headers=AUTH)
+    assert answer.status_code == status and detail in answer.json()["detail"]
+    # Hidden staging files included.
+    assert inbox_files(tmp_path) == []
+
+
+def test_uploads_need_the_token_and_are_refused_when_the_api_has_none(tmp_path):
+    assert client(tmp_path).post("/api/v1/bills?name=b.csv", content=BILL).status_code == 401
+    assert client(tmp_path).post("/api/v1/bills?name=b.csv", content=BILL,
+                                 headers={"Authorization": "Bearer wrong"}).status_code == 401
+    open_api = client(tmp_path, token=None).post("/api/v1/bills?name=b.csv", content=BILL)
+    assert open_api.status_code == 403 and "need an API token" in open_api.json()["detail"]
+    assert inbox_files(tmp_path) == []
+
+
+def test_push_into_a_local_inbox_checks_the_bill_first(tmp_path, capsys):
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text(BILL)
+    bad.write_text("billingCycle,unblendedCost,currency\n2026-10,1,USD\n")
+    inbox = tmp_path / "inbox"
+    assert main(["push", str(bad), "--period", "2026-10", "--inbox", str(inbox)]) == 1
+    assert "no column holds the tag key" in capsys.readouterr().err and inbox_files(tmp_path) == []
+    assert main(["push", str(good), "--period", "2026-10", "--inbox", str(inbox), "--name", "portal.csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["2026-10/portal.csv: native bill, 2 rows, 0 rejected",
+                                                    "  2026-10: 2 lines, 150.25 USD"]
+    assert inbox_files(tmp_path) == ["2026-10/portal.csv"]
+
+
+@pytest.mark.integration
+def test_push_to_a_served_agent_is_allocated_at_its_next_run(tmp_path, capsys):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    bill = tmp_path / "portal.csv"
+    bill.write_text(BILL)
+    settings = {"CZ_AGENT_RULES_FILE": str(WORKED / "rules.yaml"), "CZ_AGENT_INBOX_DIR": str(tmp_path / "inbox"),
+                "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'runs.db'}", "CZ_AGENT_API_TOKEN": TOKEN,
+                "CZ_AGENT_INBOX_POLL_SECONDS": "1", "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    with served_agent(settings, log_path=tmp_path / "agent.log") as agent:
+        assert main(["push", str(bill), "--period", "2026-10", "--server", agent.url,
+                     "--token-file", str(token_file)]) == 0
+        assert capsys.readouterr().out.startswith("2026-10/portal.csv: native bill, 2 rows, 0 rejected")
+        engine = open_store(agent.store)
+        wait_for(lambda: list_runs(engine), what="the pushed bill's run", process=agent.process, logs=agent.log_path)
+        [run] = list_runs(engine)
+        assert (run.period, run.manifest.totals_json()["USD"]["bill"]) == ("2026-10", "150.25")
+        assert main(["push", str(bill), "--server", agent.url]) == 1
+        assert "refused (401)" in capsys.readouterr().err
