@@ -64,11 +64,12 @@ def import_options_for(rules: Rules, *, period: str | None,
 def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillTotals]:
     # Imported here: the importer loads pandas and Arrow, which an idle `cz-agent serve` does without.
     from agent.bills import total_bill
-    from agent.bills.identity import refuse_repeated_lines
+    from agent.bills.identity import refuse_repeated_lines, refuse_same_lines
 
     imports = read_distinct(request.bills, lambda path: total_bill(
         path, options=request.import_options, on_rows=None if on_rows is None else functools.partial(on_rows, path)))
     _refuse_other_periods(imports, period=request.period)
+    refuse_same_lines(imports, period=request.period, options=request.import_options)
     refuse_repeated_lines([Path(bill.source) for bill in imports], options=request.import_options,
                           period=request.period)
     return imports

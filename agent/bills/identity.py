@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,9 @@ from agent.bills.detect import SPECS, detect_format
 from agent.bills.options import ImportOptions
 from agent.core.bill_formats import AUTO_DETECT
 from agent.errors import BillFormatError, DuplicateLinesError
+
+if TYPE_CHECKING:
+    from agent.bills.totals import BillTotals
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,33 @@ def refuse_repeated_lines(paths: list[Path], *, options: ImportOptions, period: 
                     "Remove the older file, or set `duplicates: allow` in the rules' bill: section if the provider "
                     "repeats line identities on purpose")
         seen.append((path, columns, hashes))
+
+
+def refuse_same_lines(imports: list[BillTotals], *, period: str, options: ImportOptions) -> None:
+    """DuplicateLinesError if two bills give `period` the same lines: the same totals and line counts per tag,
+    currency, sub-account, workspace and API key, whatever their file type (a bill saved as CSV and as XLSX)."""
+    if options.duplicates == "allow":
+        return
+    seen: dict[tuple, str] = {}
+    for bill in imports:
+        content = _content(bill, period=period)
+        if not content:
+            continue
+        earlier = seen.setdefault(content, bill.source)
+        if earlier != bill.source:
+            raise DuplicateLinesError(
+                f"{earlier} and {bill.source} give {period} the same lines (the same totals and line counts per tag, "
+                "currency and account): the same bill twice, perhaps in two file types. Remove one, or set "
+                "`duplicates: allow` in the rules' bill: section if they are two bills")
+
+
+def _content(bill: BillTotals, *, period: str) -> tuple:
+    """The bill's lines in `period`, as its group totals; amounts compared by value (12.50 and 12.5 alike)."""
+    def groups(found: dict) -> frozenset:
+        return frozenset((key, group.amount.normalize(), group.lines) for key, group in found.items()
+                         if key[0] == period)
+
+    return (groups(bill.tag_groups), groups(bill.split_groups)) if bill.accepted_rows else ()
 
 
 def _identity_columns(path: Path, *, options: ImportOptions) -> _IdentityColumns | None:

@@ -12,11 +12,15 @@ from agent.store.runs import list_runs, open_store
 DATA = Path(__file__).resolve().parents[1] / "data"
 WORKED = DATA / "worked"
 REAL = DATA / "bills" / "real"
+DEMO = Path(__file__).resolve().parents[2] / "demo"
 
 
-def allocate(store: str, out: Path, *bills: Path, rules: Path = WORKED / "rules.yaml", period: str = "2026-10") -> int:
+def allocate(store: str, out: Path, *bills: Path, rules: Path = WORKED / "rules.yaml", period: str = "2026-10",
+             usage: Path | None = None) -> int:
     flags = [flag for bill in bills for flag in ("--bill", str(bill))]
-    return main(["--store", store, "allocate", *flags, "--rules", str(rules), "--period", period, "--out", str(out)])
+    usage_flags = ["--usage", str(usage)] if usage else []
+    return main(["--store", store, "allocate", *flags, "--rules", str(rules), *usage_flags, "--period", period,
+                 "--out", str(out)])
 
 
 def stored_runs(store: str) -> list:
@@ -136,3 +140,25 @@ def test_a_period_of_stray_rows_is_allocated_with_a_warning_in_the_summary(tmp_p
     assert "warning 2026-09 holds only 1 of the 201 lines of its bill(s)" in " ".join(capsys.readouterr().out.split())
     assert allocate(store, tmp_path / "october.csv.out", bill) == 0
     assert "stray rows?" not in capsys.readouterr().out
+
+
+def test_the_same_bill_as_csv_and_as_xlsx_fails_naming_both(tmp_path, capsys):
+    import csv
+
+    import openpyxl
+
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    bill = DEMO / "bill-2026-10.csv"
+    workbook = openpyxl.Workbook()
+    with bill.open(newline="") as file:
+        for row in csv.reader(file):
+            workbook.active.append(row)
+    xlsx = tmp_path / "bill-2026-10.xlsx"
+    workbook.save(xlsx)
+    demo = {"rules": DEMO / "rules.yaml", "usage": DEMO / "usage-2026-10.csv"}
+    assert allocate(store, tmp_path / "report.csv", bill, xlsx, **demo) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"{bill} and {xlsx} give 2026-10 the same lines" in error and stored_runs(store) == []
+    assert allocate(store, tmp_path / "report.csv", xlsx, **demo) == 0
+    assert allocate(store, tmp_path / "csv.csv", bill, **demo) == 0
+    assert total(tmp_path / "report.csv") == total(tmp_path / "csv.csv")
