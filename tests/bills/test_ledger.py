@@ -18,18 +18,36 @@ from agent.bills.totals import BillTotals
 from agent.errors import BillFormatError
 from tests.bills.test_fuzz import FUZZ
 
-FOCUS_HEADER = ["BilledCost", "EffectiveCost", "BillingCurrency", "BillingPeriodStart", "ChargePeriodStart", "Tags"]
 MONTHS = ("2026-08", "2026-09", "2026-10")
+# Per format with a billing period and a charge date: its header, and a line from (cost, billing month or None,
+# charge day YYYY-MM-DD).
+FORMATS = {
+    "focus": (["BilledCost", "EffectiveCost", "BillingCurrency", "BillingPeriodStart", "ChargePeriodStart", "Tags"],
+              lambda cost, billing, day: [cost, cost, "USD", f"{billing}-01 00:00:00" if billing else "",
+                                          f"{day} 00:00:00", '{"cz_container_bill": "mobile"}']),
+    "cur": (["bill/BillingPeriodStartDate", "lineItem/UsageStartDate", "lineItem/UnblendedCost",
+             "lineItem/CurrencyCode", "resourceTags/user:cz_container_bill"],
+            lambda cost, billing, day: [f"{billing}-01T00:00:00Z" if billing else "", f"{day}T13:00:00Z", cost, "USD",
+                                        "mobile"]),
+    "azure": (["SubscriptionName", "Date", "CostInBillingCurrency", "BillingCurrencyCode", "Tags",
+               "BillingPeriodStartDate"],
+              lambda cost, billing, day: ["sub", _us_date(day), cost, "USD", '"cz_container_bill": "mobile"',
+                                          _us_date(f"{billing}-01") if billing else ""]),
+}
 
 
-def focus_bill(path: Path, lines: list[tuple[str, str | None, str]]) -> Path:
-    """A FOCUS CSV of (cost, billing month or None, charge day) lines."""
+def _us_date(day: str) -> str:
+    year, month, date = day.split("-")
+    return f"{int(month)}/{int(date)}/{year}"
+
+
+def write_bill(path: Path, lines: list[tuple[str, str | None, str]], *, bill_format: str = "focus") -> Path:
+    """A CSV bill of (cost, billing month or None, charge day) lines."""
+    header, line = FORMATS[bill_format]
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(FOCUS_HEADER)
-        for cost, billing, charge in lines:
-            writer.writerow([cost, cost, "USD", f"{billing}-01 00:00:00" if billing else "", f"{charge} 00:00:00",
-                             '{"cz_container_bill": "mobile"}'])
+        writer.writerow(header)
+        writer.writerows(line(*fields) for fields in lines)
     return path
 
 
@@ -38,7 +56,7 @@ def accepted(bill: BillTotals) -> tuple[int, Decimal]:
 
 
 def test_a_line_billed_in_october_for_a_charge_on_30_september_belongs_to_october(tmp_path):
-    path = focus_bill(tmp_path / "focus.csv", [("10.00", "2026-10", "2026-09-30"), ("5.00", "2026-10", "2026-10-02")])
+    path = write_bill(tmp_path / "focus.csv", [("10.00", "2026-10", "2026-09-30"), ("5.00", "2026-10", "2026-10-02")])
     october = total_bill(path, options=ImportOptions(period="2026-10"))
     september = total_bill(path, options=ImportOptions(period="2026-09"))
     assert accepted(october) == (2, Decimal("15.00"))
@@ -49,7 +67,7 @@ def test_a_line_billed_in_october_for_a_charge_on_30_september_belongs_to_octobe
 
 
 def test_without_a_billing_period_a_line_belongs_to_its_charge_month(tmp_path):
-    path = focus_bill(tmp_path / "focus.csv", [("1.25", None, "2026-09-30"), ("2.50", None, "2026-10-01")])
+    path = write_bill(tmp_path / "focus.csv", [("1.25", None, "2026-09-30"), ("2.50", None, "2026-10-01")])
     assert accepted(total_bill(path, options=ImportOptions(period="2026-09"))) == (1, Decimal("1.25"))
     assert accepted(total_bill(path, options=ImportOptions(period="2026-10"))) == (1, Decimal("2.50"))
 
@@ -59,15 +77,16 @@ line = st.tuples(st.decimals(min_value=-1000, max_value=1000, places=2).map(str)
                  st.sampled_from(MONTHS).flatmap(lambda month: st.integers(1, 28).map(lambda d: f"{month}-{d:02d}")))
 
 
+@pytest.mark.parametrize("bill_format", FORMATS)
 @FUZZ
 @given(lines=st.lists(line, min_size=1, max_size=40), malformed=st.sets(st.integers(0, 39), max_size=5))
-def test_every_accepted_line_lands_in_exactly_one_period(lines, malformed):
+def test_every_accepted_line_lands_in_exactly_one_period(bill_format, lines, malformed):
     """Over the periods found, the lines accepted in each period add up to all accepted lines, row by row;
     rows whose cost must be read the exact way (an exponent) mix both import paths into each chunk."""
     lines = [(f"{Decimal(cost):E}" if index in malformed else cost, billing, charge)
              for index, (cost, billing, charge) in enumerate(lines)]
     with tempfile.TemporaryDirectory() as directory:
-        path = focus_bill(Path(directory) / "focus.csv", lines)
+        path = write_bill(Path(directory) / "bill.csv", lines, bill_format=bill_format)
         whole = total_bill(path, options=ImportOptions())
         per_period = {period: total_bill(path, options=ImportOptions(period=period)) for period in MONTHS}
         by_row = Counter(row for period in MONTHS for row in read_bill(path, options=ImportOptions(period=period))
