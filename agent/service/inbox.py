@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -33,6 +33,9 @@ class InboxScan:
     bills: list[InboxBill]
     # File -> why it could not be imported; the rest of the inbox is still used.
     failures: dict[Path, str]
+    # Period -> the failing files that held lines of it (at their last good reading, or by their path's period):
+    # allocating it without them would drop their lines from the bill, so it waits for them.
+    blocked: dict[str, list[Path]] = field(default_factory=dict)
 
     def for_period(self, period: str) -> list[InboxBill]:
         return [bill for bill in self.bills if period in bill.periods]
@@ -58,7 +61,7 @@ class Inbox:
             self._directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise AgentError(f"{self._directory}: cannot use as the bill inbox: {e.strerror or e}") from e
-        bills, failures = [], {}
+        bills, failures, blocked = [], {}, {}
         paths = bill_files(self._directory)
         for path in paths:
             try:
@@ -66,8 +69,16 @@ class Inbox:
             except AgentError as e:
                 failures[path] = str(e)
                 log.error("inbox: cannot import %s: %s", path, e)
+                for period in self._last_periods(path):
+                    blocked.setdefault(period, []).append(path)
         self._known = {path: known for path, known in self._known.items() if path in set(paths)}
-        return InboxScan(bills=bills, failures=failures)
+        return InboxScan(bills=bills, failures=failures, blocked=blocked)
+
+    def _last_periods(self, path: Path) -> set[str]:
+        """The periods a file that cannot be read now held when it last could, and the period its path names."""
+        known = self._known.get(path)
+        hint = Period.last_in(str(path.relative_to(self._directory)))
+        return set(known[1].periods if known else ()) | ({str(hint)} if hint else set())
 
     def _bill(self, path: Path) -> InboxBill:
         from agent.bills.reader import file_sha256

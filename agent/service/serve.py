@@ -129,7 +129,10 @@ class AgentService:
         frozen = closed(self._engine)
         latest = _latest_by_period(list_runs(self._engine))
         plans = []
-        for period in sorted(scan.periods()):
+        for period, failing in sorted(scan.blocked.items()):
+            log.warning("period %s waits for %s, which cannot be imported now", period,
+                        ", ".join(map(str, failing)))
+        for period in sorted(scan.periods() - set(scan.blocked)):
             bills = {bill.sha256 for bill in scan.for_period(period)}
             run = latest.get(period)
             if run is None:
@@ -144,7 +147,7 @@ class AgentService:
                 plans.append(PeriodPlan(period, "month to date" if period == month_to_date else "previous month", run))
         # A period whose inbox files were all removed is restated without them. An inbox with no bill at all is
         # more likely a volume not mounted than a decision, so it changes nothing.
-        for period in sorted(set(latest) - scan.periods()) if scan.bills else ():
+        for period in sorted(set(latest) - scan.periods() - set(scan.blocked)) if scan.bills else ():
             run = latest[period]
             if run.manifest.bills and self._from_inbox(run):
                 plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills removed", run))

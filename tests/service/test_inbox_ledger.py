@@ -130,3 +130,23 @@ def test_a_period_made_of_one_stray_row_is_allocated_but_flagged_in_the_api_and_
     registry.register(AllocationCollector(engine=engine, job_stats=JobStats()))
     assert {(sample.labels["period"], sample.value) for family in registry.collect()
             if family.name == "cz_bill_stray_rows" for sample in family.samples} == {("2026-09", 1.0), ("2026-10", 0)}
+
+
+def test_a_period_waits_while_one_of_its_files_cannot_be_imported(setup):
+    service, inbox, engine, *_ = setup
+    (inbox / "2026-10").mkdir()
+    (inbox / "a.csv").write_text(bill("2026-10", amount="100.00"))
+    (inbox / "b.csv").write_text(bill("2026-10", amount="10.00"))
+    (inbox / "november.csv").write_text(bill("2026-11", amount="1.00"))
+    assert service.import_job() and service.allocate_job()
+    (inbox / "b.csv").write_text("billingCycle,cz_container_bill,unblendedCost\n")
+    (inbox / "a.csv").write_text("broken\n")
+    (inbox / "2026-10" / "new.csv").write_text("not a bill\n")
+    assert not service.import_job()
+    assert service.allocate_job()
+    assert [total for period, total in bills_of(engine) if period == "2026-10"] == ["210.00"]
+    (inbox / "a.csv").write_text(bill("2026-10", amount="100.00"))
+    (inbox / "b.csv").write_text(bill("2026-10", amount="20.00"))
+    (inbox / "2026-10" / "new.csv").unlink()
+    assert service.import_job() and service.allocate_job()
+    assert [total for period, total in bills_of(engine) if period == "2026-10"] == ["210.00", "220.00"]
