@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from agent.store.runs import known_bill_periods, remember_bill_periods
 log = logging.getLogger(__name__)
 
 BILL_SUFFIXES = (".csv", ".gz", ".parquet", ".xlsx")
+# Modification times this recent are not trusted to tell a later change apart (coarse file system clocks).
+RACY_NANOSECONDS = 2_000_000_000
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ class Inbox:
             remember_bill_periods(self._engine, reading=reading, periods=periods)
             log.info("inbox: new bill %s (%s) for %s", path, sha256[:12], ", ".join(periods) or "no period")
         bill = InboxBill(path=path, sha256=sha256, periods=tuple(periods))
-        self._known[path] = (identity, bill)
+        # A file modified within the file system's timestamp granularity of this reading could change again with
+        # the same size and time: trusted only once its time is safely past (git's "racy" files).
+        if time.time_ns() - stat.st_mtime_ns > RACY_NANOSECONDS:
+            self._known[path] = (identity, bill)
         return bill
 
 

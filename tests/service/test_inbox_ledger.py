@@ -4,19 +4,24 @@ come from its content and its path, and an unchanged file is not read again."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agent.bills import ImportOptions, total_bill
 from agent.errors import BillFormatError
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
-from agent.store.runs import list_runs
-from tests.service.test_serve import bill, periods_of, setup  # noqa: F401 - `setup` is a fixture
+from agent.service.serve import AgentService
+from agent.settings import Settings
+from agent.store.runs import list_runs, open_store
+from tests.service.test_serve import RULES, bill, periods_of, setup  # noqa: F401 - `setup` is a fixture
 
 FLAT_FEE = "unblendedCost,currency,cz_container_bill\n12.00,USD,mobile\n"
 
@@ -150,3 +155,66 @@ def test_a_period_waits_while_one_of_its_files_cannot_be_imported(setup):
     (inbox / "2026-10" / "new.csv").unlink()
     assert service.import_job() and service.allocate_job()
     assert [total for period, total in bills_of(engine) if period == "2026-10"] == ["210.00", "220.00"]
+
+
+MONTHS = ("2026-08", "2026-09", "2026-10", "2026-11")
+operation = st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(MONTHS), st.booleans()),
+    st.tuples(st.just("replace"), st.integers(0, 20)),
+    st.tuples(st.just("copy"), st.integers(0, 20)),
+    st.tuples(st.just("move"), st.integers(0, 20), st.sampled_from(MONTHS)),
+    st.tuples(st.just("remove"), st.integers(0, 20)),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(operations=st.lists(operation, min_size=1, max_size=8))
+def test_the_stored_bill_of_every_period_follows_the_files_present(tmp_path_factory, operations):
+    """After any sequence of files added (dated, or undated in a month folder), rewritten, copied, moved and
+    removed, each period's latest run bills exactly the distinct files present for it."""
+    root = tmp_path_factory.mktemp("inbox-property")
+    inbox = root / "inbox"
+    inbox.mkdir()
+    (root / "rules.yaml").write_text(RULES)
+    engine = open_store(f"sqlite:///{root / 'runs.db'}")
+    service = AgentService(settings=Settings(rules_file=root / "rules.yaml", inbox_dir=inbox), engine=engine,
+                           job_stats=JobStats(), clock=lambda: datetime(2026, 11, 23, 12, tzinfo=UTC))
+    amounts = iter(range(1, 1000))
+    for step in operations:
+        files = sorted(path for path in inbox.rglob("*.csv"))
+        pick = files[step[1] % len(files)] if files and step[0] != "add" else None
+        if step[0] == "add":
+            _, month, dated = step
+            folder = inbox if dated else inbox / month
+            folder.mkdir(exist_ok=True)
+            amount = next(amounts)
+            (folder / f"bill-{amount}.csv").write_text(bill(month, f"{amount}.00") if dated else
+                                                      f"unblendedCost,currency,cz_container_bill\n{amount}.00,USD,\n")
+        elif pick is None:
+            continue
+        elif step[0] == "replace":
+            pick.write_text(pick.read_text().replace(".00,", f".{next(amounts) % 100:02d},", 1))
+        elif step[0] == "copy":
+            shutil.copy(pick, pick.with_name(f"copy-{next(amounts)}-{pick.name}"))
+        elif step[0] == "move":
+            (inbox / step[2]).mkdir(exist_ok=True)
+            pick.rename(inbox / step[2] / pick.name)
+        else:
+            pick.unlink()
+        assert service.import_job() and service.allocate_job()
+    # Per period, each distinct file content's lines of it: a copy of a file counts once.
+    expected: dict[str, dict[str, dict[Path, Decimal]]] = {}
+    for path in inbox.rglob("*.csv"):
+        content = path.read_text()
+        for line in content.splitlines()[1:]:
+            cells = line.split(",")
+            month = cells[0] if len(cells) == 4 else path.parent.name
+            cost = Decimal(cells[2] if len(cells) == 4 else cells[0])
+            of_content = expected.setdefault(month, {}).setdefault(content, {})
+            of_content[path] = of_content.get(path, Decimal(0)) + cost
+    latest = {period: total for period, total in bills_of(engine)}
+    present = {month: sum((next(iter(by_path.values())) for by_path in by_content.values()), Decimal(0))
+               for month, by_content in expected.items()}
+    assert {period: Decimal(total) for period, total in latest.items() if period in present} == present
+    if present:
+        assert all(Decimal(total) == 0 for period, total in latest.items() if period not in present)
