@@ -3,7 +3,9 @@ come from its content and its path, and an unchanged file is not read again."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -97,6 +99,8 @@ def test_an_idle_agent_does_not_read_unchanged_bills_again(setup):
     rows = "".join(f"2026-10,mobile,{n}.00,USD\n" for n in range(100_000))
     path = inbox / "big.csv"
     path.write_text("billingCycle,cz_container_bill,unblendedCost,currency\n" + rows)
+    # Written a minute ago: a file modified within the last two seconds is read again, in case it changes again.
+    os.utime(path, (time.time() - 60, time.time() - 60))
     assert service.import_job()
     before = read_bytes_of_this_process()
     for _ in range(10):
