@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from agent.errors import SettingsError
@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     rules_file: Path | None = None
     inbox_dir: Path = Path("inbox")
     inbox_poll_seconds: int = Field(default=60, ge=1)
+    # Object storage prefixes mirrored into the inbox at each poll: s3://, gs:// or az:// URLs, comma-separated.
+    bill_sources: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Credentials come from each platform's default chain; these only point at another endpoint (MinIO, an
+    # emulator) or name the Azure storage account.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    gcs_endpoint_url: str | None = None
+    azure_storage_account: str | None = None
+    azure_storage_key: SecretStr | None = None
+    azure_blob_endpoint: str | None = None
+    object_store_timeout_seconds: float = Field(default=30, gt=0)
     allocation_interval_seconds: int = Field(default=900, ge=1)
     misfire_grace_seconds: int = Field(default=300, ge=1)
     exposed_periods: int = Field(default=3, ge=1)
@@ -84,6 +95,11 @@ class Settings(BaseSettings):
 
     def effective_store_url(self) -> str:
         return self.store_url or _default_store_url()
+
+    @field_validator("bill_sources", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [url.strip() for url in value.split(",") if url.strip()] if isinstance(value, str) else value
 
     def effective_api_token(self) -> str | None:
         """The API token from CZ_AGENT_API_TOKEN, else read from the file (a mounted Secret). A token that is

@@ -27,6 +27,7 @@ from agent.service.inbox import Inbox, InboxScan
 from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.settings import Settings
+from agent.sources.objectstore import Mirror, SyncResult, parse_sources
 from agent.sources.rules_file import load_rules
 from agent.store.runs import closed, list_runs, seen_namespace_maps, store_answers
 
@@ -57,6 +58,8 @@ class AgentService:
         self._clock = clock
         self._leadership = leadership or SoleReplica("agent")
         self._inbox: Inbox | None = None
+        self._mirror = Mirror(parse_sources(settings.bill_sources), inbox_dir=settings.inbox_dir,
+                              settings=settings) if settings.bill_sources else None
         self._scan: InboxScan | None = None
         self.on_new_bills: Callable[[], None] = lambda: None
 
@@ -94,10 +97,15 @@ class AgentService:
         # Kept between scans, so that unchanged files are not read again; new import options read them anew.
         if self._inbox is None or self._inbox.options != options:
             self._inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=options)
+        # Object storage first: its copies are then read as any bill of the inbox.
+        mirrored = self._mirror.sync() if self._mirror is not None else SyncResult()
         previous = self._scan
         self._scan = self._inbox.scan()
         if previous is None or set(previous.bills) != set(self._scan.bills):
             self.on_new_bills()
+        if mirrored.failures:
+            raise AgentError(f"{len(mirrored.failures)} bill source(s) or object(s) could not be copied (their "
+                             "earlier copies stay): " + "; ".join(mirrored.failures.values()))
         if self._scan.failures:
             raise AgentError(f"{len(self._scan.failures)} bill(s) in the inbox could not be imported: "
                              + "; ".join(self._scan.failures.values()))

@@ -30,6 +30,8 @@ class HttpFaults:
     # Called with the 1-based count of each request before it is forwarded (e.g. to stop the server).
     before_forward: Callable[[int], None] | None = None
     released: threading.Event = field(default_factory=threading.Event)  # set: stop delaying at once
+    # Answers longer than this are cut after that many bytes of their body: the connection closes mid-transfer.
+    cut_after_bytes: int | None = None
 
 
 class HttpFaultProxy:
@@ -64,6 +66,9 @@ class HttpFaultProxy:
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 proxy._serve(self)
 
+            def do_HEAD(self) -> None:  # noqa: N802 - the http.server API
+                proxy._serve(self)
+
             def log_message(self, *args: object) -> None:
                 pass
 
@@ -75,7 +80,7 @@ class HttpFaultProxy:
         if faults.before_forward is not None:
             faults.before_forward(count)
         try:
-            status, headers, body = self._forward(handler.path, dict(handler.headers))
+            status, headers, body = self._forward(handler.command, handler.path, dict(handler.headers))
         except OSError:
             handler.close_connection = True
             return
@@ -88,12 +93,12 @@ class HttpFaultProxy:
         except OSError:
             handler.close_connection = True  # the client gave up (its timeout): nothing left to do
 
-    def _forward(self, path: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(self, method: str, path: str, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(*self.upstream, timeout=120)
         try:
             # Without Accept-Encoding the body comes uncompressed, so faults can rewrite it.
             forwarded = {k: v for k, v in headers.items() if k.lower() not in ("host", "accept-encoding")}
-            connection.request("GET", path, headers=forwarded)
+            connection.request(method, path, headers=forwarded)
             response = connection.getresponse()
             return response.status, response.getheaders(), response.read()
         finally:
@@ -106,8 +111,14 @@ class HttpFaultProxy:
         for name, value in headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
                 handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(body)))
+        length = dict((name.lower(), value) for name, value in headers).get("content-length", "0")
+        handler.send_header("Content-Length", length if handler.command == "HEAD" else str(len(body)))
         handler.end_headers()
+        if faults.cut_after_bytes is not None and len(body) > faults.cut_after_bytes:
+            handler.wfile.write(body[:faults.cut_after_bytes])
+            handler.wfile.flush()
+            handler.close_connection = True
+            return
         if not faults.trickle_seconds:
             handler.wfile.write(body)
             return
