@@ -96,17 +96,22 @@ class AgentService:
             self._inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=options)
         previous = self._scan
         self._scan = self._inbox.scan()
-        if previous is None or set(previous.bills) != set(self._scan.bills):
+        if (previous is None or set(previous.bills) != set(self._scan.bills)
+                or previous.incomplete != self._scan.incomplete):
             self.on_new_bills()
-        if self._scan.failures:
-            raise AgentError(f"{len(self._scan.failures)} bill(s) in the inbox could not be imported: "
-                             + "; ".join(self._scan.failures.values()))
+        problems = [*self._scan.failures.values(), *self._scan.incomplete.values()]
+        if problems:
+            raise AgentError(f"{len(self._scan.failures)} bill(s) in the inbox could not be imported, "
+                             f"{len(self._scan.incomplete)} period(s) are incomplete: " + "; ".join(problems))
 
     def _allocate(self) -> None:
         if self._scan is None:
             self._import()
         rules = self._rules()
-        failures = []
+        # A period whose delivery is not wholly synced fails, rather than be allocated a partial bill.
+        failures = [f"{period}: {reason}" for period, reason in sorted(self._scan.incomplete.items())]
+        for failure in failures:
+            log.error("allocation of %s", failure)
         for plan in self.plan(rules, scan=self._scan):
             # Leadership can end mid-job: no further period is written once the lease is lost.
             if not self._leadership.is_leading():
@@ -122,7 +127,7 @@ class AgentService:
     def plan(self, rules: Rules, *, scan: InboxScan) -> list[PeriodPlan]:
         """The periods to allocate now: the open month and the previous one unless closed (usage still
         moves), and any period whose bills or rules differ from its latest run (closed ones: only bills,
-        a restatement)."""
+        a restatement). A period whose delivery is incomplete waits for it."""
         current = Period.of(self._clock())
         month_to_date = str(current)
         recent = {month_to_date, str(current.previous())}
@@ -132,7 +137,8 @@ class AgentService:
         for period, failing in sorted(scan.blocked.items()):
             log.warning("period %s waits for %s, which cannot be imported now", period,
                         ", ".join(map(str, failing)))
-        for period in sorted(scan.periods() - set(scan.blocked)):
+        waiting = set(scan.blocked) | set(scan.incomplete)
+        for period in sorted(scan.periods() - waiting):
             bills = {bill.sha256 for bill in scan.for_period(period)}
             run = latest.get(period)
             if run is None:
@@ -147,7 +153,7 @@ class AgentService:
                 plans.append(PeriodPlan(period, "month to date" if period == month_to_date else "previous month", run))
         # A period whose inbox files were all removed is restated without them. An inbox with no bill at all is
         # more likely a volume not mounted than a decision, so it changes nothing.
-        for period in sorted(set(latest) - scan.periods() - set(scan.blocked)) if scan.bills else ():
+        for period in sorted(set(latest) - scan.periods() - waiting) if scan.bills else ():
             run = latest[period]
             if run.manifest.bills and self._from_inbox(run):
                 plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills removed", run))
