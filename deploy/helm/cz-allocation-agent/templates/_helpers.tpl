@@ -56,9 +56,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.persistence.existingClaim | default (include "cz-allocation-agent.fullname" .) }}
 {{- end }}
 
-{{/* The image reference; the tag defaults to the chart's appVersion. */}}
+{{/* The image reference: [registry/]repository, then @digest when given, else :tag (default: the appVersion). */}}
 {{- define "cz-allocation-agent.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $name := .Values.image.repository }}
+{{- with .Values.image.registry }}
+{{- $name = printf "%s/%s" . $name }}
+{{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $name .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $name (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/* "true" when the replicas elect a leader: always with more than one replica, else when asked for. */}}
