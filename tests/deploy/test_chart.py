@@ -45,6 +45,8 @@ def test_unittest_suites_pass_and_cover_every_template(chart_tools: ChartTools, 
     (["--set", "agnet.logLevel=DEBUG"], "agnet"),
     (["--set", "image.digest=latest"], "digest"),
     (["--set", "image.registry=https://registry.example.com/"], "registry"),
+    (["--set", "networkPolicy.kubernetesApi.cidrs={10.0.0.1}"], "cidrs"),
+    (["--set-json", "networkPolicy.egress=[{}]"], "egress"),
     (["--set-json", 'prometheusRule.budget.companies=[{"company":"acme","amount":10}]'], "currency"),
 ])
 def test_the_schema_rejects_bad_values(chart_tools: ChartTools, setting: list[str], complaint: str):

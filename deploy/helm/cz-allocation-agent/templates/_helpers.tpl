@@ -100,3 +100,42 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* The TCP port of a URL: its own, else its scheme's (https 443, postgresql 5432, else 80). */}}
+{{- define "cz-allocation-agent.urlPort" -}}
+{{- $port := regexReplaceAll "^[^:]*://(?:[^/?#]*@)?(?:\\[[^\\]]*\\]|[^:/?#]*)(?::([0-9]+))?(?:[/?#].*)?$" . "${1}" }}
+{{- if regexMatch "^[0-9]+$" $port }}{{ $port }}
+{{- else if hasPrefix "https:" . }}443
+{{- else if hasPrefix "postgres" . }}5432
+{{- else }}80
+{{- end }}
+{{- end }}
+
+{{/* The ports of the Prometheus URLs the chart knows (prometheus.url, the rules' prometheus_url), as a JSON list. */}}
+{{- define "cz-allocation-agent.prometheusPorts" -}}
+{{- $urls := list }}
+{{- with .Values.prometheus.url }}
+{{- $urls = append $urls . }}
+{{- end }}
+{{- if not .Values.rules.existingConfigMap }}
+{{- range $name, $cluster := (fromYaml .Values.rules.content).clusters | default dict }}
+{{- with ($cluster | default dict).prometheus_url }}
+{{- $urls = append $urls . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $ports := list }}
+{{- range $urls }}
+{{- $ports = append $ports (include "cz-allocation-agent.urlPort" . | int) }}
+{{- end }}
+{{- $ports | uniq | toJson }}
+{{- end }}
+
+{{/* The port of the PostgreSQL store as a JSON list: that of store.url, 5432 with store.existingSecret (a URL the
+chart cannot read), none for SQLite. */}}
+{{- define "cz-allocation-agent.postgresqlPorts" -}}
+{{- if .Values.store.existingSecret }}[5432]
+{{- else if hasPrefix "postgres" .Values.store.url }}[{{ include "cz-allocation-agent.urlPort" .Values.store.url }}]
+{{- else }}[]
+{{- end }}
+{{- end }}
