@@ -25,6 +25,7 @@ from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.service.api import Uploads, create_app
 from agent.service.inbox import Inbox, InboxScan
 from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
+from agent.service.listen import listening_socket
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.settings import Settings
 from agent.sources.rules_file import load_rules
@@ -231,11 +232,12 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
                       import_options=lambda: import_options_for(load_rules(settings.rules_file), period=None))
     app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
                      metrics_token_required=settings.metrics_require_token, ready=service.ready, uploads=uploads)
-    server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False))
+    listener = listening_socket(settings.host, settings.port)
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False))
     scheduler.start()
     leadership.start()
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         log.info("shutting down: waiting for the running job to finish")
         scheduler.shutdown(wait=True)
