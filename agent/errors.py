@@ -43,6 +43,15 @@ class InvalidTextError(AgentError):
         super().__init__(f"row {row}, column {column!r}: the text is not valid UTF-8")
 
 
+class ManifestError(AgentError):
+    """A provider's delivery manifest in the bill inbox is unreadable or lacks a field; `period` is the billing
+    period of the folder it governs, which cannot be allocated until the manifest is whole."""
+
+    def __init__(self, message: str, *, period: str) -> None:
+        self.period = period
+        super().__init__(message)
+
+
 class RulesError(AgentError):
     """The rules file is missing, unreadable or invalid."""
 

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     max_series_per_family: int = Field(default=10000, ge=10)
     # Workspaces and API keys exposed per period (the largest by cost), the rest summed into `other`.
     split_top: int = Field(default=20, ge=1)
-    host: str = "0.0.0.0"
+    # `::` listens on every IPv6 and IPv4 address (one dual-stack socket), or on 0.0.0.0 without IPv6.
+    host: str = "::"
     port: int = Field(default=8080, ge=1, le=65535)
     api_token: SecretStr | None = None
     api_token_file: Path | None = None

@@ -50,7 +50,7 @@ def refuse_repeated_lines(paths: list[Path], *, options: ImportOptions, period: 
         hashes = np.unique(np.concatenate([_hashes(chunk, columns, period=period)[0] for chunk in
                                            reader.read_chunks(path, columns=columns.used(), source=str(path))]
                                           or [np.empty(0, dtype=np.uint64)]))
-        for earlier, earlier_columns, earlier_hashes in seen:
+        for earlier, _, earlier_hashes in seen:
             common = np.intersect1d(earlier_hashes, hashes, assume_unique=True)
             if len(common):
                 raise DuplicateLinesError(
@@ -62,20 +62,22 @@ def refuse_repeated_lines(paths: list[Path], *, options: ImportOptions, period: 
 
 
 def refuse_same_lines(imports: list[BillTotals], *, period: str, options: ImportOptions) -> None:
-    """DuplicateLinesError if two bills give `period` the same lines: the same totals and line counts per tag,
-    currency, sub-account, workspace and API key, whatever their file type (a bill saved as CSV and as XLSX)."""
+    """DuplicateLinesError if two bills of different file types give `period` the same lines: the same totals and
+    line counts per tag, currency, sub-account, workspace and API key (a bill saved as CSV and as XLSX). Files of
+    one type are not compared: the parts of one delivery may hold equal lines, and a copy is byte-identical."""
     if options.duplicates == "allow":
         return
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple, tuple[str, str]] = {}
     for bill in imports:
         content = _content(bill, period=period)
         if not content:
             continue
-        earlier = seen.setdefault(content, bill.source)
-        if earlier != bill.source:
+        kind = reader.file_kind(Path(bill.source))
+        earlier, earlier_kind = seen.setdefault(content, (bill.source, kind))
+        if earlier_kind != kind:
             raise DuplicateLinesError(
                 f"{earlier} and {bill.source} give {period} the same lines (the same totals and line counts per tag, "
-                "currency and account): the same bill twice, perhaps in two file types. Remove one, or set "
+                "currency and account): the same bill in two file types. Remove one, or set "
                 "`duplicates: allow` in the rules' bill: section if they are two bills")
 
 

@@ -50,7 +50,7 @@ def file_sha256(path: Path) -> str:
 def read_header(path: Path, *, source: str) -> list[str]:
     """The column names of the bill, in file order."""
     try:
-        return _HEADER_READERS[_kind(path)](path)
+        return _HEADER_READERS[file_kind(path)](path)
     except _READ_ERRORS as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
@@ -62,7 +62,7 @@ def read_chunks(path: Path, *, columns: list[str], source: str) -> Iterator[pd.D
     Blank lines of CSV and XLSX are skipped: they are layout, not records.
     """
     try:
-        yield from _CHUNK_READERS[_kind(path)](path, columns)
+        yield from _CHUNK_READERS[file_kind(path)](path, columns)
     except InvalidTextError as e:
         raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
     except _READ_ERRORS as e:
@@ -77,7 +77,7 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
     (invalid UTF-8, ragged rows, repeated column names) raises FastReadError, and the caller reads it again
     with `read_chunks`. Columns are read as dictionaries, except those in `plain`
     (the cost, and columns whose values rarely repeat); the first of `columns` must be the cost."""
-    kind = _kind(path)
+    kind = file_kind(path)
     if kind in (".csv", ".gz"):
         yield from _arrow_csv_batches(path, columns, plain=plain)
         return
@@ -156,7 +156,7 @@ def _arrow_csv_batches(path: Path, columns: list[str], *,
     }
     next_row = 2
     try:
-        stream = pa.input_stream(str(path), compression="gzip" if _kind(path) == ".gz" else None)
+        stream = pa.input_stream(str(path), compression="gzip" if file_kind(path) == ".gz" else None)
         with stream, pacsv.open_csv(stream, **options) as reader:
             for batches in _gathered(reader, rows=CHUNK_ROWS):
                 table = pa.Table.from_batches(batches)
@@ -194,7 +194,8 @@ def _parquet_batches(path: Path, columns: list[str], *,
         first_row += batch.num_rows
 
 
-def _kind(path: Path) -> str:
+def file_kind(path: Path) -> str:
+    """The container: .csv, .gz (gzip CSV), .parquet or .xlsx."""
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".xlsx", ".gz"):
         return suffix

@@ -25,6 +25,7 @@ from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.service.api import Uploads, create_app
 from agent.service.inbox import Inbox, InboxScan
 from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
+from agent.service.listen import listening_socket
 from agent.service.metrics import AllocationCollector, JobStats
 from agent.settings import Settings
 from agent.sources.objectstore import Mirror, SyncResult, parse_sources
@@ -101,20 +102,25 @@ class AgentService:
         mirrored = self._mirror.sync() if self._mirror is not None else SyncResult()
         previous = self._scan
         self._scan = self._inbox.scan()
-        if previous is None or set(previous.bills) != set(self._scan.bills):
+        if (previous is None or set(previous.bills) != set(self._scan.bills)
+                or previous.incomplete != self._scan.incomplete):
             self.on_new_bills()
         if mirrored.failures:
             raise AgentError(f"{len(mirrored.failures)} bill source(s) or object(s) could not be copied (their "
                              "earlier copies stay): " + "; ".join(mirrored.failures.values()))
-        if self._scan.failures:
-            raise AgentError(f"{len(self._scan.failures)} bill(s) in the inbox could not be imported: "
-                             + "; ".join(self._scan.failures.values()))
+        problems = [*self._scan.failures.values(), *self._scan.incomplete.values()]
+        if problems:
+            raise AgentError(f"{len(self._scan.failures)} bill(s) in the inbox could not be imported, "
+                             f"{len(self._scan.incomplete)} period(s) are incomplete: " + "; ".join(problems))
 
     def _allocate(self) -> None:
         if self._scan is None:
             self._import()
         rules = self._rules()
-        failures = []
+        # A period whose delivery is not wholly synced fails, rather than be allocated a partial bill.
+        failures = [f"{period}: {reason}" for period, reason in sorted(self._scan.incomplete.items())]
+        for failure in failures:
+            log.error("allocation of %s", failure)
         for plan in self.plan(rules, scan=self._scan):
             # Leadership can end mid-job: no further period is written once the lease is lost.
             if not self._leadership.is_leading():
@@ -130,7 +136,7 @@ class AgentService:
     def plan(self, rules: Rules, *, scan: InboxScan) -> list[PeriodPlan]:
         """The periods to allocate now: the open month and the previous one unless closed (usage still
         moves), and any period whose bills or rules differ from its latest run (closed ones: only bills,
-        a restatement)."""
+        a restatement). A period whose delivery is incomplete waits for it."""
         current = Period.of(self._clock())
         month_to_date = str(current)
         recent = {month_to_date, str(current.previous())}
@@ -140,7 +146,8 @@ class AgentService:
         for period, failing in sorted(scan.blocked.items()):
             log.warning("period %s waits for %s, which cannot be imported now", period,
                         ", ".join(map(str, failing)))
-        for period in sorted(scan.periods() - set(scan.blocked)):
+        waiting = set(scan.blocked) | set(scan.incomplete)
+        for period in sorted(scan.periods() - waiting):
             bills = {bill.sha256 for bill in scan.for_period(period)}
             run = latest.get(period)
             if run is None:
@@ -155,7 +162,7 @@ class AgentService:
                 plans.append(PeriodPlan(period, "month to date" if period == month_to_date else "previous month", run))
         # A period whose inbox files were all removed is restated without them. An inbox with no bill at all is
         # more likely a volume not mounted than a decision, so it changes nothing.
-        for period in sorted(set(latest) - scan.periods() - set(scan.blocked)) if scan.bills else ():
+        for period in sorted(set(latest) - scan.periods() - waiting) if scan.bills else ():
             run = latest[period]
             if run.manifest.bills and self._from_inbox(run):
                 plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills removed", run))
@@ -233,11 +240,12 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
                       import_options=lambda: import_options_for(load_rules(settings.rules_file), period=None))
     app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
                      metrics_token_required=settings.metrics_require_token, ready=service.ready, uploads=uploads)
-    server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False))
+    listener = listening_socket(settings.host, settings.port)
+    server = _Server(uvicorn.Config(app, log_config=None, access_log=False))
     scheduler.start()
     leadership.start()
     try:
-        server.run()
+        server.run(sockets=[listener])
     finally:
         log.info("shutting down: waiting for the running job to finish")
         scheduler.shutdown(wait=True)

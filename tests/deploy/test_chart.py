@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 
 import pytest
 import yaml
@@ -14,6 +15,8 @@ from tests.deploy.tools import ALL_ON_VALUES, CHART, REPO, ChartTools
 pytestmark = pytest.mark.deploy
 
 VALUES_TABLE = REPO / "deploy" / "helm" / "values_table.py"
+# The project has no public home yet: the address reserved for it.
+HOME = "https://github.com/cz-allocation-agent/cz-allocation-agent"
 
 
 @pytest.mark.parametrize("values", [[], ["--values", str(ALL_ON_VALUES)]], ids=["default", "all-on"])
@@ -43,6 +46,10 @@ def test_unittest_suites_pass_and_cover_every_template(chart_tools: ChartTools, 
     (["--set", "prometheus.url=thanos:9090"], "url"),
     (["--set", "serviceMonitor.enabled=yes"], "enabled"),
     (["--set", "agnet.logLevel=DEBUG"], "agnet"),
+    (["--set", "image.digest=latest"], "digest"),
+    (["--set", "image.registry=https://registry.example.com/"], "registry"),
+    (["--set", "networkPolicy.kubernetesApi.cidrs={10.0.0.1}"], "cidrs"),
+    (["--set-json", "networkPolicy.egress=[{}]"], "egress"),
     (["--set-json", 'prometheusRule.budget.companies=[{"company":"acme","amount":10}]'], "currency"),
 ])
 def test_the_schema_rejects_bad_values(chart_tools: ChartTools, setting: list[str], complaint: str):
@@ -62,6 +69,18 @@ def test_every_object_carries_the_chart_labels(chart_tools: ChartTools):
         assert labels["app.kubernetes.io/name"] == "cz-allocation-agent", o["kind"]
         assert labels["app.kubernetes.io/instance"] == "cz", o["kind"]
         assert labels["helm.sh/chart"] == "cz-allocation-agent-0.1.0", o["kind"]
+
+
+def test_chart_metadata_names_the_project_its_license_and_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["home"] == HOME
+    assert chart["sources"] == [HOME]
+    assert chart["maintainers"] == [{"name": "cz-allocation-agent maintainers", "url": HOME}]
+    assert chart["annotations"]["artifacthub.io/license"] == project["license"]
+    assert chart["appVersion"] == project["version"]
+    links = yaml.safe_load(chart["annotations"]["artifacthub.io/links"])
+    assert all(link["url"].startswith(f"{HOME}/") for link in links)
 
 
 def test_readme_lists_every_value():

@@ -94,6 +94,13 @@ def test_the_api_server_holds_every_object_of_the_release(release: Release, admi
     assert deployment.spec.template.spec.security_context.seccomp_profile.type == "RuntimeDefault"
     assert container.readiness_probe.http_get.path == "/readyz"
     assert ("CZ_AGENT_API_TOKEN_FILE" in {e.name for e in container.env}) == all_on
+    pod = deployment.spec.template.spec
+    assert pod.termination_grace_period_seconds == (900 if all_on else 600)
+    assert container.startup_probe.http_get.path == "/healthz"
+    assert [c.name for c in pod.containers] == (["agent", "cloud-sql-proxy"] if all_on else ["agent"])
+    assert [c.name for c in pod.init_containers] == (["init-inbox", "wait-for-prometheus"] if all_on
+                                                     else ["init-inbox"])
+    assert (pod.topology_spread_constraints is not None) == all_on
 
 
 def test_the_service_account_lists_namespaces_and_is_refused_secrets(

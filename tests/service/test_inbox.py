@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from agent.service.inbox import bill_files
+from agent.service.inbox import inbox_files
 
 NATIVE = Path(__file__).resolve().parents[1] / "data" / "bills" / "native.csv"
 
@@ -20,7 +20,7 @@ def test_symlinks_leaving_the_inbox_are_ignored_and_those_inside_it_are_read(tmp
     (inbox / "escape-dir").symlink_to(outside, target_is_directory=True)
     (inbox / "alias.csv").symlink_to(inbox / "2026-10" / "bill.csv")
 
-    found = bill_files(inbox)
+    found = inbox_files(inbox)
 
     assert sorted(path.relative_to(inbox).as_posix() for path in found) == ["2026-10/bill.csv", "alias.csv"]
     assert all(path.resolve().is_relative_to(inbox.resolve()) for path in found)
@@ -34,4 +34,4 @@ def test_hidden_files_partial_uploads_and_other_suffixes_are_not_bills(tmp_path)
     shutil.copy(NATIVE, inbox / "notes.txt")
     shutil.copy(NATIVE, inbox / "bill.csv")
 
-    assert [path.name for path in bill_files(inbox)] == ["bill.csv"]
+    assert [path.name for path in inbox_files(inbox)] == ["bill.csv"]

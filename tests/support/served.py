@@ -23,7 +23,8 @@ STOP_SECONDS = 30
 
 @dataclass
 class ServedAgent:
-    """A `cz-agent serve` process on 127.0.0.1 and the settings it was started with (CZ_AGENT_* values)."""
+    """A `cz-agent serve` process, reached on 127.0.0.1 unless told otherwise, and the settings it was started with
+    (CZ_AGENT_* values)."""
 
     url: str
     settings: Mapping[str, str]
@@ -73,22 +74,25 @@ class ServedAgent:
         return stop_process(self.process, timeout=timeout)
 
 
-def start_agent(settings: Mapping[str, str], *, log_path: Path) -> ServedAgent:
+def start_agent(settings: Mapping[str, str], *, log_path: Path, host: str | None = "127.0.0.1") -> ServedAgent:
     """`python -m agent.cli serve` with the environment of the tests plus `settings`, listening on a free port of
-    127.0.0.1 (CZ_AGENT_HOST and CZ_AGENT_PORT, unless `settings` gives them); stdout and stderr to `log_path`.
+    `host` (CZ_AGENT_HOST and CZ_AGENT_PORT, unless `settings` gives them; host None: the agent's default listen
+    address, reached on 127.0.0.1); stdout and stderr to `log_path`.
     Does not wait: see ServedAgent.wait_until_ready, or served_agent."""
-    settings = {"CZ_AGENT_HOST": "127.0.0.1", "CZ_AGENT_PORT": str(free_port()), **settings}
+    listen = {} if host is None else {"CZ_AGENT_HOST": host}
+    settings = {**listen, "CZ_AGENT_PORT": str(free_port()), **settings}
     process = start_logged([sys.executable, "-m", "agent.cli", "serve"], log_path=log_path,
                            env={**os.environ, **settings})
-    return ServedAgent(url=f"http://{settings['CZ_AGENT_HOST']}:{settings['CZ_AGENT_PORT']}", settings=settings,
-                       log_path=log_path, process=process)
+    url_host = settings.get("CZ_AGENT_HOST", "127.0.0.1")
+    return ServedAgent(url=f"http://{url_host}:{settings['CZ_AGENT_PORT']}", settings=settings, log_path=log_path,
+                       process=process)
 
 
 @contextmanager
 def served_agent(settings: Mapping[str, str], *, log_path: Path, ready: str | Callable[[], object] = "/readyz",
-                 timeout: float = WAIT_SECONDS) -> Iterator[ServedAgent]:
+                 timeout: float = WAIT_SECONDS, host: str | None = "127.0.0.1") -> Iterator[ServedAgent]:
     """A started agent, once ready (see wait_until_ready); stopped afterwards."""
-    agent = start_agent(settings, log_path=log_path)
+    agent = start_agent(settings, log_path=log_path, host=host)
     try:
         agent.wait_until_ready(ready, timeout=timeout)
         yield agent

@@ -56,9 +56,17 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.persistence.existingClaim | default (include "cz-allocation-agent.fullname" .) }}
 {{- end }}
 
-{{/* The image reference; the tag defaults to the chart's appVersion. */}}
+{{/* The image reference: [registry/]repository, then @digest when given, else :tag (default: the appVersion). */}}
 {{- define "cz-allocation-agent.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $name := .Values.image.repository }}
+{{- with .Values.image.registry }}
+{{- $name = printf "%s/%s" . $name }}
+{{- end }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $name .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" $name (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/* "true" when the replicas elect a leader: always with more than one replica, else when asked for. */}}
@@ -90,5 +98,44 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if not (and (gt (int .leaseDurationSeconds) (int .renewDeadlineSeconds)) (gt (float64 .renewDeadlineSeconds) (mulf 1.2 .retryPeriodSeconds))) }}
 {{- fail "leaderElection needs leaseDurationSeconds > renewDeadlineSeconds > 1.2 x retryPeriodSeconds (a leader must stop before a follower takes over)" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The TCP port of a URL: its own, else its scheme's (https 443, postgresql 5432, else 80). */}}
+{{- define "cz-allocation-agent.urlPort" -}}
+{{- $port := regexReplaceAll "^[^:]*://(?:[^/?#]*@)?(?:\\[[^\\]]*\\]|[^:/?#]*)(?::([0-9]+))?(?:[/?#].*)?$" . "${1}" }}
+{{- if regexMatch "^[0-9]+$" $port }}{{ $port }}
+{{- else if hasPrefix "https:" . }}443
+{{- else if hasPrefix "postgres" . }}5432
+{{- else }}80
+{{- end }}
+{{- end }}
+
+{{/* The ports of the Prometheus URLs the chart knows (prometheus.url, the rules' prometheus_url), as a JSON list. */}}
+{{- define "cz-allocation-agent.prometheusPorts" -}}
+{{- $urls := list }}
+{{- with .Values.prometheus.url }}
+{{- $urls = append $urls . }}
+{{- end }}
+{{- if not .Values.rules.existingConfigMap }}
+{{- range $name, $cluster := (fromYaml .Values.rules.content).clusters | default dict }}
+{{- with ($cluster | default dict).prometheus_url }}
+{{- $urls = append $urls . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $ports := list }}
+{{- range $urls }}
+{{- $ports = append $ports (include "cz-allocation-agent.urlPort" . | int) }}
+{{- end }}
+{{- $ports | uniq | toJson }}
+{{- end }}
+
+{{/* The port of the PostgreSQL store as a JSON list: that of store.url, 5432 with store.existingSecret (a URL the
+chart cannot read), none for SQLite. */}}
+{{- define "cz-allocation-agent.postgresqlPorts" -}}
+{{- if .Values.store.existingSecret }}[5432]
+{{- else if hasPrefix "postgres" .Values.store.url }}[{{ include "cz-allocation-agent.urlPort" .Values.store.url }}]
+{{- else }}[]
 {{- end }}
 {{- end }}
