@@ -48,12 +48,14 @@ demo: venv
 		--period 2026-10 --out $(DEMO_OUT)/report-2026-10.csv
 
 # The real components the integration tests start: Prometheus (Debian package), etcd and kube-apiserver
-# (built from the Go module proxy once, then cached under ~/.cache/cz-agent).
+# (built from the Go module proxy once, then cached under ~/.cache/cz-agent), and the object stores (moto from
+# PyPI in a virtualenv of its own, Azurite from npm, fake-gcs-server from the Go module proxy).
 infra:
 	scripts/install-prometheus.sh
 	scripts/install-postgres.sh
 	scripts/kube-binaries.sh >/dev/null
 	scripts/helm-tools.sh >/dev/null
+	scripts/object-stores.sh >/dev/null
 	scripts/install-chromium.sh
 
 test: venv infra

@@ -105,13 +105,11 @@ class AgentService:
         if (previous is None or set(previous.bills) != set(self._scan.bills)
                 or previous.incomplete != self._scan.incomplete):
             self.on_new_bills()
-        if mirrored.failures:
-            raise AgentError(f"{len(mirrored.failures)} bill source(s) or object(s) could not be copied (their "
-                             "earlier copies stay): " + "; ".join(mirrored.failures.values()))
-        problems = [*self._scan.failures.values(), *self._scan.incomplete.values()]
+        problems = [*mirrored.failures.values(), *self._scan.failures.values(), *self._scan.incomplete.values()]
         if problems:
-            raise AgentError(f"{len(self._scan.failures)} bill(s) in the inbox could not be imported, "
-                             f"{len(self._scan.incomplete)} period(s) are incomplete: " + "; ".join(problems))
+            raise AgentError(f"{len(mirrored.failures)} bill source(s) or object(s) could not be copied (their "
+                             f"earlier copies stay), {len(self._scan.failures)} bill(s) in the inbox could not be "
+                             f"imported, {len(self._scan.incomplete)} period(s) are incomplete: " + "; ".join(problems))
 
     def _allocate(self) -> None:
         if self._scan is None:
