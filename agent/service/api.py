@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
@@ -461,6 +462,9 @@ def uploads_router(uploads: Uploads) -> APIRouter:
                 raise
             except AgentError as e:
                 raise HTTPException(status_code=422, detail=str(e)) from e
+            except ClientDisconnect as e:
+                log.warning("upload of %s: the client went away before the body ended; nothing kept", name)
+                raise HTTPException(status_code=400, detail="the upload ended before its body did") from e
         log.info("upload: %s (%s) placed in the inbox", placed.path, placed.sha256[:12])
         return BillOut(**{**vars(placed), "periods": {p: PeriodLinesOut(**seen) for p, seen in placed.periods.items()}})
 

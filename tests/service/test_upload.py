@@ -3,7 +3,10 @@ what the next run will see, and rename it into place whole; a refused bill leave
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -106,3 +109,28 @@ def test_push_to_a_served_agent_is_allocated_at_its_next_run(tmp_path, capsys):
         assert (run.period, run.manifest.totals_json()["USD"]["bill"]) == ("2026-10", "150.25")
         assert main(["push", str(bill), "--server", agent.url]) == 1
         assert "refused (401)" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_an_upload_cut_short_leaves_nothing_and_the_agent_serves_on(tmp_path):
+    settings = {"CZ_AGENT_RULES_FILE": str(WORKED / "rules.yaml"), "CZ_AGENT_INBOX_DIR": str(tmp_path / "inbox"),
+                "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'runs.db'}", "CZ_AGENT_API_TOKEN": TOKEN,
+                "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    with served_agent(settings, log_path=tmp_path / "agent.log") as agent:
+        host, port = agent.address.split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(f"POST /api/v1/bills?name=cut.csv&period=2026-10 HTTP/1.1\r\nHost: {agent.address}\r\n"
+                               f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n".encode()
+                               + BILL.encode())
+        wait_for(lambda: "the client went away before the body ended" in agent.log(), what="the cut upload",
+                 process=agent.process, logs=agent.log_path)
+        assert inbox_files(tmp_path) == []
+        answer = client_upload(agent.url)
+        assert answer["path"] == "2026-10/whole.csv" and inbox_files(tmp_path) == ["2026-10/whole.csv"]
+
+
+def client_upload(url: str) -> dict:
+    request = urllib.request.Request(f"{url}/api/v1/bills?name=whole.csv&period=2026-10", data=BILL.encode(),
+                                     headers={**AUTH, "Content-Type": "application/octet-stream"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
