@@ -56,7 +56,7 @@ def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_t
                  what="three scrapes", logs=agent.log_path)
         variables = resolve_variables(prometheus, dashboard["templating"]["list"])
         assert variables["company"] == {"alpha", "beta"}
-        # honor_labels kept the metrics' service label: the scrape target's Service name is not offered.
+        # The service codes of the bill, never the scrape target's Service name (the operator's `service` label).
         assert "mobile" in variables["service"] and service_monitor["metadata"]["name"] not in variables["service"]
         assert variables["cluster"] == {"prod", "stage"}
 
@@ -70,7 +70,7 @@ def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_t
     assert values(results["Reconciliation", "D"]) == [pytest.approx(0, abs=1e-6)]
     assert sum(values(results["Cost per company", "A"])) == pytest.approx(BILL_TOTAL - 5)
     assert [r["metric"]["reason"] for r in results["Unallocated by reason", "A"]] == ["unknown service 'unknown-service'"]
-    assert {r["metric"]["job"] for r in results["Since last success", "A"]} == {"allocate", "import"}
+    assert {r["metric"]["agent_job"] for r in results["Since last success", "A"]} == {"allocate", "import"}
 
 
 def panels(dashboard: dict) -> Iterator[dict]:
