@@ -268,9 +268,9 @@ def check_exposition(body: str, shape: Shape) -> Counter[str]:
             series[sample.name] += 1
             labels = sample.labels
             if sample.name == "cz_allocation_cost" and labels["category"] == "service_exclusive":
-                exclusive.add((labels["period"], labels["company"], labels["service"]))
+                exclusive.add((labels["period"], labels["company"], labels["service_code"]))
             elif sample.name == "cz_allocation_cost" and labels["category"] == "cluster":
-                cluster.add((labels["period"], labels["company"], labels["service"]))
+                cluster.add((labels["period"], labels["company"], labels["service_code"]))
             elif sample.name == "cz_run_info":
                 runs.add(labels["period"])
     expected = {(p, c, s) for p in shape.periods for c in shape.companies for s in shape.services}

@@ -78,11 +78,11 @@ class JobStats:
 
 def job_families(stats: JobStats) -> list[Metric]:
     runs = CounterMetricFamily("cz_agent_runs_total", "Runs of each agent job by outcome (success|failure).",
-                               labels=["job", "outcome"])
+                               labels=["agent_job", "outcome"])
     last_success = GaugeMetricFamily("cz_agent_last_success_timestamp_seconds",
-                                     "Unix time the job last finished successfully.", labels=["job"])
+                                     "Unix time the job last finished successfully.", labels=["agent_job"])
     duration = GaugeMetricFamily("cz_agent_run_duration_seconds", "Duration of the job's last run, in seconds.",
-                                 labels=["job"])
+                                 labels=["agent_job"])
     for job in stats.snapshot():
         for outcome in OUTCOMES:
             runs.add_metric([job.job, outcome], job.runs[outcome])
@@ -110,9 +110,12 @@ class FamilySpec:
     foldable: tuple[str, ...] = ()
 
 
+# No label here or in job_families is one the scrape attaches to its target (job, namespace, service, pod,
+# container, endpoint, instance): the Prometheus Operator would rename it `exported_<name>`, or, with honorLabels,
+# drop the target's own. Hence agent_job, cluster_namespace and service_code.
 SPECS = (
     FamilySpec("cz_allocation_cost", "Allocated cost of a report row of the period's latest run.",
-               ("period", "company", "service", "category", "cluster", "currency"), ("company", "service")),
+               ("period", "company", "service_code", "category", "cluster", "currency"), ("company", "service_code")),
     FamilySpec("cz_bill_cost", "Report amounts of the period's latest run summed by category.",
                ("period", "category", "currency")),
     FamilySpec("cz_bill_total_cost", "The period's accepted bill, rounded (= allocated + unallocated).",
@@ -123,8 +126,8 @@ SPECS = (
     FamilySpec("cz_unallocated_cost", "Exact unallocated cost of the period by reason.",
                ("period", "reason", "currency"), ("reason",)),
     FamilySpec("cz_namespace_memory_share_ratio", "A namespace's share of its cluster's memory byte-seconds over "
-               "the period; service is empty when the namespace maps to none.",
-               ("period", "cluster", "namespace", "service"), ("namespace", "service")),
+               "the period; service_code is empty when the namespace maps to none.",
+               ("period", "cluster", "cluster_namespace", "service_code"), ("cluster_namespace", "service_code")),
     FamilySpec("cz_usage_coverage_ratio", "Fraction of the period the cluster's usage data covers (live runs).",
                ("period", "cluster")),
     FamilySpec("cz_bill_rows", "Bill rows of the period's latest run by status.", ("period", "status")),

@@ -1,6 +1,6 @@
 """The Grafana dashboard: grafana/dashboard-linter (pinned build) passes, and every variable and panel query returns
 data from a Prometheus that scrapes a real `cz-agent serve` the way the chart's ServiceMonitor tells the Prometheus
-Operator to (honor_labels and the operator's target labels)."""
+Operator to (honor_labels and the operator's target labels), as two installs would be."""
 
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ BILL_WITH_UNKNOWN_SERVICE = BILL + f"{PERIOD},unknown-service,5.00,USD\n"
 BILL_TOTAL = 1328.33
 # Grafana's built-in intervals, as it would substitute them for a recent time range.
 BUILT_INS = {"__range": "1h", "__rate_interval": "1m"}
+# A second install's scrape job: the same agent scraped again, whose figures the dashboard must not add in.
+OTHER_INSTALL = "other-cz-allocation-agent"
 
 
 def test_dashboard_passes_the_linter(chart_tools: ChartTools):
@@ -46,6 +48,7 @@ def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_t
     dashboard = json.loads(DASHBOARD.read_text())
     (service_monitor,) = chart_tools.render("--set", "serviceMonitor.enabled=true",
                                             "--show-only", "templates/servicemonitor.yaml")
+    job = service_monitor["metadata"]["name"]
     drop_bill(tmp_path / "inbox", BILL_WITH_UNKNOWN_SERVICE)
     with operator_like_scraper(agent.url.removeprefix("http://"), service_monitor=service_monitor,
                                workdir=tmp_path) as prometheus:
@@ -54,23 +57,31 @@ def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_t
         # rate() and increase() need a few samples in their window.
         wait_for(lambda: instant(prometheus, "count_over_time(cz_agent_store_up[1m]) >= 3"),
                  what="three scrapes", logs=agent.log_path)
-        variables = resolve_variables(prometheus, dashboard["templating"]["list"])
+        # The target's labels are kept as the operator sets them, and none of the agent's is renamed.
+        query = urllib.parse.urlencode({"match[]": '{__name__=~"cz_.+"}'})
+        scraped = json.loads(http_get(f"{prometheus}/api/v1/labels?{query}"))["data"]
+        assert {"job", "namespace", "service", "pod", "agent_job", "service_code"} <= set(scraped)
+        assert [label for label in scraped if label.startswith("exported_")] == []
+        variables = resolve_variables(prometheus, dashboard["templating"]["list"], job=job)
+        assert variables["job"] == {job, OTHER_INSTALL}
         assert variables["company"] == {"alpha", "beta"}
-        # honor_labels kept the metrics' service label: the scrape target's Service name is not offered.
-        assert "mobile" in variables["service"] and service_monitor["metadata"]["name"] not in variables["service"]
+        # The service codes of the bill, never the scrape target's Service name (the operator's `service` label).
+        assert "mobile" in variables["service"] and job not in variables["service"]
         assert variables["cluster"] == {"prod", "stage"}
 
-        substitutions = {"period": PERIOD, "company": ".*", "service": ".*", "cluster": ".*", **BUILT_INS}
+        substitutions = {"job": job, "period": PERIOD, "company": ".*", "service": ".*", "cluster": ".*",
+                         **BUILT_INS}
         results = {(panel["title"], target["refId"]): run_target(prometheus, target, substitutions)
                    for panel in panels(dashboard) for target in panel["targets"]}
     empty = [key for key, result in results.items() if not result]
     assert not empty, f"panel targets without data: {empty}"
 
+    # The bill once: the other install's scrape of the same figures is not added in.
     assert values(results["Bill total", "A"]) == [pytest.approx(BILL_TOTAL)]
     assert values(results["Reconciliation", "D"]) == [pytest.approx(0, abs=1e-6)]
     assert sum(values(results["Cost per company", "A"])) == pytest.approx(BILL_TOTAL - 5)
     assert [r["metric"]["reason"] for r in results["Unallocated by reason", "A"]] == ["unknown service 'unknown-service'"]
-    assert {r["metric"]["job"] for r in results["Since last success", "A"]} == {"allocate", "import"}
+    assert {r["metric"]["agent_job"] for r in results["Since last success", "A"]} == {"allocate", "import"}
 
 
 def panels(dashboard: dict) -> Iterator[dict]:
@@ -89,9 +100,10 @@ def substituted(expression: str, substitutions: dict[str, str]) -> str:
     return re.sub(r"\$\{?(?P<name>\w+)\}?", value, expression)
 
 
-def resolve_variables(prometheus: str, variables: list[dict]) -> dict[str, set[str]]:
-    """Every query variable's options, asked as Grafana asks (label values of the matching series); the period
-    offers the bill's month, and each multi-value variable's "All" is `.*`."""
+def resolve_variables(prometheus: str, variables: list[dict], *, job: str) -> dict[str, set[str]]:
+    """Every query variable's options, asked as Grafana asks (label values of the matching series) with `job`
+    selected; the period offers the bill's month, and each multi-value variable's "All" is `.*` (the job's `.+`, as
+    the linter wants)."""
     resolved: dict[str, set[str]] = {}
     for variable in variables:
         if variable["type"] == "datasource":
@@ -99,12 +111,12 @@ def resolve_variables(prometheus: str, variables: list[dict]) -> dict[str, set[s
             continue
         match = re.fullmatch(r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)", variable["query"]["query"])
         assert match, f"variable {variable['name']} is not a label_values() query"
-        selector = substituted(match["selector"], {"period": PERIOD, "company": ".*"})
+        selector = substituted(match["selector"], {"job": job, "period": PERIOD, "company": ".*"})
         url = (f"{prometheus}/api/v1/label/{match['label']}/values?"
                f"{urllib.parse.urlencode({'match[]': selector})}")
         options = set(json.loads(http_get(url))["data"])
         assert options, f"variable {variable['name']} ({selector}) offers nothing"
-        assert variable["name"] == "period" or variable["allValue"] == ".*"
+        assert variable["name"] == "period" or variable["allValue"] == (".+" if variable["name"] == "job" else ".*")
         resolved[variable["name"]] = options
     assert PERIOD in resolved["period"]
     return resolved
@@ -132,12 +144,14 @@ def values(result: list[dict]) -> list[float]:
 def operator_like_scraper(target: str, *, service_monitor: dict, workdir: Path) -> Iterator[str]:
     """A Prometheus scraping `target` every second as the Prometheus Operator would from the chart's
     ServiceMonitor: its endpoint's path and honorLabels, and the operator's target labels (job = the Service,
-    namespace, service, pod, container, endpoint), several of which the agent's metrics carry themselves."""
+    namespace, service, pod, container, endpoint); and again as another install's ServiceMonitor would."""
     endpoint = service_monitor["spec"]["endpoints"][0]
-    service = service_monitor["metadata"]["name"]
-    labels = {"namespace": service_monitor["metadata"]["namespace"], "service": service, "pod": f"{service}-0",
-              "container": "agent", "endpoint": endpoint["port"]}
-    scrape_configs = [{"job_name": service, "honor_labels": endpoint["honorLabels"], "metrics_path": endpoint["path"],
-                       "static_configs": [{"targets": [target], "labels": labels}]}]
+    scrape_configs = []
+    for service in (service_monitor["metadata"]["name"], OTHER_INSTALL):
+        labels = {"namespace": service_monitor["metadata"]["namespace"], "service": service, "pod": f"{service}-0",
+                  "container": "agent", "endpoint": endpoint["port"]}
+        scrape_configs.append({"job_name": service, "honor_labels": endpoint["honorLabels"],
+                               "metrics_path": endpoint["path"],
+                               "static_configs": [{"targets": [target], "labels": labels}]})
     with running_prometheus(scrape_configs, workdir=workdir, name="operator-scraper") as url:
         yield url

@@ -348,7 +348,7 @@ class Replica:
         return sample(self.metrics(), "cz_agent_leader") == 1.0
 
     def job_runs(self) -> float:
-        return sum(sample(self.metrics(), "cz_agent_runs_total", job=job, outcome=outcome) or 0.0
+        return sum(sample(self.metrics(), "cz_agent_runs_total", agent_job=job, outcome=outcome) or 0.0
                    for job in ("import", "allocate") for outcome in ("success", "failure"))
 
 

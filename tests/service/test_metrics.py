@@ -105,7 +105,8 @@ def test_allocation_cost_is_each_report_row_of_the_latest_run(store, period):
     registry = registry_for(store.url)
     rows = read_rows(store.runs[period].report)
     for row in rows:
-        labels = {k: row[k] for k in ("period", "company", "service", "category", "cluster", "currency")}
+        labels = {k: row[k] for k in ("period", "company", "category", "cluster", "currency")}
+        labels["service_code"] = row["service"]
         assert registry.get_sample_value("cz_allocation_cost", labels) == float(Decimal(row["amount"])), row
     assert len([k for k in samples(registry, "cz_allocation_cost") if ("period", period) in k]) == len(rows)
 
@@ -113,15 +114,28 @@ def test_allocation_cost_is_each_report_row_of_the_latest_run(store, period):
 def test_worked_example_figures(store):
     registry = registry_for(store.url)
     period = {"period": "2026-10"}
-    assert registry.get_sample_value("cz_allocation_cost", {**period, "company": "alpha", "service": "mobile",
-                                                            "category": "cluster", "cluster": "prod",
-                                                            "currency": "USD"}) == 420.0
+    assert registry.get_sample_value("cz_allocation_cost", {
+        **period, "company": "alpha", "service_code": "mobile", "category": "cluster", "cluster": "prod",
+        "currency": "USD"}) == 420.0
     assert registry.get_sample_value("cz_bill_cost", {**period, "category": "cluster", "currency": "USD"}) == 900.0
     assert registry.get_sample_value("cz_bill_total_cost", {**period, "currency": "USD"}) == 1600.0
     assert registry.get_sample_value("cz_namespace_memory_share_ratio", {
-        **period, "cluster": "prod", "namespace": "mobile-api", "service": "mobile"}) == pytest.approx(0.6)
+        **period, "cluster": "prod", "cluster_namespace": "mobile-api", "service_code": "mobile"}) == pytest.approx(0.6)
     assert registry.get_sample_value("cz_namespace_memory_share_ratio", {
-        **period, "cluster": "prod", "namespace": "kube-system", "service": ""}) == pytest.approx(0.1)
+        **period, "cluster": "prod", "cluster_namespace": "kube-system", "service_code": ""}) == pytest.approx(0.1)
+
+
+# The labels the Prometheus Operator attaches to every scraped target.
+TARGET_LABELS = {"job", "namespace", "service", "pod", "container", "endpoint", "instance"}
+
+
+def test_no_family_carries_a_label_the_scrape_gives_its_target(store):
+    stats = JobStats()
+    stats.record("allocate", outcome="success", duration_seconds=1.0, finished_at=100.0)
+    registry = registry_for(store.url, job_stats=stats)
+    labels = {name for family in registry.collect() for s in family.samples for name in s.labels}
+    assert {"agent_job", "cluster_namespace", "service_code"} <= labels
+    assert labels & TARGET_LABELS == set()
 
 
 @pytest.mark.parametrize("period", EXPOSED)
@@ -218,13 +232,13 @@ def test_file_usage_has_no_coverage_series(store):
 def test_folding_to_other_bounds_the_series_and_keeps_the_sum(store):
     full = samples(registry_for(store.url), "cz_allocation_cost")
     # Folded series keep their period, category, cluster and currency: one `other` per combination at most.
-    combinations = {tuple(p for p in key if p[0] not in ("company", "service")) for key in full}
+    combinations = {tuple(p for p in key if p[0] not in ("company", "service_code")) for key in full}
     limit = len(combinations) + 2
     registry = registry_for(store.url, max_series_per_family=limit)
     folded = samples(registry, "cz_allocation_cost")
     assert len(full) > limit >= len(folded)
     assert sum(folded.values()) == pytest.approx(sum(full.values()))
-    assert any(dict(k)["company"] == "other" and dict(k)["service"] == "other" for k in folded)
+    assert any(dict(k)["company"] == "other" and dict(k)["service_code"] == "other" for k in folded)
     for period in EXPOSED:
         assert sum(v for k, v in folded.items() if ("period", period) in k) == \
             pytest.approx(sum(v for k, v in full.items() if ("period", period) in k))
@@ -279,8 +293,8 @@ def test_a_store_error_keeps_the_job_metrics_and_reports_the_store_down(tmp_path
     with caplog.at_level(logging.ERROR, logger="agent.service.metrics"):
         exposition = generate_latest(registry).decode()
     assert registry.get_sample_value("cz_agent_store_up") == 0
-    assert registry.get_sample_value("cz_agent_runs_total", {"job": "allocate", "outcome": "failure"}) == 1
-    assert registry.get_sample_value("cz_agent_run_duration_seconds", {"job": "allocate"}) == 2.5
+    assert registry.get_sample_value("cz_agent_runs_total", {"agent_job": "allocate", "outcome": "failure"}) == 1
+    assert registry.get_sample_value("cz_agent_run_duration_seconds", {"agent_job": "allocate"}) == 2.5
     assert "cz_allocation_cost" not in exposition
     assert any("run store" in record.getMessage() for record in caplog.records)
 
@@ -298,13 +312,13 @@ def test_job_stats_families():
     registry = CollectorRegistry()
     registry.register(AllocationCollector(engine=create_engine("sqlite://"), job_stats=stats))
     value = registry.get_sample_value
-    assert value("cz_agent_runs_total", {"job": "allocate", "outcome": "success"}) == 2
-    assert value("cz_agent_runs_total", {"job": "allocate", "outcome": "failure"}) == 1
-    assert value("cz_agent_runs_total", {"job": "usage", "outcome": "success"}) == 0
-    assert value("cz_agent_last_success_timestamp_seconds", {"job": "allocate"}) == 300.0
-    assert value("cz_agent_last_success_timestamp_seconds", {"job": "usage"}) is None
-    assert value("cz_agent_run_duration_seconds", {"job": "allocate"}) == 2.0
-    assert value("cz_agent_run_duration_seconds", {"job": "usage"}) == 0.5
+    assert value("cz_agent_runs_total", {"agent_job": "allocate", "outcome": "success"}) == 2
+    assert value("cz_agent_runs_total", {"agent_job": "allocate", "outcome": "failure"}) == 1
+    assert value("cz_agent_runs_total", {"agent_job": "usage", "outcome": "success"}) == 0
+    assert value("cz_agent_last_success_timestamp_seconds", {"agent_job": "allocate"}) == 300.0
+    assert value("cz_agent_last_success_timestamp_seconds", {"agent_job": "usage"}) is None
+    assert value("cz_agent_run_duration_seconds", {"agent_job": "allocate"}) == 2.0
+    assert value("cz_agent_run_duration_seconds", {"agent_job": "usage"}) == 0.5
 
 
 def test_job_stats_is_thread_safe_and_checks_the_outcome():

@@ -51,7 +51,7 @@ def test_exposition_is_generate_latest_byte_for_byte(engine):
     stats.record("allocate", outcome="failure", duration_seconds=2.5, finished_at=1_700_000_100.0)
     second = exposition(registry)
     assert second != first
-    assert b'cz_agent_runs_total{job="allocate",outcome="failure"} 1.0' in second
+    assert b'cz_agent_runs_total{agent_job="allocate",outcome="failure"} 1.0' in second
     assert second == generate_latest(registry)
 
 

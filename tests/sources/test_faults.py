@@ -126,7 +126,7 @@ def fail_then_recover(rig: Rig, *, inject: Callable[[], None], clear: Callable[[
         wait_for(lambda: rig.agent.runs("allocate", "failure") > failures, what="a failed allocation",
                  logs=rig.agent.log_path)
         # The failure counter and the duration are recorded together: this is a failed run's duration.
-        duration = sample(rig.agent.metrics(), "cz_agent_run_duration_seconds", job="allocate")
+        duration = sample(rig.agent.metrics(), "cz_agent_run_duration_seconds", agent_job="allocate")
         assert rig.allocations() == rig.served
         assert rig.total() == GOOD_TOTAL
         assert rig.stored_runs() == runs_before

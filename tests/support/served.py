@@ -49,7 +49,7 @@ class ServedAgent:
 
     def runs(self, job: str, outcome: str) -> float:
         """cz_agent_runs_total of the job and outcome (0 before the first)."""
-        return sample(self.metrics(), "cz_agent_runs_total", job=job, outcome=outcome) or 0.0
+        return sample(self.metrics(), "cz_agent_runs_total", agent_job=job, outcome=outcome) or 0.0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
