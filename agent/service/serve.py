@@ -105,11 +105,13 @@ class AgentService:
         if (previous is None or set(previous.bills) != set(self._scan.bills)
                 or previous.incomplete != self._scan.incomplete):
             self.on_new_bills()
+        counts = [(len(mirrored.failures), "bill source(s) or object(s) could not be copied (their copies stay)"),
+                  (len(self._scan.failures), "bill(s) in the inbox could not be imported"),
+                  (len(self._scan.incomplete), "period(s) are incomplete")]
         problems = [*mirrored.failures.values(), *self._scan.failures.values(), *self._scan.incomplete.values()]
         if problems:
-            raise AgentError(f"{len(mirrored.failures)} bill source(s) or object(s) could not be copied (their "
-                             f"earlier copies stay), {len(self._scan.failures)} bill(s) in the inbox could not be "
-                             f"imported, {len(self._scan.incomplete)} period(s) are incomplete: " + "; ".join(problems))
+            raise AgentError(", ".join(f"{count} {what}" for count, what in counts if count) + ": "
+                             + "; ".join(problems))
 
     def _allocate(self) -> None:
         if self._scan is None:
