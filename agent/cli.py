@@ -22,6 +22,7 @@ from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.grouping import bill_lines, split_bill
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES, COLUMN_OVERRIDES, column_option
+from agent.core.bill_limits import BillLimits
 from agent.core.periods import Period
 from agent.core.rules import Rules
 from agent.core.split import parse_dimensions
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     if args.command == "split":
-        return _split(args, console=console)
+        return _split(args, limits=settings.bill_limits(), console=console)
     engine = open_store(args.store or settings.effective_store_url())
     if args.command == "statement":
         csv_path = args.csv or args.out.with_suffix(".csv")
@@ -268,7 +269,7 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
         period=args.period,
         rules=rules,
         usage=read_usage(args.usage) if args.usage else live.usage,
-        import_options=import_options_for(rules, period=args.period, overrides={
+        import_options=import_options_for(rules, period=args.period, limits=settings.bill_limits(), overrides={
             name: getattr(args, name) for name in OVERRIDABLE_COLUMNS}),
         report_format=format_for(args.out, args.format),
         strict=args.strict,
@@ -291,12 +292,12 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
     return 0
 
 
-def _split(args: argparse.Namespace, *, console: Console) -> int:
+def _split(args: argparse.Namespace, *, limits: BillLimits, console: Console) -> int:
     # The importer loads pandas and Arrow: imported by the commands that read bills, not by `serve`.
     from agent.bills import total_bill
 
     with import_progress(console) as on_rows:
-        imports = [total_bill(path, options=_split_import_options(args, path),
+        imports = [total_bill(path, options=_split_import_options(args, path, limits=limits),
                               on_rows=None if on_rows is None else functools.partial(on_rows, path))
                    for path in args.bill]
     rejected = [reject for bill in imports for reject in bill.rejected]
@@ -309,16 +310,16 @@ def _split(args: argparse.Namespace, *, console: Console) -> int:
     return 0
 
 
-def _split_import_options(args: argparse.Namespace, path: Path) -> ImportOptions:
+def _split_import_options(args: argparse.Namespace, path: Path, *, limits: BillLimits) -> ImportOptions:
     # The split does not use tags: reading the first column as a plain tag value keeps a malformed tag
     # object (say, broken JSON in Tags) from rejecting a row whose cost is valid.
     from agent.bills.reader import read_header
 
-    header = read_header(path, source=str(path)) if path.is_file() else []
+    header = read_header(path, source=str(path), limits=limits) if path.is_file() else []
     return ImportOptions(period=args.period, bill_format=args.bill_format, cost_column=args.cost_column,
                          tag_column=header[0] if header else None, currency_column=args.currency_column,
                          sub_account_column=args.sub_account_column, workspace_column=args.workspace_column,
-                         api_key_column=args.api_key_column, default_currency=args.currency)
+                         api_key_column=args.api_key_column, default_currency=args.currency, limits=limits)
 
 
 @contextmanager

@@ -89,7 +89,8 @@ class AgentService:
 
     def _import(self) -> None:
         rules = self._rules()
-        inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=import_options_for(rules, period=None))
+        inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=import_options_for(
+            rules, period=None, limits=self._settings.bill_limits()))
         previous = self._scan
         self._scan = inbox.scan()
         if previous is None or {b.sha256 for b in previous.bills} != {b.sha256 for b in self._scan.bills}:
@@ -153,7 +154,7 @@ class AgentService:
             period=plan.period,
             rules=rules,
             usage=None if live is None else live.usage,
-            import_options=import_options_for(rules, period=plan.period),
+            import_options=import_options_for(rules, period=plan.period, limits=self._settings.bill_limits()),
             coverage=None if live is None else live.coverage,
         )
         result = run_allocation(request, engine=self._engine, created_at=now.isoformat(timespec="seconds"),
