@@ -25,6 +25,9 @@ QUOTE, LF, CR, LESS_THAN = ord('"'), ord("\n"), ord("\r"), ord("<")
 PART_BLOCK_BYTES = 1 << 20
 _WORKBOOK_TYPES = {XLSX, XLSM, XLTX, XLTM}
 _SHEET = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?sheet[\s/>]")
+# A cell's formula, `<f>` or `<x:f ...>`; a namespace prefix longer than this would split it unseen.
+_FORMULA = re.compile(rb"<(?:[A-Za-z_][\w.-]{0,30}:)?f[\s/>]")
+FORMULA_TAG_BYTES = 34
 
 
 class BoundedCsv(io.RawIOBase):
@@ -120,10 +123,12 @@ def _refuse_cell(*, row: int, column: str, limits: BillLimits, source: str) -> N
                           row=row, column=column)
 
 
-def check_xlsx(path: str, *, limits: BillLimits, source: str) -> None:
+def check_xlsx(path: str, *, limits: BillLimits, source: str) -> bool:
     """Refuse an XLSX archive whose parts the XLSX reader would hold past the limits: it loads the shared
     strings and every part but the worksheets whole, and sets up every sheet, when it opens the file. Each part
-    is decompressed here as the reader will, its sizes as written in the archive not trusted."""
+    is decompressed here as the reader will, its sizes as written in the archive not trusted.
+
+    Whether a worksheet holds formulas (whose values the writer may not have computed)."""
     with zipfile.ZipFile(path) as archive:
         parts = _XlsxParts(archive, limits=limits, source=source)
         sheets = len(_SHEET.findall(parts.read(parts.workbook)))
@@ -135,6 +140,7 @@ def check_xlsx(path: str, *, limits: BillLimits, source: str) -> None:
             if size > limits.max_decompressed_bytes:
                 raise BillFormatError("the file holds, once decompressed, "
                                       + limits.more_than("max_decompressed_bytes", "bytes"), source=source)
+    return parts.formulas
 
 
 class _XlsxParts:
@@ -145,6 +151,8 @@ class _XlsxParts:
         self._archive = archive
         self._limits = limits
         self._source = source
+        self.sheets: set[str] = set()
+        self.formulas = False
         manifest = Manifest.from_tree(fromstring(self.read(ARC_CONTENT_TYPES)))
         self.shared_strings = {part.PartName[1:] for part in manifest.Override if part.ContentType == SHARED_STRINGS}
         self.workbook = next((part.PartName[1:] for part in manifest.Override if part.ContentType in _WORKBOOK_TYPES),
@@ -175,9 +183,12 @@ class _XlsxParts:
     def _scan(self, name: str, *, limit: str | None, blocks: list[bytes] | None) -> int:
         """Decompress a part, refusing it past `limit` bytes or past max_row_bytes between two tags (one cell's
         text, or one tag, is held whole by the XML parser)."""
-        size, since_tag = 0, 0
+        size, since_tag, previous = 0, 0, b""
         with self._archive.open(posixpath.normpath(name)) as part:
             while block := part.read(PART_BLOCK_BYTES):
+                # The end of the previous block, for a formula tag cut in two.
+                self.formulas |= name in self.sheets and _FORMULA.search(previous + block) is not None
+                previous = block[-FORMULA_TAG_BYTES:]
                 size += len(block)
                 if limit is not None and size > getattr(self._limits, limit):
                     raise BillFormatError(f"the part {name} holds, once decompressed, "

@@ -6,12 +6,14 @@ import csv
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import queue
 import threading
 import zipfile
 import zlib
 from collections.abc import Collection, Generator, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 from xml.etree.ElementTree import ParseError
@@ -30,6 +32,7 @@ from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 from agent.bills.bounds import BoundedCsv, check_frame_cells, check_table_cells, check_xlsx
 from agent.bills.fast import blank_records
 from agent.core.bill_limits import BillLimits
+from agent.core.text import one_line
 from agent.errors import BillFormatError, FastReadError, InvalidTextError
 
 CHUNK_ROWS = 100_000
@@ -336,20 +339,22 @@ def _xlsx_header(path: Path, *, limits: BillLimits, source: str) -> list[str]:
 
 
 def _xlsx_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: str) -> Iterator[pd.DataFrame]:
-    check_xlsx(str(path), limits=limits, source=source)
-    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    try:
-        rows = _first_sheet(workbook).iter_rows(values_only=True)
+    has_formulas = check_xlsx(str(path), limits=limits, source=source)
+    # The formulas as written are read alongside the values only when the sheet has some: it doubles the work.
+    with _sheet_rows(path, data_only=True) as rows, \
+            _sheet_rows(path, data_only=False) if has_formulas else nullcontext(itertools.repeat(())) as formulas:
         header = [_cell_text(value) or "" for value in next(rows, ())]
+        next(formulas, ())
         positions = [header.index(name) for name in columns]
         records: list[list[str | None]] = []
         numbers: list[int] = []
         # read_only mode yields the empty rows in between too, so counting gives the sheet's row number.
-        for number, row in enumerate(rows, start=2):
+        for number, (row, written) in enumerate(zip(rows, formulas), start=2):
             _check_xlsx_row(number, row, limits=limits, source=source)
             cells = [_cell_text(value) for value in row if value is not None]
             if all(not cell.strip() for cell in cells):
                 continue
+            _check_computed(number, row, written, positions=positions, columns=columns, source=source)
             records.append([_cell_text(row[position]) if position < len(row) else None for position in positions])
             numbers.append(number)
             if len(records) == CHUNK_ROWS:
@@ -357,8 +362,28 @@ def _xlsx_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: 
                 records, numbers = [], []
         if records:
             yield _text_frame(records, numbers, columns)
+
+
+@contextmanager
+def _sheet_rows(path: Path, *, data_only: bool) -> Iterator[Iterator[tuple]]:
+    """The first sheet's rows as values: the values the writer computed (`data_only`), or the formulas."""
+    workbook = openpyxl.load_workbook(path, read_only=True, data_only=data_only)
+    try:
+        yield _first_sheet(workbook).iter_rows(values_only=True)
     finally:
         workbook.close()
+
+
+def _check_computed(number: int, row: tuple, written: tuple, *, positions: list[int], columns: list[str],
+                    source: str) -> None:
+    """Refuse a used cell that holds a formula the writer did not compute (a library such as openpyxl writes
+    formulas without values): there is no value to read, and taking it for an empty cell would mislead."""
+    for position, name in zip(positions, columns):
+        if position < len(written) and row[position] is None and written[position] is not None:
+            formula = one_line(str(written[position]))[:60]
+            raise BillFormatError(f"the cell holds a formula with no computed value ({formula!r}); save it again in "
+                                  "a spreadsheet program, which computes and stores the values", source=source,
+                                  row=number, column=name)
 
 
 def _check_xlsx_row(number: int, row: tuple, *, limits: BillLimits, source: str) -> None:
