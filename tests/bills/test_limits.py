@@ -11,6 +11,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent.bills import ImportOptions, read_bill, total_bill
-from agent.core.bill_limits import BillLimits
+from agent.core.bill_limits import BillLimits, setting_name
 from agent.errors import BillFormatError
 from agent.settings import Settings
 
@@ -269,3 +270,9 @@ def test_every_limit_is_a_setting_with_the_same_default():
 def test_a_limit_set_in_the_environment_reaches_the_readers(monkeypatch):
     monkeypatch.setenv("CZ_AGENT_BILL_MAX_CELL_CHARS", "12")
     assert Settings().bill_limits() == BillLimits(max_cell_chars=12)
+
+
+def test_the_readme_lists_every_limit():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    for limit in fields(BillLimits):
+        assert f"| `CZ_AGENT_{setting_name(limit.name).upper()}` |" in readme, limit.name
