@@ -22,6 +22,7 @@ from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.grouping import bill_lines, split_bill
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES, COLUMN_OVERRIDES, column_option
+from agent.core.bill_limits import BillLimits
 from agent.core.periods import Period
 from agent.core.rules import Rules
 from agent.core.split import parse_dimensions
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     if args.command == "split":
-        return _split(args, console=console)
+        return _split(args, limits=settings.bill_limits(), console=console)
     if args.command == "push":
         return _push(args, settings=settings, console=console)
     engine = open_store(args.store or settings.effective_store_url())
@@ -283,7 +284,7 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
         period=args.period,
         rules=rules,
         usage=read_usage(args.usage) if args.usage else live.usage,
-        import_options=import_options_for(rules, period=args.period, overrides={
+        import_options=import_options_for(rules, period=args.period, limits=settings.bill_limits(), overrides={
             name: getattr(args, name) for name in OVERRIDABLE_COLUMNS}),
         report_format=format_for(args.out, args.format),
         strict=args.strict,
@@ -310,7 +311,9 @@ def _push(args: argparse.Namespace, *, settings: Settings, console: Console) -> 
     from agent.service.upload import push_file, upload_file
 
     if args.inbox is not None:
-        options = import_options_for(load_rules(args.rules), period=None) if args.rules else ImportOptions()
+        limits = settings.bill_limits()
+        options = (import_options_for(load_rules(args.rules), period=None, limits=limits) if args.rules
+                   else ImportOptions(limits=limits))
         placed = push_file(args.file, inbox_dir=args.inbox, name=args.name, period=args.period, options=options)
     else:
         token = settings.effective_api_token() if args.token_file is None else Settings(
@@ -321,13 +324,13 @@ def _push(args: argparse.Namespace, *, settings: Settings, console: Console) -> 
     return 0
 
 
-def _split(args: argparse.Namespace, *, console: Console) -> int:
+def _split(args: argparse.Namespace, *, limits: BillLimits, console: Console) -> int:
     # The importer loads pandas and Arrow: imported by the commands that read bills, not by `serve`.
     from agent.bills import total_bill
 
     with import_progress(console) as on_rows:
         imports = read_distinct(args.bill, lambda path: total_bill(
-            path, options=_split_import_options(args, path),
+            path, options=_split_import_options(args, path, limits=limits),
             on_rows=None if on_rows is None else functools.partial(on_rows, path)))
     rejected = [reject for bill in imports for reject in bill.rejected]
     if args.strict and rejected:
@@ -339,16 +342,16 @@ def _split(args: argparse.Namespace, *, console: Console) -> int:
     return 0
 
 
-def _split_import_options(args: argparse.Namespace, path: Path) -> ImportOptions:
+def _split_import_options(args: argparse.Namespace, path: Path, *, limits: BillLimits) -> ImportOptions:
     # The split does not use tags: reading the first column as a plain tag value keeps a malformed tag
     # object (say, broken JSON in Tags) from rejecting a row whose cost is valid.
     from agent.bills.reader import read_header
 
-    header = read_header(path, source=str(path)) if path.is_file() else []
+    header = read_header(path, source=str(path), limits=limits) if path.is_file() else []
     return ImportOptions(period=args.period, bill_format=args.bill_format, cost_column=args.cost_column,
                          tag_column=header[0] if header else None, currency_column=args.currency_column,
                          sub_account_column=args.sub_account_column, workspace_column=args.workspace_column,
-                         api_key_column=args.api_key_column, default_currency=args.currency)
+                         api_key_column=args.api_key_column, default_currency=args.currency, limits=limits)
 
 
 @contextmanager

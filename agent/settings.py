@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -11,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from agent.core.bill_limits import BillLimits, setting_name
 from agent.errors import SettingsError
 
 
@@ -87,6 +89,16 @@ class Settings(BaseSettings):
     leader_election_renew_deadline_seconds: float = Field(default=10, gt=0)
     leader_election_retry_period_seconds: float = Field(default=2, gt=0)
 
+    # Bill files past these sizes are refused, naming the limit (agent.core.bill_limits has the defaults' reasons).
+    bill_max_cell_chars: int = Field(default=BillLimits.max_cell_chars, ge=1)
+    bill_max_row_bytes: int = Field(default=BillLimits.max_row_bytes, ge=1)
+    bill_max_decompressed_bytes: int = Field(default=BillLimits.max_decompressed_bytes, ge=1)
+    bill_max_xlsx_shared_strings_bytes: int = Field(default=BillLimits.max_xlsx_shared_strings_bytes, ge=1)
+    bill_max_xlsx_part_bytes: int = Field(default=BillLimits.max_xlsx_part_bytes, ge=1)
+    bill_max_xlsx_sheets: int = Field(default=BillLimits.max_xlsx_sheets, ge=1)
+    bill_max_xlsx_rows: int = Field(default=BillLimits.max_xlsx_rows, ge=1)
+    bill_max_xlsx_columns: int = Field(default=BillLimits.max_xlsx_columns, ge=1)
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings):
@@ -114,6 +126,9 @@ class Settings(BaseSettings):
         except OSError as e:
             raise SettingsError(f"api_token_file {self.api_token_file}: {e.strerror or e}") from e
         return _non_empty(text, given_as=f"api_token_file {self.api_token_file}")
+
+    def bill_limits(self) -> BillLimits:
+        return BillLimits(**{limit.name: getattr(self, setting_name(limit.name)) for limit in fields(BillLimits)})
 
     def masked(self) -> dict[str, object]:
         """The effective settings for the start-up log: secrets masked, the store URL's password hidden."""

@@ -284,16 +284,19 @@ def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     present = pc.and_(pc.greater(pc.utf8_length(text), 0), pc.not_equal(text, "NULL"))
     text = pc.if_else(present, text, pa.scalar(None, pa.string()))
     plain = pc.invert(pc.match_substring(text, "e", ignore_case=True)) if exponents else pa.scalar(True)
+    dot = pc.find_substring(text, ".")
+    places = pc.if_else(pc.greater_equal(dot, 0), pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1), 0)
     try:
         cost = pc.cast(text, COST_TYPE)
-        clean = pc.and_(pc.is_valid(cost), plain)
+        # The cast also takes more decimals when the extra ones are zeros (1.000...0 with 30 of them), which
+        # parse_amount may refuse: held to DECIMALS, as the pattern below holds them, the verdict does not
+        # depend on whether another cost in the chunk made the cast fail.
+        clean = pc.and_(pc.and_(pc.is_valid(cost), plain), pc.less_equal(places, DECIMALS))
     except pa.ArrowInvalid:
         clean = pc.match_substring_regex(text, _PLAIN_COST)
         cost = pc.cast(pc.if_else(clean, text, pa.scalar(None, pa.string())), COST_TYPE)
     # Larger amounts are left to parse_amount, which takes them exactly or rejects them as out of range.
     clean = pc.and_(clean, pc.less(pc.abs(cost), pa.scalar(Decimal(10) ** FAST_DIGITS, COST_TYPE)))
-    dot = pc.find_substring(text, ".")
-    places = pc.if_else(pc.greater_equal(dot, 0), pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1), 0)
     return cost, pc.fill_null(places, 0).cast(pa.int32()), np.asarray(pc.fill_null(clean, False))
 
 

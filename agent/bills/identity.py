@@ -48,14 +48,16 @@ def refuse_repeated_lines(paths: list[Path], *, options: ImportOptions, period: 
         if columns is None:
             continue
         hashes = np.unique(np.concatenate([_hashes(chunk, columns, period=period)[0] for chunk in
-                                           reader.read_chunks(path, columns=columns.used(), source=str(path))]
+                                           reader.read_chunks(path, columns=columns.used(), source=str(path),
+                                                              limits=options.limits)]
                                           or [np.empty(0, dtype=np.uint64)]))
         for earlier, _, earlier_hashes in seen:
             common = np.intersect1d(earlier_hashes, hashes, assume_unique=True)
             if len(common):
                 raise DuplicateLinesError(
                     f"{len(common)} line(s) of {period} are in both {earlier} and {path} (the first: "
-                    f"{_first_line(path, columns, period=period, among=common)}): the same charges delivered twice. "
+                    f"{_first_line(path, columns, period=period, among=common, options=options)}): the same charges "
+                    "delivered twice. "
                     "Remove the older file, or set `duplicates: allow` in the rules' bill: section if the provider "
                     "repeats line identities on purpose")
         seen.append((path, columns, hashes))
@@ -92,7 +94,7 @@ def _content(bill: BillTotals, *, period: str) -> tuple:
 
 def _identity_columns(path: Path, *, options: ImportOptions) -> _IdentityColumns | None:
     source = str(path)
-    header = reader.read_header(path, source=source)
+    header = reader.read_header(path, source=source, limits=options.limits)
     bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
     spec = SPECS[bill_format]
     if options.line_id_column is not None:
@@ -122,9 +124,10 @@ def _hashes(chunk: pd.DataFrame, columns: _IdentityColumns, *, period: str) -> t
     return pd.util.hash_array(identity.to_numpy(dtype=object)), identity
 
 
-def _first_line(path: Path, columns: _IdentityColumns, *, period: str, among: np.ndarray) -> str:
+def _first_line(path: Path, columns: _IdentityColumns, *, period: str, among: np.ndarray,
+                options: ImportOptions) -> str:
     """Row and identity of the file's first line whose identity hash is in `among`."""
-    for chunk in reader.read_chunks(path, columns=columns.used(), source=str(path)):
+    for chunk in reader.read_chunks(path, columns=columns.used(), source=str(path), limits=options.limits):
         hashes, identity = _hashes(chunk, columns, period=period)
         found = np.isin(hashes, among)
         if found.any():

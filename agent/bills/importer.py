@@ -38,7 +38,7 @@ def read_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], No
     source, bill_format, columns = _open(path, options)
     tag_reader = TagReader(options.tag_key)
     results = []
-    for chunk in reader.read_chunks(path, columns=columns.used(), source=source):
+    for chunk in reader.read_chunks(path, columns=columns.used(), source=source, limits=options.limits):
         results.append(convert_chunk(chunk, columns=columns, options=options, source=source, tag_reader=tag_reader))
         if on_rows is not None:
             on_rows(len(chunk))
@@ -73,12 +73,12 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bill-sha256") as hashing:
         sha256 = hashing.submit(reader.file_sha256, path)
         try:
-            totals = _totals(reader.read_batches(path, columns=used, plain=plain, source=source), columns=columns,
-                             options=options, source=source, on_rows=on_rows)
+            batches = reader.read_batches(path, columns=used, plain=plain, source=source, limits=options.limits)
+            totals = _totals(batches, columns=columns, options=options, source=source, on_rows=on_rows)
         except FastReadError as e:
             log.info("%s: read again with the row-by-row CSV reader (%s)", source, e)
             chunks = ((pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64"))
-                      for chunk in reader.read_chunks(path, columns=used, source=source))
+                      for chunk in reader.read_chunks(path, columns=used, source=source, limits=options.limits))
             totals = _totals(chunks, columns=columns, options=options, source=source, on_rows=on_rows)
         totals.sha256 = sha256.result()
     if _identity(path, source=source) != before:
@@ -116,7 +116,7 @@ def _open(path: Path, options: ImportOptions) -> tuple[str, str, ColumnMap]:
     _check_options(options, source=source)
     if not path.is_file():
         raise BillFormatError("no such file", source=source)
-    header = reader.read_header(path, source=source)
+    header = reader.read_header(path, source=source, limits=options.limits)
     bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
     return source, bill_format, resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
 

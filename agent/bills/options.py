@@ -1,10 +1,11 @@
-"""The settings of one bill import: format, period, tag key and column overrides."""
+"""The settings of one bill import: format, period, tag key, column overrides and size limits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from agent.core.bill_formats import AUTO_DETECT
+from agent.core.bill_limits import BillLimits
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,5 @@ class ImportOptions:
     # "refuse": a line identity in two bill files of one period fails the run; "allow": providers that repeat
     # identities legitimately.
     duplicates: str = "refuse"
+    # Past these sizes the file is refused (the settings' bill_max_*).
+    limits: BillLimits = field(default_factory=BillLimits)

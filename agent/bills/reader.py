@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import io
+import itertools
 import json
 import queue
 import threading
 import zipfile
 import zlib
 from collections.abc import Collection, Generator, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 from xml.etree.ElementTree import ParseError
@@ -22,10 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from openpyxl.utils import get_column_letter
 from openpyxl.utils.exceptions import InvalidFileException
 from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
+from agent.bills.bounds import BoundedCsv, check_frame_cells, check_table_cells, check_xlsx
 from agent.bills.fast import blank_records
+from agent.core.bill_limits import BillLimits
+from agent.core.text import one_line
 from agent.errors import BillFormatError, FastReadError, InvalidTextError
 
 CHUNK_ROWS = 100_000
@@ -47,30 +54,33 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def read_header(path: Path, *, source: str) -> list[str]:
+def read_header(path: Path, *, source: str, limits: BillLimits) -> list[str]:
     """The column names of the bill, in file order."""
     try:
-        return _HEADER_READERS[file_kind(path)](path)
+        return _HEADER_READERS[file_kind(path)](path, limits=limits, source=source)
     except _READ_ERRORS as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
 
-def read_chunks(path: Path, *, columns: list[str], source: str) -> Iterator[pd.DataFrame]:
-    """The bill's records as text (NaN where a cell is absent), restricted to `columns`.
+def read_chunks(path: Path, *, columns: list[str], source: str, limits: BillLimits) -> Iterator[pd.DataFrame]:
+    """The bill's records as text (NaN where a cell is absent), restricted to `columns`; BillFormatError as soon
+    as the file goes past one of `limits`.
 
     The index is the row number: spreadsheet row for CSV and XLSX (header = 1), record number for Parquet.
     Blank lines of CSV and XLSX are skipped: they are layout, not records.
     """
     try:
-        yield from _CHUNK_READERS[file_kind(path)](path, columns)
+        for chunk in _CHUNK_READERS[file_kind(path)](path, columns, limits=limits, source=source):
+            check_frame_cells(chunk, limits=limits, source=source)
+            yield chunk
     except InvalidTextError as e:
         raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
     except _READ_ERRORS as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
 
-def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
-                 source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def read_batches(path: Path, *, columns: list[str], plain: Collection[str], source: str,
+                 limits: BillLimits) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """The bill's records as Arrow text columns (null where a cell is absent) with their row numbers, as
     `read_chunks` gives them. CSV is parsed by Arrow, a block at a time on one thread (run the batches through
     `prefetched` to read on a thread of their own); a file it cannot parse the way `read_chunks` would
@@ -79,17 +89,21 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str],
     (the cost, and columns whose values rarely repeat); the first of `columns` must be the cost."""
     kind = file_kind(path)
     if kind in (".csv", ".gz"):
-        yield from _arrow_csv_batches(path, columns, plain=plain)
+        for table, rows in _arrow_csv_batches(path, columns, plain=plain, limits=limits, source=source):
+            check_table_cells(table, rows, limits=limits, source=source)
+            yield table, rows
         return
     if kind == ".parquet":
         try:
-            yield from _parquet_batches(path, columns, plain=plain)
+            for table, rows in _parquet_batches(path, columns, plain=plain, limits=limits, source=source):
+                check_table_cells(table, rows, limits=limits, source=source)
+                yield table, rows
         except InvalidTextError as e:
             raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
         except _READ_ERRORS as e:
             raise BillFormatError(f"cannot read the file: {e}", source=source) from e
         return
-    for chunk in read_chunks(path, columns=columns, source=source):
+    for chunk in read_chunks(path, columns=columns, source=source, limits=limits):
         yield pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64")
 
 
@@ -140,9 +154,9 @@ def _put(handoff: queue.Queue, item: tuple, stop: threading.Event) -> bool:
     return False
 
 
-def _arrow_csv_batches(path: Path, columns: list[str], *,
-                       plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    header = _csv_header(path)
+def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str], limits: BillLimits,
+                       source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    header = _csv_header(path, limits=limits, source=source)
     if len(set(header)) != len(header) or not set(columns) <= set(header):
         raise FastReadError("repeated or renamed column names")
     # Blank lines are kept as records, as pandas keeps them, so that row numbers stay aligned. Columns other
@@ -156,7 +170,8 @@ def _arrow_csv_batches(path: Path, columns: list[str], *,
     }
     next_row = 2
     try:
-        stream = pa.input_stream(str(path), compression="gzip" if file_kind(path) == ".gz" else None)
+        stream = BoundedCsv(pa.input_stream(str(path), compression="gzip" if file_kind(path) == ".gz" else None),
+                            limits=limits, source=source)
         with stream, pacsv.open_csv(stream, **options) as reader:
             for batches in _gathered(reader, rows=CHUNK_ROWS):
                 table = pa.Table.from_batches(batches)
@@ -182,11 +197,12 @@ def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[
         yield gathered
 
 
-def _parquet_batches(path: Path, columns: list[str], *,
-                     plain: Collection[str]) -> Iterator[tuple[pa.Table, np.ndarray]]:
+def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], limits: BillLimits,
+                     source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
     # pre_buffer=False: with it, the reader keeps every column chunk it has read until the file is closed.
     first_row = 1
     bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain], pre_buffer=False)
+    _check_parquet_size(bill, columns, limits=limits, source=source)
     for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
         yield pa.table({name: _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))
@@ -202,7 +218,7 @@ def file_kind(path: Path) -> str:
     return ".csv"
 
 
-def _csv_options(path: Path) -> dict[str, object]:
+def _csv_options() -> dict[str, object]:
     # utf-8-sig: Azure exports start with a byte-order mark that would otherwise stick to the first name.
     return {
         "dtype": str,
@@ -210,44 +226,65 @@ def _csv_options(path: Path) -> dict[str, object]:
         "na_filter": False,
         "encoding": "utf-8-sig",
         "engine": "c",
-        "compression": "gzip" if path.suffix.lower() == ".gz" else None,
     }
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_bytes(path: Path, *, limits: BillLimits, source: str) -> BoundedCsv:
+    """The CSV text as bytes, decompressed, held to the limits."""
+    raw = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
+    return BoundedCsv(raw, limits=limits, source=source)
+
+
+def _csv_header(path: Path, *, limits: BillLimits, source: str) -> list[str]:
     # The names as written: pandas would rename a repeated name (`cost`, `cost.1`) and hide the repetition.
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as file:
-        header = next((row for row in csv.reader(file) if row), None)
+    text = io.TextIOWrapper(io.BufferedReader(_csv_bytes(path, limits=limits, source=source)), encoding="utf-8-sig",
+                            newline="")
+    with text:
+        header = next((row for row in csv.reader(text) if row), None)
     if header is None:
         raise ValueError("the file is empty: no header row")
     return header
 
 
-def _csv_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+def _csv_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: str) -> Iterator[pd.DataFrame]:
     # Blank lines are kept so the record count stays aligned with the file's rows, then dropped here: a record
     # whose read columns are all empty is taken for one (only the columns the import uses are parsed).
     # index_col=False: a row with more fields than the header would otherwise turn its first column into the
     # index; the used fields are read by their position in the header, and the extra ones are ignored.
-    with pd.read_csv(path, usecols=columns, chunksize=CHUNK_ROWS, skip_blank_lines=False, index_col=False,
-                     **_csv_options(path)) as chunks:
+    with _csv_bytes(path, limits=limits, source=source) as text, pd.read_csv(
+            text, usecols=columns, chunksize=CHUNK_ROWS, skip_blank_lines=False, index_col=False,
+            **_csv_options()) as chunks:
         for chunk in chunks:
             chunk.index = chunk.index + 2
             blank = chunk.apply(lambda cells: cells.str.strip() == "").all(axis=1)
             yield chunk[~blank]
 
 
-def _parquet_header(path: Path) -> list[str]:
+def _parquet_header(path: Path, *, limits: BillLimits, source: str) -> list[str]:
     return list(pq.read_schema(path).names)
 
 
-def _parquet_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+def _parquet_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: str) -> Iterator[pd.DataFrame]:
     first_row = 1
-    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=CHUNK_ROWS, columns=columns):
+    bill = pq.ParquetFile(path, pre_buffer=False)
+    _check_parquet_size(bill, columns, limits=limits, source=source)
+    for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         index = pd.RangeIndex(first_row, first_row + batch.num_rows)
         yield pd.DataFrame({name: _arrow_text(_utf8(batch.column(name), column=name, first_row=first_row), index)
                             for name in columns}, index=index)
         first_row += batch.num_rows
+
+
+def _check_parquet_size(bill: pq.ParquetFile, columns: list[str], *, limits: BillLimits, source: str) -> None:
+    """Refuse a file whose columns read would decompress past max_decompressed_bytes, as its metadata says."""
+    metadata = bill.metadata
+    chunks = (metadata.row_group(group).column(position) for group in range(metadata.num_row_groups)
+              for position in range(metadata.num_columns))
+    size = sum(chunk.total_uncompressed_size for chunk in chunks
+               if any(chunk.path_in_schema == name or chunk.path_in_schema.startswith(f"{name}.") for name in columns))
+    if size > limits.max_decompressed_bytes:
+        raise BillFormatError("the columns read hold, once decompressed, "
+                              + limits.more_than("max_decompressed_bytes", "bytes"), source=source)
 
 
 def _utf8(array: pa.Array, *, column: str, first_row: int) -> pa.Array:
@@ -292,7 +329,8 @@ def _arrow_strings(array: pa.Array) -> pa.Array:
     return pc.cast(array, pa.string())
 
 
-def _xlsx_header(path: Path) -> list[str]:
+def _xlsx_header(path: Path, *, limits: BillLimits, source: str) -> list[str]:
+    check_xlsx(str(path), limits=limits, source=source)
     workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
         header = next(_first_sheet(workbook).iter_rows(max_row=1, values_only=True), ())
@@ -301,28 +339,62 @@ def _xlsx_header(path: Path) -> list[str]:
     return [_cell_text(value) or "" for value in header]
 
 
-def _xlsx_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
-    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    try:
-        rows = _first_sheet(workbook).iter_rows(values_only=True)
+def _xlsx_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: str) -> Iterator[pd.DataFrame]:
+    has_formulas = check_xlsx(str(path), limits=limits, source=source)
+    # The formulas as written are read alongside the values only when the sheet has some: it doubles the work.
+    with _sheet_rows(path, data_only=True) as rows, \
+            _sheet_rows(path, data_only=False) if has_formulas else nullcontext(itertools.repeat(())) as formulas:
         header = [_cell_text(value) or "" for value in next(rows, ())]
+        next(formulas, ())
         positions = [header.index(name) for name in columns]
         records: list[list[str | None]] = []
         numbers: list[int] = []
         # read_only mode yields the empty rows in between too, so counting gives the sheet's row number.
-        for number, row in enumerate(rows, start=2):
-            cells = [_cell_text(value) for value in row]
-            if all(cell is None or not cell.strip() for cell in cells):
+        for number, (row, written) in enumerate(zip(rows, formulas), start=2):
+            _check_xlsx_row(number, row, limits=limits, source=source)
+            cells = [_cell_text(value) for value in row if value is not None]
+            if all(not cell.strip() for cell in cells):
                 continue
-            records.append([cells[position] if position < len(cells) else None for position in positions])
+            _check_computed(number, row, written, positions=positions, columns=columns, source=source)
+            records.append([_cell_text(row[position]) if position < len(row) else None for position in positions])
             numbers.append(number)
             if len(records) == CHUNK_ROWS:
                 yield _text_frame(records, numbers, columns)
                 records, numbers = [], []
         if records:
             yield _text_frame(records, numbers, columns)
+
+
+@contextmanager
+def _sheet_rows(path: Path, *, data_only: bool) -> Iterator[Iterator[tuple]]:
+    """The first sheet's rows as values: the values the writer computed (`data_only`), or the formulas."""
+    workbook = openpyxl.load_workbook(path, read_only=True, data_only=data_only)
+    try:
+        yield _first_sheet(workbook).iter_rows(values_only=True)
     finally:
         workbook.close()
+
+
+def _check_computed(number: int, row: tuple, written: tuple, *, positions: list[int], columns: list[str],
+                    source: str) -> None:
+    """Refuse a used cell that holds a formula the writer did not compute (a library such as openpyxl writes
+    formulas without values): there is no value to read, and taking it for an empty cell would mislead."""
+    for position, name in zip(positions, columns):
+        if position < len(written) and row[position] is None and written[position] is not None:
+            formula = one_line(str(written[position]))[:60]
+            raise BillFormatError(f"the cell holds a formula with no computed value ({formula!r}); save it again in "
+                                  "a spreadsheet program, which computes and stores the values", source=source,
+                                  row=number, column=name)
+
+
+def _check_xlsx_row(number: int, row: tuple, *, limits: BillLimits, source: str) -> None:
+    """Refuse a row past max_xlsx_rows, or one that reaches past max_xlsx_columns: the reader yields every row
+    up to the last, and each row padded to its last cell, however far the file places them."""
+    if number > limits.max_xlsx_rows:
+        raise BillFormatError("the sheet has " + limits.more_than("max_xlsx_rows", "rows"), source=source, row=number)
+    if len(row) > limits.max_xlsx_columns:
+        raise BillFormatError("the row reaches " + limits.more_than("max_xlsx_columns", "columns"), source=source,
+                              row=number, column=get_column_letter(len(row)))
 
 
 def _first_sheet(workbook: openpyxl.Workbook) -> ReadOnlyWorksheet:

@@ -94,7 +94,7 @@ class AgentService:
         return outcome == "success"
 
     def _import(self) -> None:
-        options = import_options_for(self._rules(), period=None)
+        options = import_options_for(self._rules(), period=None, limits=self._settings.bill_limits())
         # Kept between scans, so that unchanged files are not read again; new import options read them anew.
         if self._inbox is None or self._inbox.options != options:
             self._inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=options)
@@ -186,7 +186,7 @@ class AgentService:
             period=plan.period,
             rules=rules,
             usage=None if live is None else live.usage,
-            import_options=import_options_for(rules, period=plan.period),
+            import_options=import_options_for(rules, period=plan.period, limits=self._settings.bill_limits()),
             coverage=None if live is None else live.coverage,
         )
         result = run_allocation(request, engine=self._engine, created_at=now.isoformat(timespec="seconds"),
@@ -237,7 +237,8 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
     # A new leader runs both jobs at once instead of waiting for the next interval.
     leadership.on_started_leading = lambda: _run_jobs_now(scheduler)
     uploads = Uploads(inbox_dir=settings.inbox_dir, max_bytes=settings.upload_max_bytes,
-                      import_options=lambda: import_options_for(load_rules(settings.rules_file), period=None))
+                      import_options=lambda: import_options_for(load_rules(settings.rules_file), period=None,
+                                                                limits=settings.bill_limits()))
     app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
                      metrics_token_required=settings.metrics_require_token, ready=service.ready, uploads=uploads)
     listener = listening_socket(settings.host, settings.port)

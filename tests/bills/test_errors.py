@@ -225,3 +225,32 @@ def test_an_xlsx_claiming_a_huge_dimension_is_read_by_its_cells_in_bounded_time(
     with time_limit(EXAMPLE_SECONDS):
         bill = total_bill(path, options=ImportOptions(period="2026-10"))
     assert (bill.input_rows, bill.accepted_rows) == (1, 1)
+
+
+@pytest.mark.parametrize("read", [read_bill, total_bill])
+@pytest.mark.parametrize("cell", ["F3", "G4"])
+def test_a_formula_cell_without_a_computed_value_is_refused_naming_it(tmp_path, read, cell):
+    """openpyxl, like other libraries, writes a formula without computing it: the file holds no value to bill."""
+    rows = [["2026-10", "ops", "ws", "", "mobile", "10", "USD"], ["2026-10", "ops", "ws", "", "web", "2", "USD"],
+            ["2026-10", "ops", "ws", "", "web", "3", "USD"]]
+    path = write_table(tmp_path / "bill.xlsx", NATIVE_HEADER, rows)
+    workbook = openpyxl.load_workbook(path)
+    workbook.active[cell] = "=1+2"
+    workbook.save(path)
+    with pytest.raises(BillFormatError) as refused:
+        read(path, options=ImportOptions(period="2026-10"))
+    assert (refused.value.row, refused.value.column) == (int(cell[1:]), NATIVE_HEADER[ord(cell[0]) - ord("A")])
+    assert "the cell holds a formula with no computed value ('=1+2')" in str(refused.value)
+    assert "save it again in a spreadsheet program" in str(refused.value)
+
+
+def test_a_formula_with_its_computed_value_is_read(tmp_path):
+    path = write_table(tmp_path / "bill.xlsx", NATIVE_HEADER, [["2026-10", "ops", "ws", "", "mobile", "1", "USD"]])
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    sheet = "xl/worksheets/sheet1.xml"
+    parts[sheet] = re.sub(rb'<c r="F2"[^>]*>.*?</c>', b'<c r="F2"><f>1+2</f><v>3</v></c>', parts[sheet])
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in parts.items():
+            archive.writestr(name, content)
+    assert [Decimal(3)] == list(read_bill(path, options=ImportOptions(period="2026-10")).items["cost"])

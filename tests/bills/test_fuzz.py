@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from agent.bills import ImportOptions, read_bill
 from agent.bills.lineitems import BillImport
+from agent.core.bill_limits import BillLimits
 from agent.errors import AgentError, BillFormatError
 from tests.support.fuzz import EXAMPLE_SECONDS, time_limit
 
@@ -52,14 +53,15 @@ HEADERS = {
 }
 
 
-def import_outcome(content: bytes, *, suffix: str, period: str | None = None) -> BillImport | BillFormatError:
+def import_outcome(content: bytes, *, suffix: str, period: str | None = None,
+                   limits: BillLimits = BillLimits()) -> BillImport | BillFormatError:
     """Read `content` as a bill file: the import, or the BillFormatError it raised (any other error fails)."""
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / f"bill{suffix}"
         path.write_bytes(content)
         try:
             with time_limit(EXAMPLE_SECONDS):
-                bill = read_bill(path, options=ImportOptions(period=period))
+                bill = read_bill(path, options=ImportOptions(period=period, limits=limits))
         except AgentError as e:
             assert isinstance(e, BillFormatError), f"{type(e).__name__}: {e}"
             assert e.source == str(path) and str(e).startswith(str(path))
@@ -271,13 +273,19 @@ def test_tags_nested_100k_levels_are_rejected_with_row_and_column() -> None:
         assert "nested too deeply" in rejected.reason or "characters long" in rejected.reason
 
 
+# Above the default limits, which refuse the whole file (tests/bills/test_limits.py): a user who raised them still
+# gets the tag reader's own bound.
+RAISED = BillLimits(max_cell_chars=64 << 20, max_row_bytes=64 << 20)
+
+
 def test_a_50_mb_tags_cell_is_rejected_in_bounded_time_and_memory(tmp_path: Path) -> None:
     """Measured in a child process, from its own VmHWM: ru_maxrss would report the test run's peak, which
     Linux carries over into a child across fork and exec."""
     bill = tmp_path / "big.csv"
     bill.write_bytes(focus_bill(b'{"cz_container_bill": "' + b"x" * 50_000_000 + b'"}'))
     script = ("import sys; from pathlib import Path; from agent.bills import ImportOptions, read_bill; "
-              "b = read_bill(Path(sys.argv[1]), options=ImportOptions()); "
+              "from agent.core.bill_limits import BillLimits; "
+              f"b = read_bill(Path(sys.argv[1]), options=ImportOptions(limits={RAISED!r})); "
               "print(len(b.items), [(r.row, r.column, r.reason[:40]) for r in b.rejected]); "
               "print(Path('/proc/self/status').read_text().split('VmHWM:')[1].split()[0])")
     started = time.monotonic()
@@ -292,7 +300,8 @@ def test_a_50_mb_tags_cell_is_rejected_in_bounded_time_and_memory(tmp_path: Path
 
 
 def test_a_50_mb_tags_cell_names_row_and_column() -> None:
-    bill = import_outcome(focus_bill(b'{"cz_container_bill": "' + b"x" * 50_000_000 + b'"}'), suffix=".csv")
+    bill = import_outcome(focus_bill(b'{"cz_container_bill": "' + b"x" * 50_000_000 + b'"}'), suffix=".csv",
+                          limits=RAISED)
     assert isinstance(bill, BillImport)
     [rejected] = bill.rejected
     assert (rejected.row, rejected.column) == (3, "Tags") and "characters long, more than" in rejected.reason

@@ -94,3 +94,38 @@ def test_sums_past_the_range_of_arrow_decimals_stay_exact(tmp_path):
     streamed = total_bill(path, options=ImportOptions(period="2026-10"))
     assert [group.exact() for group in streamed.split_groups.values()] == [Decimal("180000000000000000000000100.75")]
     assert view(streamed) == view(grouped(path, ImportOptions(period="2026-10")))
+
+
+@st.composite
+def written_costs(draw) -> str:
+    """Plain decimals of any length: up to 30 digits on each side of the point, trailing zeros included,
+    around the 12 decimals the Arrow path takes and the 24 digits an amount may have."""
+    sign = draw(st.sampled_from(["", "-", "+"]))
+    whole = draw(st.text("0123456789", max_size=30))
+    decimals = draw(st.text("0123456789", max_size=30)) + "0" * draw(st.integers(0, 20))
+    point = draw(st.booleans()) or not whole
+    return sign + (whole or ("" if decimals else "0")) + ("." + decimals if point else "")
+
+
+NEIGHBOURS = {"alone": [], "all plain": ["1.5", "-0.25"], "one the Arrow cast refuses": ["1.5", "abc"]}
+
+
+# 80 examples of three small bills each: about 5 s.
+@pytest.mark.slow
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cost=written_costs(), first=st.booleans())
+def test_a_cost_gets_the_same_verdict_and_total_whatever_its_neighbours(tmp_path, cost, first):
+    """Arrow casts a chunk's costs at once, or, when one cell does not cast, picks the plain ones by pattern:
+    a cost must not be accepted by one way and rejected by the other."""
+    verdicts = set()
+    for name, neighbours in NEIGHBOURS.items():
+        costs = [cost, *neighbours] if first else [*neighbours, cost]
+        path = tmp_path / f"{name}.csv"
+        path.write_text("unblendedCost,currency,cz_container_bill\n" + "".join(f"{text},USD,web\n" for text in costs),
+                        encoding="utf-8")
+        options = ImportOptions(period="2026-10")
+        streamed = total_bill(path, options=options)
+        assert view(streamed) == view(grouped(path, options)), name
+        row = 2 + costs.index(cost)
+        verdicts.add(next((reject.reason for reject in streamed.rejected if reject.row == row), "accepted"))
+    assert len(verdicts) == 1, f"{cost!r}: {verdicts}"

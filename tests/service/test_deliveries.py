@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.core.bill_limits import BillLimits
 from agent.pipeline import import_options_for
 from agent.service.inbox import Inbox
 from agent.service.metrics import JobStats
@@ -144,7 +145,8 @@ def october_bills(engine) -> list[str]:
 
 
 def scan_of(inbox: Path, engine, rules: Path):
-    return Inbox(inbox, engine=engine, options=import_options_for(load_rules(rules), period=None)).scan()
+    return Inbox(inbox, engine=engine, options=import_options_for(load_rules(rules), period=None,
+                                                                  limits=BillLimits())).scan()
 
 
 @shapes

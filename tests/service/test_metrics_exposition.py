@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 import agent.service.metrics
+from agent.core.bill_limits import BillLimits
 from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats, exposition, render_gauge
@@ -23,7 +24,7 @@ WORKED = Path(__file__).resolve().parents[2] / "tests" / "data" / "worked"
 def store_run(engine, *, bill: Path, period: str) -> int:
     rules = load_rules(WORKED / "rules.yaml")
     request = RunRequest(bills=[bill], period=period, rules=rules, usage=read_usage(WORKED / "usage.csv"),
-                         import_options=import_options_for(rules, period=period))
+                         import_options=import_options_for(rules, period=period, limits=BillLimits()))
     return run_allocation(request, engine=engine, created_at="2026-11-01T00:00:00+00:00").run_id
 
 

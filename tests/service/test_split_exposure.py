@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from agent.core.bill_limits import BillLimits
 from agent.pipeline import RunRequest, import_options_for, run_allocation
 from agent.service.api import create_app
 from agent.service.metrics import AllocationCollector, JobStats
@@ -25,7 +26,7 @@ def engine(tmp_path_factory):
     engine = open_store(f"sqlite:///{tmp_path_factory.mktemp('split') / 'runs.db'}")
     rules = load_rules(DEMO / "rules.yaml")
     request = RunRequest(bills=[DEMO / "bill-2026-10.csv"], period="2026-10", rules=rules, usage=None,
-                         import_options=import_options_for(rules, period="2026-10"))
+                         import_options=import_options_for(rules, period="2026-10", limits=BillLimits()))
     run_allocation(request, engine=engine, created_at="2026-11-01T00:00:00+00:00")
     return engine
 
