@@ -7,6 +7,7 @@ import functools
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
 from sqlalchemy import Engine
 
 from agent import __version__
@@ -34,8 +36,8 @@ from agent.outputs.focus import FOCUS_FORMAT, render_focus
 from agent.outputs.report import FORMATS, format_for, render_csv, render_report, write_atomically
 from agent.outputs.split_summary import summary_lines
 from agent.outputs.statement import write_statement
-from agent.pipeline import (OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, import_options_for, read_distinct,
-                            run_allocation)
+from agent.pipeline import (OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, StageProgress, import_options_for,
+                            read_distinct, run_allocation)
 from agent.settings import Settings, load_settings
 from agent.sources.rules_file import load_rules
 from agent.sources.usage import format_usage, read_usage
@@ -290,10 +292,12 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
         strict=args.strict,
         coverage=None if live is None else live.coverage,
     )
-    with import_progress(console) as on_rows:
+    with import_progress(console) as (on_rows, on_stage):
         result = run_allocation(request, engine=engine, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                                on_rows=on_rows)
-    write_atomically(args.out, result.report)
+                                on_rows=on_rows, on_stage=on_stage)
+        started = time.monotonic()
+        write_atomically(args.out, result.report)
+        on_stage(f"wrote {args.out} in {time.monotonic() - started:.1f} s")
     rejects_path = None
     if result.rejected:
         rejects_path = args.rejects or args.out.with_name(args.out.name + ".rejects.csv")
@@ -328,7 +332,7 @@ def _split(args: argparse.Namespace, *, limits: BillLimits, console: Console) ->
     # The importer loads pandas and Arrow: imported by the commands that read bills, not by `serve`.
     from agent.bills import total_bill
 
-    with import_progress(console) as on_rows:
+    with import_progress(console) as (on_rows, _):
         imports = read_distinct(args.bill, lambda path: total_bill(
             path, options=_split_import_options(args, path, limits=limits),
             on_rows=None if on_rows is None else functools.partial(on_rows, path)))
@@ -355,22 +359,28 @@ def _split_import_options(args: argparse.Namespace, path: Path, *, limits: BillL
 
 
 @contextmanager
-def import_progress(console: Console) -> Iterator[RowsProgress | None]:
-    """Rows read so far, per bill, on a terminal; nothing when the output is piped or captured."""
+def import_progress(console: Console) -> Iterator[tuple[RowsProgress | None, StageProgress]]:
+    """On a terminal, a bar per bill (bytes read of the file's size, rate, time left, rows) and a line per stage
+    done; when the output is piped or captured, only the stage lines, on stderr, for logs."""
     if not console.is_terminal:
-        yield None
+        yield None, lambda line: print(line, file=sys.stderr, flush=True)
         return
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,} rows"),
-               TimeElapsedColumn())
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[rows]:,} rows"))
     with Progress(*columns, console=console, transient=True) as progress:
         tasks: dict[Path, TaskID] = {}
 
-        def on_rows(path: Path, rows: int) -> None:
+        def on_rows(path: Path, rows: int, done: int | None) -> None:
             if path not in tasks:
-                tasks[path] = progress.add_task(f"importing {path}", total=None)
-            progress.advance(tasks[path], rows)
+                tasks[path] = progress.add_task(f"reading {path}", total=path.stat().st_size, rows=0)
+            task = tasks[path]
+            progress.update(task, rows=progress.tasks[task].fields["rows"] + rows,
+                            **({} if done is None else {"completed": done}))
 
-        yield on_rows
+        def on_stage(line: str) -> None:
+            progress.console.print(line, style="dim", highlight=False, markup=False, emoji=False)
+
+        yield on_rows, on_stage
 
 
 if __name__ == "__main__":

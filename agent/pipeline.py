@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,7 +48,10 @@ class RunRequest:
     coverage: dict[str, float] | None = None
 
 
-RowsProgress = Callable[[Path, int], None]
+# The bill, the rows of the chunk just read, and the bytes of the file read so far (None where unknown).
+RowsProgress = Callable[[Path, int, int | None], None]
+# One line per stage done (a bill read, the allocation, the store), with its counts and seconds.
+StageProgress = Callable[[str], None]
 SPLIT_COLUMNS = ("sub_account", "workspace", "api_key")
 OVERRIDABLE_COLUMNS = ("bill_format", *map(column_option, COLUMN_OVERRIDES))
 
@@ -63,13 +67,22 @@ def import_options_for(rules: Rules, *, period: str | None, limits: BillLimits,
                          untagged=bill.untagged, line_id_column=bill.line_id, duplicates=bill.duplicates, **columns)
 
 
-def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None) -> list[BillTotals]:
+def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None,
+                 on_stage: StageProgress | None = None) -> list[BillTotals]:
     # Imported here: the importer loads pandas and Arrow, which an idle `cz-agent serve` does without.
     from agent.bills import total_bill
     from agent.bills.identity import refuse_repeated_lines, refuse_same_lines
 
-    imports = read_distinct(request.bills, lambda path: total_bill(
-        path, options=request.import_options, on_rows=None if on_rows is None else functools.partial(on_rows, path)))
+    def read(path: Path) -> BillTotals:
+        started = time.monotonic()
+        bill = total_bill(path, options=request.import_options,
+                          on_rows=None if on_rows is None else functools.partial(on_rows, path))
+        if on_stage is not None:
+            on_stage(f"read {path}: {bill.input_rows:,} rows ({bill.accepted_rows:,} accepted, {len(bill.rejected):,} "
+                     f"rejected, {bill.out_of_period_rows:,} out of period) in {time.monotonic() - started:.1f} s")
+        return bill
+
+    imports = read_distinct(request.bills, read)
     _refuse_other_periods(imports, period=request.period)
     refuse_same_lines(imports, period=request.period, options=request.import_options)
     refuse_repeated_lines([Path(bill.source) for bill in imports], options=request.import_options,
@@ -111,22 +124,30 @@ def _refuse_other_periods(imports: list[BillTotals], *, period: str) -> None:
 
 
 def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
-                   unchanged_from: RunSummary | None = None, on_rows: RowsProgress | None = None) -> RunResult:
+                   unchanged_from: RunSummary | None = None, on_rows: RowsProgress | None = None,
+                   on_stage: StageProgress | None = None) -> RunResult:
     """Allocate the period and store the run; nothing is stored when any input is invalid, or when the
-    manifest (inputs, totals, report digest) equals that of `unchanged_from`."""
-    imports = import_bills(request, on_rows=on_rows)
+    manifest (inputs, totals, report digest) equals that of `unchanged_from`. `on_stage` hears a line per
+    stage done."""
+    stage = on_stage or (lambda _line: None)
+    imports = import_bills(request, on_rows=on_rows, on_stage=on_stage)
     rejected = [reject for bill in imports for reject in bill.rejected]
     if request.strict and rejected:
         raise RejectedRowsError(f"{len(rejected)} bill row(s) rejected (--strict); first: {rejected[0].message()}")
+    started = time.monotonic()
     allocation = allocate_lines(tag_lines_of(imports, rules=request.rules), rules=request.rules, period=request.period,
                                 usage=request.usage or ())
     report = render_report(allocation.rows, report_format=request.report_format)
     manifest = build_manifest(request, imports=imports, allocation=allocation, report=report)
+    stage(f"allocated {request.period}: {len(allocation.rows):,} report rows in {time.monotonic() - started:.1f} s")
     if unchanged_from is not None and manifest.to_json() == unchanged_from.manifest.to_json():
+        stage(f"not stored: the same as run {unchanged_from.id}")
         return RunResult(run_id=unchanged_from.id, stored=False, allocation=allocation, rejected=rejected,
                          manifest=manifest, report=report)
+    started = time.monotonic()
     run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(imports), manifest=manifest,
                       report_sha256=manifest.report.sha256, created_at=created_at, tool_version=__version__)
+    stage(f"stored run {run_id} in {time.monotonic() - started:.1f} s")
     return RunResult(run_id=run_id, stored=True, allocation=allocation, rejected=rejected, manifest=manifest,
                      report=report)
 

@@ -56,7 +56,11 @@ def read_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], No
     return bill
 
 
-def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], None] | None = None) -> BillTotals:
+# Rows in the chunk just read, and bytes of the file read so far (None where the container does not tell).
+RowsRead = Callable[[int, int | None], None]
+
+
+def total_bill(path: Path, *, options: ImportOptions, on_rows: RowsRead | None = None) -> BillTotals:
     """The bill reduced to exact group totals (agent.bills.totals), read chunk by chunk in bounded memory.
 
     Gives the same totals, rejected rows and counts as `read_bill` followed by grouping its line items;
@@ -64,6 +68,7 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
     """
     source, bill_format, columns = _open(path, options)
     before = _identity(path, source=source)
+    position = reader.ReadPosition(total=before[0])
     used = columns.used()
     # Totals keep neither the resource nor the product. Their columns are still read, as plain text (a resource
     # ID is often unique per line), so that a record holding only them is rejected, not taken for a blank line.
@@ -73,13 +78,16 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bill-sha256") as hashing:
         sha256 = hashing.submit(reader.file_sha256, path)
         try:
-            batches = reader.read_batches(path, columns=used, plain=plain, source=source, limits=options.limits)
-            totals = _totals(batches, columns=columns, options=options, source=source, on_rows=on_rows)
+            batches = reader.read_batches(path, columns=used, plain=plain, source=source, limits=options.limits,
+                                          position=position)
+            totals = _totals(batches, columns=columns, options=options, source=source, on_rows=on_rows,
+                             position=position)
         except FastReadError as e:
             log.info("%s: read again with the row-by-row CSV reader (%s)", source, e)
             chunks = ((pa.Table.from_pandas(chunk, preserve_index=False), chunk.index.to_numpy(dtype="int64"))
                       for chunk in reader.read_chunks(path, columns=used, source=source, limits=options.limits))
-            totals = _totals(chunks, columns=columns, options=options, source=source, on_rows=on_rows)
+            totals = _totals(chunks, columns=columns, options=options, source=source, on_rows=on_rows,
+                             position=reader.ReadPosition(total=before[0]))
         totals.sha256 = sha256.result()
     if _identity(path, source=source) != before:
         raise BillFormatError("the file changed while it was read (its size, modification time or inode); it is "
@@ -91,7 +99,7 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], N
 
 
 def _totals(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap, options: ImportOptions,
-            source: str, on_rows: Callable[[int], None] | None) -> BillTotals:
+            source: str, on_rows: RowsRead | None, position: reader.ReadPosition) -> BillTotals:
     tag_reader = TagReader(options.tag_key)
     totals = BillTotals(source=source)
     judges = Judges(columns=columns, options=options, tag_reader=tag_reader)
@@ -105,7 +113,7 @@ def _totals(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap
             totals.rejected += result.rejected
         totals.input_rows += len(chunk.rows)
         if on_rows is not None:
-            on_rows(len(chunk.rows))
+            on_rows(len(chunk.rows), position.done())
     totals.settle()
     return totals
 

@@ -12,8 +12,9 @@ import queue
 import threading
 import zipfile
 import zlib
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 from xml.etree.ElementTree import ParseError
@@ -79,8 +80,17 @@ def read_chunks(path: Path, *, columns: list[str], source: str, limits: BillLimi
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
 
-def read_batches(path: Path, *, columns: list[str], plain: Collection[str], source: str,
-                 limits: BillLimits) -> Iterator[tuple[pa.Table, np.ndarray]]:
+@dataclass
+class ReadPosition:
+    """How far `read_batches` has read a bill, in bytes of the file as stored (compressed or not), for progress
+    displays: exact for CSV, estimated from the rows read for Parquet, unknown (None) for XLSX."""
+
+    total: int
+    done: Callable[[], int | None] = lambda: None
+
+
+def read_batches(path: Path, *, columns: list[str], plain: Collection[str], source: str, limits: BillLimits,
+                 position: ReadPosition | None = None) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """The bill's records as Arrow text columns (null where a cell is absent) with their row numbers, as
     `read_chunks` gives them. CSV is parsed by Arrow, a block at a time on one thread (run the batches through
     `prefetched` to read on a thread of their own); a file it cannot parse the way `read_chunks` would
@@ -89,13 +99,15 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str], sour
     (the cost, and columns whose values rarely repeat); the first of `columns` must be the cost."""
     kind = file_kind(path)
     if kind in (".csv", ".gz"):
-        for table, rows in _arrow_csv_batches(path, columns, plain=plain, limits=limits, source=source):
+        for table, rows in _arrow_csv_batches(path, columns, plain=plain, limits=limits, source=source,
+                                              position=position):
             check_table_cells(table, rows, limits=limits, source=source)
             yield table, rows
         return
     if kind == ".parquet":
         try:
-            for table, rows in _parquet_batches(path, columns, plain=plain, limits=limits, source=source):
+            for table, rows in _parquet_batches(path, columns, plain=plain, limits=limits, source=source,
+                                                position=position):
                 check_table_cells(table, rows, limits=limits, source=source)
                 yield table, rows
         except InvalidTextError as e:
@@ -155,7 +167,7 @@ def _put(handoff: queue.Queue, item: tuple, stop: threading.Event) -> bool:
 
 
 def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str], limits: BillLimits,
-                       source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+                       source: str, position: ReadPosition | None) -> Iterator[tuple[pa.Table, np.ndarray]]:
     header = _csv_header(path, limits=limits, source=source)
     if len(set(header)) != len(header) or not set(columns) <= set(header):
         raise FastReadError("repeated or renamed column names")
@@ -170,9 +182,15 @@ def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str]
     }
     next_row = 2
     try:
-        stream = BoundedCsv(pa.input_stream(str(path), compression="gzip" if file_kind(path) == ".gz" else None),
+        # The file is opened here, so that its position (compressed bytes, for a gzip file) tells the progress.
+        raw = path.open("rb")
+        if position is not None:
+            # Read ahead on a thread of its own, the file may be read to its end and closed before the last
+            # batches are taken.
+            position.done = lambda: position.total if raw.closed else raw.tell()
+        stream = BoundedCsv(pa.input_stream(raw, compression="gzip" if file_kind(path) == ".gz" else None),
                             limits=limits, source=source)
-        with stream, pacsv.open_csv(stream, **options) as reader:
+        with raw, stream, pacsv.open_csv(stream, **options) as reader:
             for batches in _gathered(reader, rows=CHUNK_ROWS):
                 table = pa.Table.from_batches(batches)
                 rows = np.arange(next_row, next_row + len(table), dtype=np.int64)
@@ -198,11 +216,14 @@ def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[
 
 
 def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], limits: BillLimits,
-                     source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+                     source: str, position: ReadPosition | None) -> Iterator[tuple[pa.Table, np.ndarray]]:
     # pre_buffer=False: with it, the reader keeps every column chunk it has read until the file is closed.
     first_row = 1
     bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain], pre_buffer=False)
     _check_parquet_size(bill, columns, limits=limits, source=source)
+    if position is not None:
+        total_rows = max(bill.metadata.num_rows, 1)
+        position.done = lambda: position.total * min(first_row - 1, total_rows) // total_rows
     for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
         yield pa.table({name: _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))

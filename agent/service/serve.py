@@ -190,7 +190,8 @@ class AgentService:
             coverage=None if live is None else live.coverage,
         )
         result = run_allocation(request, engine=self._engine, created_at=now.isoformat(timespec="seconds"),
-                                unchanged_from=plan.latest)
+                                unchanged_from=plan.latest,
+                                on_stage=lambda line: log.info("period %s: %s", plan.period, line))
         if result.manifest.stray_rows():
             log.warning("period %s: %s", plan.period, result.manifest.stray_rows())
         if result.stored:

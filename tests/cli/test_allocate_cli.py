@@ -224,12 +224,23 @@ def test_import_progress_hears_every_row_of_each_bill(tmp_path):
     from agent.sources.rules_file import load_rules
 
     heard: dict[Path, int] = {}
+    read_bytes: dict[Path, int | None] = {}
+    stages: list[str] = []
+
+    def on_rows(path: Path, rows: int, done: int | None) -> None:
+        heard[path] = heard.get(path, 0) + rows
+        read_bytes[path] = done
+
     request = RunRequest(bills=[WORKED / "bill.csv", DEMO / "bill-2026-10.csv"], period="2026-10",
                          rules=load_rules(WORKED / "rules.yaml"), usage=None,
                          import_options=ImportOptions(period="2026-10"))
-    imports = import_bills(request, on_rows=lambda path, rows: heard.__setitem__(path, heard.get(path, 0) + rows))
+    imports = import_bills(request, on_rows=on_rows, on_stage=stages.append)
     assert heard == {WORKED / "bill.csv": 5, DEMO / "bill-2026-10.csv": 3004}
+    assert read_bytes == {path: path.stat().st_size for path in heard}
     assert [bill.input_rows for bill in imports] == [5, 3004]
+    assert [line.split(" in ")[0] for line in stages] == [
+        f"read {WORKED / 'bill.csv'}: 5 rows (5 accepted, 0 rejected, 0 out of period)",
+        f"read {DEMO / 'bill-2026-10.csv'}: 3,004 rows (3,000 accepted, 3 rejected, 1 out of period)"]
 
 
 def test_explain_names_the_attribution_rule_that_applied(store, tmp_path, capsys):
@@ -246,3 +257,31 @@ def test_explain_names_the_attribution_rule_that_applied(store, tmp_path, capsys
     explained = capsys.readouterr().out
     assert "attribution[0] sub_account=finops -> company gamma" in explained
     assert f"bill rows of attribution[0] sub_account=finops -> company gamma: {WORKED / 'bill.csv'} rows 6" in explained
+
+
+def test_on_a_terminal_each_bill_shows_bytes_read_of_its_size_and_the_stages_a_line_each(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from agent.cli import import_progress
+
+    bill = DEMO / "bill-2026-10.csv"
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200, color_system=None)
+    with import_progress(console) as (on_rows, on_stage):
+        on_rows(bill, 1000, bill.stat().st_size // 2)
+        on_stage("allocated 2026-10: 12 report rows in 0.1 s")
+    text = out.getvalue()
+    assert "reading " in text and "1,000 rows" in text
+    size_kb = bill.stat().st_size / 1000
+    assert f"{size_kb / 2:.1f}/{size_kb:.1f} kB" in text
+    assert "allocated 2026-10: 12 report rows in 0.1 s" in text
+
+
+def test_without_a_terminal_the_stages_go_to_stderr_a_line_each(store, tmp_path, capsys):
+    assert allocate(store, tmp_path / "report.csv") == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" in ")[0] for line in lines] == [
+        f"read {WORKED / 'bill.csv'}: 5 rows (5 accepted, 0 rejected, 0 out of period)",
+        "allocated 2026-10: 9 report rows", "stored run 1", f"wrote {tmp_path / 'report.csv'}"]

@@ -113,7 +113,7 @@ def test_a_bill_rewritten_while_it_is_read_fails_that_read(tmp_path):
     path.write_text("billingCycle,cz_container_bill,unblendedCost,currency\n"
                     + "".join(f"2026-10,mobile,{n}.00,USD\n" for n in range(300_000)))
 
-    def rewrite(_rows: int) -> None:
+    def rewrite(_rows: int, _read: int | None) -> None:
         with path.open("a") as file:
             file.write("2026-10,mobile,1.00,USD\n")
 
