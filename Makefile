@@ -65,10 +65,12 @@ test: venv infra
 test-fast: venv
 	$(BIN)/python -m pytest -m "not integration and not deploy and not bench and not slow"
 
-# Benchmarks (tens of minutes): writes bench/RESULTS.md, bench/RESULTS-usage.md and bench/RESULTS-serve.md.
+# Benchmarks (tens of minutes): writes bench/RESULTS.md, bench/RESULTS-parquet.md, bench/RESULTS-usage.md and
+# bench/RESULTS-serve.md.
 # make test runs only a smoke of them.
 bench: venv
 	$(BIN)/python bench/bill_import.py
+	$(BIN)/python bench/parquet_reader.py
 	scripts/install-prometheus.sh
 	$(BIN)/python bench/usage_fetch.py
 	$(BIN)/python bench/serve_footprint.py

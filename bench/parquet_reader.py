@@ -56,12 +56,14 @@ ARROW_BATCHES = bill_reader._parquet_batches
 
 
 def duckdb_parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], limits: BillLimits,
-                           source: str) -> Iterator[tuple[pa.Table, np.ndarray]]:
+                           source: str, position: bill_reader.ReadPosition | None = None
+                           ) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """The reader studied: DuckDB scans the used columns with `file_row_number`, each column fetched as the type
     it reads and turned into text by Arrow as the pyarrow reader does (so a decimal is never cast by DuckDB, and
     a cell gives the same text either way). A file where DuckDB types a used column otherwise (a decimal wider
     than 38 digits becomes a float, timestamps change unit) is read by pyarrow; one DuckDB refuses (text that
-    is not UTF-8) raises FastReadError, and the importer reads it again row by row."""
+    is not UTF-8) raises FastReadError, and the importer reads it again row by row. `position` (the progress
+    display's) is the pyarrow reader's signature; DuckDB's scan does not report one."""
     bill = pq.ParquetFile(path, pre_buffer=False)
     bill_reader._check_parquet_size(bill, columns, limits=limits, source=source)
     selected = ", ".join('"' + name.replace('"', '""') + '"' for name in columns)
@@ -74,7 +76,8 @@ def duckdb_parquet_batches(path: Path, columns: list[str], *, plain: Collection[
             if not all(_text_type(batches.schema.field(name).type) == _text_type(bill.schema_arrow.field(name).type)
                        for name in columns):
                 batches.close()
-                yield from ARROW_BATCHES(path, columns, plain=plain, limits=limits, source=source)
+                yield from ARROW_BATCHES(path, columns, plain=plain, limits=limits, source=source,
+                                         position=position)
                 return
             for batch in batches:
                 rows = batch.column("file_row_number").to_numpy() + 1
