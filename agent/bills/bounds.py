@@ -22,6 +22,8 @@ from agent.core.bill_limits import BillLimits
 from agent.errors import BillFormatError
 
 QUOTE, LF, CR, LESS_THAN = ord('"'), ord("\n"), ord("\r"), ord("<")
+# Bytes that hold no data in a CSV record: a record of only these is a blank line, whatever its columns.
+_NO_DATA = np.array([ord(","), ord(" "), ord("\t"), QUOTE, LF, CR], dtype=np.uint8)
 PART_BLOCK_BYTES = 1 << 20
 _WORKBOOK_TYPES = {XLSX, XLSM, XLTX, XLTM}
 _SHEET = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?sheet[\s/>]")
@@ -49,12 +51,20 @@ class BoundedCsv(io.RawIOBase):
         self._record_bytes = 0
         self._records = 0
         self._after_cr = False
+        # Data bytes of the record being read, and the rows (the header is row 1) of the records without any:
+        # the readers skip a record as blank only if it is one of these, so that a record with data only in
+        # columns the import does not read is rejected, not dropped.
+        self._record_data = 0
+        self.blank_rows: set[int] = set()
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:
         data = self._raw.read(len(buffer))
+        if not data and self._record_bytes and not self._record_data:
+            # A last line of bare separators, without a line break.
+            self.blank_rows.add(self._records + 1)
         self._check(np.frombuffer(data, dtype=np.uint8))
         buffer[:len(data)] = data
         return len(data)
@@ -81,6 +91,7 @@ class BoundedCsv(io.RawIOBase):
         previous = np.concatenate(([-1 if self._after_cr else -2], ends[:-1]))
         follows_cr = np.concatenate(([self._after_cr], block[ends[:-1]] == CR)) & (ends - previous == 1)
         counted = ~((block[ends] == LF) & follows_cr)
+        self._note_blank_rows(block, ends, counted)
         over = np.flatnonzero(lengths > self._limits.max_row_bytes)
         if len(over):
             self._refuse(row=self._records + int(counted[:over[0]].sum()) + 1, quoted=False)
@@ -89,6 +100,19 @@ class BoundedCsv(io.RawIOBase):
         self._after_cr = bool(len(ends)) and int(ends[-1]) == len(block) - 1 and block[-1] == CR
         if tail > self._limits.max_row_bytes:
             self._refuse(row=self._records + 1, quoted=self._quoted)
+
+    def _note_blank_rows(self, block: np.ndarray, ends: np.ndarray, counted: np.ndarray) -> None:
+        data = np.cumsum(~np.isin(block, _NO_DATA))
+        if not len(ends):
+            self._record_data += int(data[-1]) if len(block) else 0
+            return
+        at_ends = data[ends]
+        in_record = np.diff(at_ends, prepend=0)
+        in_record[0] += self._record_data
+        blank = in_record[counted] == 0
+        first_row = self._records + 1
+        self.blank_rows.update((first_row + np.flatnonzero(blank)).tolist())
+        self._record_data = int(data[-1] - at_ends[-1])
 
     def _refuse(self, *, row: int, quoted: bool) -> None:
         where = ", from a quoted cell on (is a quote left open?)," if quoted else ""

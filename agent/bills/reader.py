@@ -195,7 +195,7 @@ def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str]
                 table = pa.Table.from_batches(batches)
                 rows = np.arange(next_row, next_row + len(table), dtype=np.int64)
                 next_row += len(table)
-                blank = blank_records(table, cost=columns[0])
+                blank = blank_records(table, cost=columns[0]) & np.isin(rows, list(stream.blank_rows))
                 yield table.filter(~blank), rows[~blank]
     except (pa.ArrowException, OSError, EOFError, UnicodeError) as e:
         raise FastReadError(str(e)) from e
@@ -269,7 +269,7 @@ def _csv_header(path: Path, *, limits: BillLimits, source: str) -> list[str]:
 
 def _csv_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: str) -> Iterator[pd.DataFrame]:
     # Blank lines are kept so the record count stays aligned with the file's rows, then dropped here: a record
-    # whose read columns are all empty is taken for one (only the columns the import uses are parsed).
+    # whose read columns are all empty and which holds no data in any column (BoundedCsv tells) is one.
     # index_col=False: a row with more fields than the header would otherwise turn its first column into the
     # index; the used fields are read by their position in the header, and the extra ones are ignored.
     with _csv_bytes(path, limits=limits, source=source) as text, pd.read_csv(
@@ -277,7 +277,8 @@ def _csv_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: s
             **_csv_options()) as chunks:
         for chunk in chunks:
             chunk.index = chunk.index + 2
-            blank = chunk.apply(lambda cells: cells.str.strip() == "").all(axis=1)
+            empty = chunk.apply(lambda cells: cells.str.strip() == "").all(axis=1)
+            blank = empty & chunk.index.isin(text.blank_rows)
             yield chunk[~blank]
 
 

@@ -254,3 +254,21 @@ def test_a_formula_with_its_computed_value_is_read(tmp_path):
         for name, content in parts.items():
             archive.writestr(name, content)
     assert [Decimal(3)] == list(read_bill(path, options=ImportOptions(period="2026-10")).items["cost"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+@pytest.mark.parametrize("read", [read_bill, total_bill])
+def test_a_record_with_data_only_in_columns_not_read_is_rejected_and_blank_lines_are_skipped(tmp_path, suffix, read):
+    text = ("BilledCost,EffectiveCost,BillingCurrency,BillingPeriodStart,ChargePeriodStart,Tags\r\n"
+            "1,1,USD,2024-09-01,2024-09-01,\r\n"
+            "\r\n"
+            " , ,,,,\r\n"
+            "7,,,,,\r\n"
+            "2,2,USD,2024-09-01,2024-09-01,\r\n"
+            ",,,")
+    path = tmp_path / f"bill{suffix}"
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    bill = read(path, options=ImportOptions(untagged=True))
+    assert [(reject.row, reject.column, reject.reason) for reject in bill.rejected] == [
+        (5, "EffectiveCost", "missing cost")]
+    assert bill.input_rows == 3
