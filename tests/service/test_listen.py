@@ -16,9 +16,6 @@ from tests.support.served import served_agent
 
 WORKED = Path(__file__).resolve().parents[1] / "data" / "worked"
 
-needs_ipv6 = pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="this machine has no dual-stack IPv6")
-
-
 def accepts(address: str, port: int) -> bool:
     try:
         socket.create_connection((address, port), timeout=5).close()
@@ -27,7 +24,6 @@ def accepts(address: str, port: int) -> bool:
     return True
 
 
-@needs_ipv6
 def test_the_default_host_listens_on_ipv4_and_ipv6():
     with listening_socket(Settings().host, 0) as listener:
         port = listener.getsockname()[1]
@@ -45,7 +41,6 @@ def test_without_ipv6_the_default_host_listens_on_every_ipv4_address(monkeypatch
         assert accepts("127.0.0.1", listener.getsockname()[1])
 
 
-@needs_ipv6
 def test_an_ipv4_host_listens_on_ipv4_only():
     with listening_socket("0.0.0.0", 0) as listener:
         port = listener.getsockname()[1]
@@ -64,7 +59,6 @@ def test_a_port_in_use_is_one_line_naming_the_settings():
     assert "\n" not in message
 
 
-@needs_ipv6
 @pytest.mark.integration
 def test_a_served_agent_answers_on_ipv4_and_ipv6_by_default(tmp_path: Path):
     (tmp_path / "inbox").mkdir()
