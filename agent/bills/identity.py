@@ -17,9 +17,9 @@ import pandas as pd
 from agent.bills import reader
 from agent.bills.columns import find_column
 from agent.bills.convert import month_cells, text_cells
-from agent.bills.detect import SPECS, detect_format
+from agent.bills.detect import SPECS
+from agent.bills.importer import header_and_format
 from agent.bills.options import ImportOptions
-from agent.core.bill_formats import AUTO_DETECT
 from agent.errors import BillFormatError, DuplicateLinesError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def refuse_repeated_lines(paths: list[Path], *, options: ImportOptions, period: 
     """DuplicateLinesError naming both files if a line identity of `period` is in two of the bills."""
     if options.duplicates == "allow" or len(paths) < 2:
         return
-    seen: list[tuple[Path, _IdentityColumns, np.ndarray]] = []
+    seen: list[tuple[Path, np.ndarray]] = []
     for path in paths:
         columns = _identity_columns(path, options=options)
         if columns is None:
@@ -51,7 +51,7 @@ def refuse_repeated_lines(paths: list[Path], *, options: ImportOptions, period: 
                                            reader.read_chunks(path, columns=columns.used(), source=str(path),
                                                               limits=options.limits)]
                                           or [np.empty(0, dtype=np.uint64)]))
-        for earlier, _, earlier_hashes in seen:
+        for earlier, earlier_hashes in seen:
             common = np.intersect1d(earlier_hashes, hashes, assume_unique=True)
             if len(common):
                 raise DuplicateLinesError(
@@ -60,7 +60,7 @@ def refuse_repeated_lines(paths: list[Path], *, options: ImportOptions, period: 
                     "delivered twice. "
                     "Remove the older file, or set `duplicates: allow` in the rules' bill: section if the provider "
                     "repeats line identities on purpose")
-        seen.append((path, columns, hashes))
+        seen.append((path, hashes))
 
 
 def refuse_same_lines(imports: list[BillTotals], *, period: str, options: ImportOptions) -> None:
@@ -94,8 +94,7 @@ def _content(bill: BillTotals, *, period: str) -> tuple:
 
 def _identity_columns(path: Path, *, options: ImportOptions) -> _IdentityColumns | None:
     source = str(path)
-    header = reader.read_header(path, source=source, limits=options.limits)
-    bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
+    header, bill_format = header_and_format(path, options=options)
     spec = SPECS[bill_format]
     if options.line_id_column is not None:
         line_id = find_column(header, (options.line_id_column,))

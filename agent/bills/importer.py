@@ -124,18 +124,23 @@ def _open(path: Path, options: ImportOptions) -> tuple[str, str, ColumnMap]:
     _check_options(options, source=source)
     if not path.is_file():
         raise BillFormatError("no such file", source=source)
-    header = reader.read_header(path, source=source, limits=options.limits)
-    bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
+    header, bill_format = header_and_format(path, options=options)
     return source, bill_format, resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
 
 
+def header_and_format(path: Path, *, options: ImportOptions) -> tuple[list[str], str]:
+    """The bill's column names and its format: the one options name, else the one its header shows."""
+    source = str(path)
+    header = reader.read_header(path, source=source, limits=options.limits)
+    bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
+    return header, bill_format
+
+
 def _identity(path: Path, *, source: str) -> tuple[int, int, int]:
-    """What changes when a file is rewritten or replaced: its size, modification time and inode."""
     try:
-        stat = path.stat()
+        return reader.file_identity(path)
     except OSError as e:
         raise BillFormatError(f"cannot read the file: {e.strerror or e}", source=source) from e
-    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def _check_options(options: ImportOptions, *, source: str) -> None:

@@ -50,6 +50,13 @@ _READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, InvalidFileEx
                 ParseError, csv.Error, zlib.error)
 
 
+def file_identity(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is rewritten or replaced: its size, modification time and inode (OSError if it
+    is gone)."""
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
 def file_sha256(path: Path) -> str:
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()

@@ -104,10 +104,12 @@ class Inbox:
     def _deliveries(self, manifests: list[Path]) -> tuple[list[Delivery], dict[str, str]]:
         """The deliveries the manifests describe, and period -> the errors of the broken ones. A manifest is read
         again only when its size, modification time or inode changed."""
+        from agent.bills.reader import file_identity
+
         deliveries, broken = [], {}
         for path in manifests:
             try:
-                identity = _identity(path)
+                identity = file_identity(path)
             except OSError as e:
                 log.warning("inbox: cannot read the manifest %s: %s", path, e.strerror or e)
                 continue
@@ -140,10 +142,10 @@ class Inbox:
         self._superseded = superseded
 
     def _bill(self, path: Path) -> InboxBill:
-        from agent.bills.reader import file_sha256
+        from agent.bills.reader import file_identity, file_sha256
 
         try:
-            identity = _identity(path)
+            identity = file_identity(path)
             known = self._known.get(path)
             if known is not None and known[0] == identity:
                 return known[1]
@@ -169,12 +171,6 @@ def reading_key(sha256: str, *, hint: Period | None, options: ImportOptions) -> 
     """What a bill's periods depend on, as one digest: its content, its path's period and the import options."""
     described = json.dumps([sha256, None if hint is None else str(hint), asdict(options)], sort_keys=True)
     return hashlib.sha256(described.encode()).hexdigest()
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    """What changes when a file is rewritten or replaced: its size, modification time and inode."""
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def is_bill(path: Path) -> bool:

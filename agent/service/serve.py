@@ -17,6 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
+from agent.bills import ImportOptions
 from agent.core.model import RunSummary
 from agent.core.periods import Period
 from agent.core.rules import Rules, rules_digest
@@ -93,8 +94,13 @@ class AgentService:
         log.info("job %s ended by %s: %s", job, self._leadership.identity, outcome)
         return outcome == "success"
 
+    def inbox_options(self) -> ImportOptions:
+        """How the inbox reads its bills (and an upload is checked): the rules' `bill:` section, the size limits,
+        no period (each bill's periods come from its rows and its path)."""
+        return import_options_for(self._rules(), period=None, limits=self._settings.bill_limits())
+
     def _import(self) -> None:
-        options = import_options_for(self._rules(), period=None, limits=self._settings.bill_limits())
+        options = self.inbox_options()
         # Kept between scans, so that unchanged files are not read again; new import options read them anew.
         if self._inbox is None or self._inbox.options != options:
             self._inbox = Inbox(self._settings.inbox_dir, engine=self._engine, options=options)
@@ -192,8 +198,8 @@ class AgentService:
         result = run_allocation(request, engine=self._engine, created_at=now.isoformat(timespec="seconds"),
                                 unchanged_from=plan.latest,
                                 on_stage=lambda line: log.info("period %s: %s", plan.period, line))
-        if result.manifest.stray_rows():
-            log.warning("period %s: %s", plan.period, result.manifest.stray_rows())
+        if stray := result.manifest.stray_rows():
+            log.warning("period %s: %s", plan.period, stray)
         if result.stored:
             log.info("period %s (%s): stored run %d, %d rows", plan.period, plan.reason, result.run_id,
                      len(result.allocation.rows))
@@ -238,8 +244,7 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
     # A new leader runs both jobs at once instead of waiting for the next interval.
     leadership.on_started_leading = lambda: _run_jobs_now(scheduler)
     uploads = Uploads(inbox_dir=settings.inbox_dir, max_bytes=settings.upload_max_bytes,
-                      import_options=lambda: import_options_for(load_rules(settings.rules_file), period=None,
-                                                                limits=settings.bill_limits()))
+                      import_options=service.inbox_options)
     app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
                      metrics_token_required=settings.metrics_require_token, ready=service.ready, uploads=uploads)
     listener = listening_socket(settings.host, settings.port)
