@@ -48,14 +48,16 @@ demo: venv
 		--period 2026-10 --out $(DEMO_OUT)/report-2026-10.csv
 
 # The real components the integration tests start: Prometheus (Debian package), etcd and kube-apiserver
-# (built from the Go module proxy once, then cached under ~/.cache/cz-agent), and the object stores (moto from
-# PyPI in a virtualenv of its own, Azurite from npm, fake-gcs-server from the Go module proxy).
+# (built from the Go module proxy once, then cached under ~/.cache/cz-agent), the object stores (moto from
+# PyPI in a virtualenv of its own, Azurite from npm, fake-gcs-server from the Go module proxy), and Trino (Maven
+# Central's server tarball, its Hive connector alone extracted; it runs on a Java 24 or later found on the machine).
 infra:
 	scripts/install-prometheus.sh
 	scripts/install-postgres.sh
 	scripts/kube-binaries.sh >/dev/null
 	scripts/helm-tools.sh >/dev/null
 	scripts/object-stores.sh >/dev/null
+	scripts/trino.sh >/dev/null
 	scripts/install-chromium.sh
 
 test: venv infra
