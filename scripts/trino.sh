@@ -2,10 +2,10 @@
 # Installs (once, then cached by version) the Trino server the push-down tests start, and prints two lines:
 #   trino-server      the server's directory: lib/, bin/, and plugin/hive alone (a one-node server with the Hive
 #                     connector needs nothing else; the other connectors are most of the 821 MB tarball)
-#   trino-java-home   a Java 24 or later to run it with: $JAVA_HOME when it is one, else the newest found under
+#   trino-java-home   a Java 24 or later to run it with: $JAVA_HOME when it is one, else the highest version under
 #                     /usr/lib/jvm (the machine's default java may be older)
 # The tarball comes from Maven Central, checked against the SHA-1 published beside it, and is kept under
-# downloads/ in the cache: a later install (a new cache dir, another extract) reuses it once it checks out again.
+# downloads/ in the cache, where a later extract reuses it once it checks out again.
 # Progress goes to stderr.
 set -euo pipefail
 
@@ -22,25 +22,34 @@ log() {
     echo "trino: $*" >&2
 }
 
-# The major version of the Java at JAVA_HOME $1 (8 for 1.8), or nothing when there is no java there.
+# The major version of the Java at JAVA_HOME $1 (8 for 1.8), or 0 when there is no java there.
 java_major() {
-    local version
-    version="$("$1/bin/java" -XshowSettings:properties -version 2>&1 |
-        sed -n 's/^ *java\.specification\.version = \(1\.\)\{0,1\}\([0-9]*\).*/\2/p')" || true
-    echo "$version"
+    local version=""
+    if [[ -x $1/bin/java ]]; then
+        version="$("$1/bin/java" -XshowSettings:properties -version 2>&1 |
+            sed -n 's/^ *java\.specification\.version = \(1\.\)\{0,1\}\([0-9]*\).*/\2/p')"
+    fi
+    echo "${version:-0}"
 }
 
+# $JAVA_HOME when it is recent enough, else the highest version under /usr/lib/jvm.
 find_java_home() {
-    local candidate major
-    for candidate in ${JAVA_HOME:+"$JAVA_HOME"} $(ls -d /usr/lib/jvm/*/ 2>/dev/null | sort -rV); do
+    if [[ -n ${JAVA_HOME:-} && $(java_major "$JAVA_HOME") -ge $JAVA_MIN_VERSION ]]; then
+        echo "$JAVA_HOME"
+        return
+    fi
+    local candidate major best="" best_major=0
+    for candidate in /usr/lib/jvm/*/; do
         candidate="${candidate%/}"
-        [[ -x $candidate/bin/java ]] || continue
         major="$(java_major "$candidate")"
-        if [[ -n $major && $major -ge $JAVA_MIN_VERSION ]]; then
-            echo "$candidate"
-            return
+        if [[ $major -gt $best_major ]]; then
+            best="$candidate" best_major="$major"
         fi
     done
+    if [[ $best_major -ge $JAVA_MIN_VERSION ]]; then
+        echo "$best"
+        return
+    fi
     log "Trino $TRINO_VERSION needs Java $JAVA_MIN_VERSION or later: none at JAVA_HOME (${JAVA_HOME:-unset}) or under" \
         "/usr/lib/jvm; install one (e.g. Temurin 25) or point JAVA_HOME at it"
     exit 1
