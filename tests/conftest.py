@@ -1,5 +1,6 @@
-"""Shared fixtures: the real Prometheus, Kubernetes API server and PostgreSQL the integration tests start, and a
-served agent on them (tests/support). A check that the markers `make test-fast` filters on are where they belong."""
+"""Shared fixtures: the real Prometheus, Kubernetes API server, PostgreSQL, object stores and Trino the integration
+tests start, and a served agent on them (tests/support). A check that the markers `make test-fast` filters on are
+where they belong."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.support.fixtures_prom", "tests.support.fixtures_kube",
-                  "tests.support.fixtures_live", "tests.support.fixtures_pg", "tests.support.fixtures_objectstore"]
+                  "tests.support.fixtures_live", "tests.support.fixtures_pg", "tests.support.fixtures_objectstore",
+                  "tests.support.fixtures_trino"]
 
 TESTS = Path(__file__).resolve().parent
 # Fixtures that start a real server (or need one started): a test using any of them is an integration test.
 SERVER_FIXTURES = {"prometheus_server", "kube_apiserver", "postgres_server", "postgres_url", "admin",
                    "labelled_namespaces", "agent_kubeconfig", "agent", "object_store_tools", "s3_server",
-                   "azure_server", "gcs_server"}
+                   "azure_server", "gcs_server", "trino"}
 # Every test under these directories carries the marker.
 DIRECTORY_MARKERS = {"deploy": "deploy", "bench": "bench"}
 
