@@ -226,7 +226,10 @@ def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], 
                      source: str, position: ReadPosition | None) -> Iterator[tuple[pa.Table, np.ndarray]]:
     # pre_buffer=False: with it, the reader keeps every column chunk it has read until the file is closed.
     first_row = 1
-    bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain], pre_buffer=False)
+    # Only text columns are read as dictionaries: Arrow refuses a nested one (CUR 2.0's resource_tags is a map).
+    schema = pq.read_schema(path)
+    text = [name for name in columns if name not in plain and _is_text(schema.field(name).type)]
+    bill = pq.ParquetFile(path, read_dictionary=text, pre_buffer=False)
     _check_parquet_size(bill, columns, limits=limits, source=source)
     if position is not None:
         total_rows = max(bill.metadata.num_rows, 1)
@@ -236,6 +239,11 @@ def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], 
         yield pa.table({name: _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))
                         for name in columns}), rows
         first_row += batch.num_rows
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind))
 
 
 def file_kind(path: Path) -> str:

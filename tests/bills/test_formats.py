@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agent.bills import ImportOptions, detect_format, read_bill
+from agent.bills import ImportOptions, detect_format, read_bill, total_bill
 from agent.bills.lineitems import LINE_ITEM_COLUMNS
+from tests.support.bills import tag_groups
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
 SEPTEMBER = ImportOptions(period="2024-09")
@@ -205,12 +206,13 @@ def test_cur2_parquet_with_a_map_of_resource_tags(tmp_path):
         "resource_tags": pa.array([[("user_cz_container_bill", "mobile"), ("user_env", "prod")], None,
                                    [("user_CZ_CONTAINER_BILL", " mcmp ")]], type=tags_type),
     }), path)
-    bill = read_bill(path, options=SEPTEMBER)
+    bill = total_bill(path, options=SEPTEMBER)
     assert bill.bill_format == "cur2"
-    assert list(bill.items["cost"]) == [Decimal("0.1"), Decimal("0.0000564902"), Decimal("1234.5")]
-    assert list(bill.items["tag"]) == ["mobile", None, "mcmp"]
-    assert list(bill.items["period"]) == ["2024-09"] * 3
-    assert list(bill.items["row"]) == [1, 2, 3]
+    assert tag_groups(bill) == {
+        ("2024-09", "USD", "mobile", None, None, None): (Decimal("0.1"), 1, "1"),
+        ("2024-09", "USD", None, "2", None, None): (Decimal("0.0000564902"), 1, "2"),
+        ("2024-09", "USD", "mcmp", None, None, None): (Decimal("1234.5"), 1, "3"),
+    }
 
 
 def test_azure_tags_with_and_without_braces_and_us_dates():
