@@ -7,8 +7,6 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
 from agent.bills import ImportOptions, reader
 from agent.bills.columns import resolve_columns
 from agent.bills.convert import convert_chunk
@@ -16,7 +14,6 @@ from agent.bills.detect import SPECS
 from agent.bills.importer import header_and_format
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals, GroupTotal
-from agent.errors import FastReadError
 
 
 def tag_groups(bill: BillTotals) -> dict[tuple, tuple[Decimal, int, str]]:
@@ -65,9 +62,23 @@ def view(bill: BillTotals) -> tuple:
             bill.outside_rows)
 
 
+def same_lines(bill: BillTotals, *, first_row: int) -> tuple:
+    """What `view` shows, rows counted from the file's first record: Parquet numbers its records from 1, CSV and
+    XLSX their lines from 2 (the header is line 1)."""
+    def record(row: int) -> int:
+        return row - first_row
+
+    return ({key: (amount, lines) for key, (amount, lines, _) in tag_groups(bill).items()}, split_groups(bill),
+            outside_groups(bill),
+            {key: ([record(row) for row in sample.first], record(sample.low), record(sample.high), sample.count)
+             for key, sample in bill.tag_rows.items()},
+            [(record(row), *rest) for row, *rest in rejects(bill)],
+            [(record(row), period) for row, period in bill.outside_rows], bill.input_rows)
+
+
 def judged_row_by_row(path: Path, options: ImportOptions) -> BillTotals:
     """The bill as total_bill must give it, with every row judged by convert.py, none by the Arrow path: read by
-    reader.read_chunks (the reader total_bill falls back on for CSV; the only one for Parquet and XLSX)."""
+    reader.read_chunks (for CSV, the reader total_bill falls back on)."""
     source = str(path)
     header, bill_format = header_and_format(path, options=options)
     columns = resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
@@ -79,19 +90,6 @@ def judged_row_by_row(path: Path, options: ImportOptions) -> BillTotals:
         bill.rejected += judged.rejected
         bill.input_rows += len(chunk)
     return bill
-
-
-def read_csv_by_the_fallback(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Make total_bill read every CSV file with its row-by-row fallback reader, as it reads a file Arrow cannot
-    parse (ragged rows, invalid UTF-8); the files it read so are listed, for the test to check it happened."""
-    fallen_back: list[Path] = []
-
-    def refuse(path: Path, *_args: object, **_kwargs: object) -> None:
-        fallen_back.append(path)
-        raise FastReadError("refused by the test")
-
-    monkeypatch.setattr(reader, "_arrow_csv_batches", refuse)
-    return fallen_back
 
 
 def _sums(groups: dict[tuple, GroupTotal]) -> dict[tuple, tuple[Decimal, int]]:
