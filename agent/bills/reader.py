@@ -302,14 +302,11 @@ def _parquet_header(path: Path, *, limits: BillLimits, source: str) -> list[str]
 
 
 def _parquet_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: str) -> Iterator[pd.DataFrame]:
-    first_row = 1
-    bill = pq.ParquetFile(path, pre_buffer=False)
-    _check_parquet_size(bill, columns, limits=limits, source=source)
-    for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
-        index = pd.RangeIndex(first_row, first_row + batch.num_rows)
-        yield pd.DataFrame({name: _arrow_text(_utf8(batch.column(name), column=name, first_row=first_row), index)
-                            for name in columns}, index=index)
-        first_row += batch.num_rows
+    # The batches of `read_batches`, as frames: Parquet has one reader.
+    for table, rows in _parquet_batches(path, columns, plain=columns, limits=limits, source=source, position=None):
+        index = pd.Index(rows)
+        yield pd.DataFrame({name: table[name].to_pandas().astype("str").set_axis(index) for name in columns},
+                           index=index)
 
 
 def _check_parquet_size(bill: pq.ParquetFile, columns: list[str], *, limits: BillLimits, source: str) -> None:
@@ -347,10 +344,6 @@ def _decodes(text: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _arrow_text(array: pa.Array, index: pd.Index) -> pd.Series:
-    return _arrow_strings(array).to_pandas().astype("str").set_axis(index)
 
 
 def _arrow_strings(array: pa.Array) -> pa.Array:

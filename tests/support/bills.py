@@ -78,7 +78,7 @@ def same_lines(bill: BillTotals, *, first_row: int) -> tuple:
 
 def judged_row_by_row(path: Path, options: ImportOptions) -> BillTotals:
     """The bill as total_bill must give it, with every row judged by convert.py, none by the Arrow path: read by
-    reader.read_chunks (for CSV, the reader total_bill falls back on)."""
+    reader.read_chunks (for CSV, the reader total_bill falls back on; for Parquet and XLSX, its only one)."""
     source = str(path)
     header, bill_format = header_and_format(path, options=options)
     columns = resolve_columns(header, spec=SPECS[bill_format], options=options, source=source)
