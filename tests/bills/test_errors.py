@@ -264,3 +264,34 @@ def test_a_record_with_data_only_in_columns_not_read_is_rejected_and_blank_lines
     assert bill.input_rows == 3
     assert split_groups(bill) == {("2024-09", "USD", None, None, None): (Decimal(3), 2)}
     assert sorted(rows_of(bill)) == [2, 6]
+
+
+QUOTE_LEFT_OPEN = {
+    "in the last cell": 'unblendedCost,currency,billingCycle\n1,USD,2024-09\n2,USD,"2024-09\n3,USD,2024-09\n',
+    "after a quote inside an unquoted cell": 'unblendedCost,currency,billingCycle\n1,US"D,2024-09\n2,USD,"2024-09\n'
+                                             '3,USD,2024-09\n',
+    "with no line break at the end": 'unblendedCost,currency,billingCycle\n1,USD,2024-09\n2,USD,"2024-09',
+}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+@pytest.mark.parametrize("text", QUOTE_LEFT_OPEN.values(), ids=QUOTE_LEFT_OPEN.keys())
+def test_a_file_ending_inside_a_quoted_cell_is_refused_not_read_as_one_long_cell(tmp_path, suffix, text, csv_reader):
+    """Arrow would take the rest of the file as the cell's text, the lines in it lost from the counts; the
+    row-by-row reader refuses such a file, as truncated or broken."""
+    path = tmp_path / f"bill{suffix}"
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    with pytest.raises(BillFormatError, match="cannot read the file: .*EOF inside string") as refused:
+        total_bill(path, options=ImportOptions(untagged=True))
+    assert refused.value.source == str(path)
+
+
+def test_quotes_that_close_are_read_whatever_their_number(tmp_path):
+    """An odd number of quotes is not a quote left open: one inside an unquoted cell, or after a closing one, is
+    text."""
+    path = tmp_path / "bill.csv"
+    path.write_text('unblendedCost,currency,billingCycle,cz_container_bill\n1,USD,2024-09,"we"b\n'
+                    '2,USD,2024-09,a"b\n', encoding="utf-8")
+    bill = total_bill(path, options=ImportOptions())
+    assert tag_groups(bill) == {("2024-09", "USD", "web", None, None, None): (Decimal(1), 1, "2"),
+                                ("2024-09", "USD", 'a"b', None, None, None): (Decimal(2), 1, "3")}
