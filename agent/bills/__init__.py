@@ -9,13 +9,12 @@ from agent.bills.options import ImportOptions
 
 if TYPE_CHECKING:
     from agent.bills.detect import detect_format
-    from agent.bills.importer import read_bill, total_bill
+    from agent.bills.importer import total_bill
 
-__all__ = ["ImportOptions", "detect_format", "read_bill", "total_bill"]
+__all__ = ["ImportOptions", "detect_format", "total_bill"]
 # The importer needs pandas and Arrow: it is loaded when first used, so that an idle `cz-agent serve` does
 # without them.
-_LAZY = {"detect_format": "agent.bills.detect", "read_bill": "agent.bills.importer",
-         "total_bill": "agent.bills.importer"}
+_LAZY = {"detect_format": "agent.bills.detect", "total_bill": "agent.bills.importer"}
 
 
 def __getattr__(name: str) -> object:

@@ -29,6 +29,8 @@ class ColumnMap:
     sub_account: str | None
     workspace: str | None
     api_key: str | None
+    # Not kept in line items: read so that a record holding only a resource or a product is rejected, not taken
+    # for a blank line.
     resource_id: str | None
     service_name: str | None
 

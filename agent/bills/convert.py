@@ -10,7 +10,7 @@ import pandas as pd
 
 from agent.bills.columns import ColumnMap
 from agent.bills.dates import months
-from agent.bills.lineitems import LINE_ITEM_COLUMNS, empty_line_items
+from agent.bills.lineitems import LINE_ITEM_COLUMNS
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.core.model import RejectedRow
@@ -23,7 +23,6 @@ _CURRENCY_CODE = r"[A-Z]{3}"
 class ChunkResult:
     """What one chunk gave; items and out-of-period rows have LINE_ITEM_COLUMNS and a fresh index."""
 
-    input_rows: int
     items: pd.DataFrame
     out_of_period: pd.DataFrame
     rejected: list[RejectedRow]
@@ -57,15 +56,10 @@ def convert_chunk(chunk: pd.DataFrame, *, columns: ColumnMap, options: ImportOpt
     accepted = reason.isna()
     outside = _outside_period(period, options.period)
     return ChunkResult(
-        input_rows=len(chunk),
         items=items[accepted & ~outside].reset_index(drop=True),
         out_of_period=items[accepted & outside].reset_index(drop=True),
         rejected=_rejected_rows(chunk, columns=columns, source=source, failures=(column, reason)),
     )
-
-
-def empty_items() -> pd.DataFrame:
-    return empty_line_items().astype({"row": "int64"})
 
 
 def text_cells(chunk: pd.DataFrame, column: str | None) -> pd.Series:
@@ -152,8 +146,6 @@ def _line_items(chunk: pd.DataFrame, *, columns: ColumnMap, source: str,
         "sub_account": columns.sub_account,
         "workspace": columns.workspace,
         "api_key": columns.api_key,
-        "resource_id": columns.resource_id,
-        "service_name": columns.service_name,
     }
     values = {**fields, **{field: text_cells(chunk, column) for field, column in text_columns.items()}}
     frame = pd.DataFrame({field: _optional(series) for field, series in values.items()}, index=chunk.index)

@@ -1,23 +1,21 @@
-"""Reads one bill file of any supported format into canonical line items (DESIGN section 3)."""
+"""Reads one bill file of any supported format into exact group totals (DESIGN section 3): the one entry of the
+bill import."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from agent.bills import reader
 from agent.bills.columns import ColumnMap, resolve_columns
-from agent.bills.convert import convert_chunk, empty_items
+from agent.bills.convert import convert_chunk
 from agent.bills.detect import SPECS, detect_format
 from agent.bills.fast import Judges, clean_rows, prepared
-from agent.bills.lineitems import BillImport
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
@@ -29,33 +27,6 @@ from agent.errors import BillFormatError, FastReadError, PeriodError
 log = logging.getLogger(__name__)
 
 
-def read_bill(path: Path, *, options: ImportOptions, on_rows: Callable[[int], None] | None = None) -> BillImport:
-    """The line items of a bill file; BillFormatError if the file as a whole cannot be imported.
-
-    Rows that cannot be imported are listed in `rejected` and the rest of the file is still read.
-    `on_rows` hears how many records each chunk held, for progress reports on large bills.
-    """
-    source, bill_format, columns = _open(path, options)
-    tag_reader = TagReader(options.tag_key)
-    results = []
-    for chunk in reader.read_chunks(path, columns=columns.used(), source=source, limits=options.limits):
-        results.append(convert_chunk(chunk, columns=columns, options=options, source=source, tag_reader=tag_reader))
-        if on_rows is not None:
-            on_rows(len(chunk))
-    bill = BillImport(
-        source=source,
-        sha256=reader.file_sha256(path),
-        bill_format=bill_format,
-        input_rows=sum(result.input_rows for result in results),
-        items=_concat([result.items for result in results]),
-        rejected=[row for result in results for row in result.rejected],
-        out_of_period=_concat([result.out_of_period for result in results]),
-    )
-    log.info("read %s bill %s: %d rows, %d items, %d out of period, %d rejected", bill_format, source,
-             bill.input_rows, len(bill.items), len(bill.out_of_period), len(bill.rejected))
-    return bill
-
-
 # Rows in the chunk just read, and bytes of the file read so far (None where the container does not tell).
 RowsRead = Callable[[int, int | None], None]
 
@@ -63,17 +34,16 @@ RowsRead = Callable[[int, int | None], None]
 def total_bill(path: Path, *, options: ImportOptions, on_rows: RowsRead | None = None) -> BillTotals:
     """The bill reduced to exact group totals (agent.bills.totals), read chunk by chunk in bounded memory.
 
-    Gives the same totals, rejected rows and counts as `read_bill` followed by grouping its line items;
-    well-formed rows are converted by Arrow compute (agent.bills.fast), the others row by row.
+    Rows that cannot be imported are listed in `rejected` and the rest of the file is still read; BillFormatError if
+    the file as a whole cannot be imported. Well-formed rows are converted by Arrow compute (agent.bills.fast), the
+    others row by row by agent.bills.convert, the exact judge: a row gets the same verdict either way.
     """
     source, bill_format, columns = _open(path, options)
     before = _identity(path, source=source)
     position = reader.ReadPosition(total=before[0])
     used = columns.used()
-    # Totals keep neither the resource nor the product. Their columns are still read, as plain text (a resource
-    # ID is often unique per line), so that a record holding only them is rejected, not taken for a blank line.
+    # The resource and product columns are read as plain text: a resource ID is often unique per line.
     plain = {columns.cost, columns.resource_id, columns.service_name}
-    columns = replace(columns, resource_id=None, service_name=None)
     # The file's digest is computed alongside, on a thread of its own.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bill-sha256") as hashing:
         sha256 = hashing.submit(reader.file_sha256, path)
@@ -156,7 +126,3 @@ def _check_options(options: ImportOptions, *, source: str) -> None:
     if default is not None and not is_currency_code(default.strip().upper()):
         raise BillFormatError(f"default currency {default!r} is not a 3-letter currency code", source=source)
 
-
-def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    frames = [frame for frame in frames if len(frame)]
-    return pd.concat(frames, ignore_index=True) if frames else empty_items()

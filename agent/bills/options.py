@@ -13,7 +13,7 @@ class ImportOptions:
     """How to read a bill; column overrides are header names, matched case-insensitively."""
 
     tag_key: str = "cz_container_bill"
-    # "YYYY-MM": rows of another month go to BillImport.out_of_period.
+    # "YYYY-MM": rows of another month are set aside as out of period (BillTotals.outside).
     period: str | None = None
     # One of agent.core.bill_formats.BILL_FORMAT_CHOICES; the importer refuses any other.
     bill_format: str = AUTO_DETECT

@@ -9,6 +9,7 @@ import io
 import itertools
 import json
 import queue
+import secrets
 import threading
 import zipfile
 import zlib
@@ -100,10 +101,10 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str], sour
                  position: ReadPosition | None = None) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """The bill's records as Arrow text columns (null where a cell is absent) with their row numbers, as
     `read_chunks` gives them. CSV is parsed by Arrow, a block at a time on one thread (run the batches through
-    `prefetched` to read on a thread of their own); a file it cannot parse the way `read_chunks` would
-    (invalid UTF-8, ragged rows, repeated column names) raises FastReadError, and the caller reads it again
-    with `read_chunks`. Columns are read as dictionaries, except those in `plain`
-    (the cost, and columns whose values rarely repeat); the first of `columns` must be the cost."""
+    `prefetched` to read on a thread of their own); a file it cannot parse the way `read_chunks` would (invalid
+    UTF-8, ragged rows, repeated column names, a quoted cell left open at the end) raises FastReadError, and the
+    caller reads it again with `read_chunks`. Columns are read as dictionaries, except those in `plain` (the cost,
+    and columns whose values rarely repeat); the first of `columns` must be the cost."""
     kind = file_kind(path)
     if kind in (".csv", ".gz"):
         for table, rows in _arrow_csv_batches(path, columns, plain=plain, limits=limits, source=source,
@@ -197,8 +198,9 @@ def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str]
             position.done = lambda: position.total if raw.closed else raw.tell()
         stream = BoundedCsv(pa.input_stream(raw, compression="gzip" if file_kind(path) == ".gz" else None),
                             limits=limits, source=source)
-        with raw, stream, pacsv.open_csv(stream, **options) as reader:
-            for batches in _gathered(reader, rows=CHUNK_ROWS):
+        marked = _EndMarked(stream, columns=len(header))
+        with raw, stream, pacsv.open_csv(marked, **options) as reader:
+            for batches in _gathered(marked.unmarked(reader, cost=columns[0]), rows=CHUNK_ROWS):
                 table = pa.Table.from_batches(batches)
                 rows = np.arange(next_row, next_row + len(table), dtype=np.int64)
                 next_row += len(table)
@@ -206,6 +208,48 @@ def _arrow_csv_batches(path: Path, columns: list[str], *, plain: Collection[str]
                 yield table.filter(~blank), rows[~blank]
     except (pa.ArrowException, OSError, EOFError, UnicodeError) as e:
         raise FastReadError(str(e)) from e
+
+
+class _EndMarked(io.RawIOBase):
+    """A CSV text followed by one more record, on a line of its own, whose cells read a mark no bill can hold.
+
+    Were the text to end inside a quoted cell, Arrow would read the rest of the file as that cell's text (the lines
+    in it lost from the counts), where the row-by-row reader refuses the file: the record, swallowed, tells."""
+
+    def __init__(self, text: io.RawIOBase, *, columns: int) -> None:
+        super().__init__()
+        self._text = text
+        self._mark = f"end of file {secrets.token_hex(8)}"
+        self._record = (",".join([self._mark] * columns) + "\n").encode()
+        self._ended_line = True
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._text is not None:
+            size = self._text.readinto(buffer)
+            if size:
+                self._ended_line = buffer[size - 1] in b"\r\n"
+                return size
+            self._text = None
+            self._record = (b"" if self._ended_line else b"\n") + self._record
+        size = min(len(buffer), len(self._record))
+        buffer[:size], self._record = self._record[:size], self._record[size:]
+        return size
+
+    def unmarked(self, batches: Iterator[pa.RecordBatch], *, cost: str) -> Iterator[pa.RecordBatch]:
+        """The batches Arrow read, without the mark's record; FastReadError if a quoted cell swallowed it."""
+        held = None
+        for batch in batches:
+            if batch.num_rows:
+                if held is not None:
+                    yield held
+                held = batch
+        if held is None or held.column(cost)[-1].as_py() != self._mark:
+            raise FastReadError("the file ends inside a quoted cell")
+        if held.num_rows > 1:
+            yield held.slice(0, held.num_rows - 1)
 
 
 def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[pa.RecordBatch]]:
@@ -226,7 +270,10 @@ def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], 
                      source: str, position: ReadPosition | None) -> Iterator[tuple[pa.Table, np.ndarray]]:
     # pre_buffer=False: with it, the reader keeps every column chunk it has read until the file is closed.
     first_row = 1
-    bill = pq.ParquetFile(path, read_dictionary=[name for name in columns if name not in plain], pre_buffer=False)
+    # Only text columns are read as dictionaries: Arrow refuses a nested one (CUR 2.0's resource_tags is a map).
+    schema = pq.read_schema(path)
+    text = [name for name in columns if name not in plain and _is_text(schema.field(name).type)]
+    bill = pq.ParquetFile(path, read_dictionary=text, pre_buffer=False)
     _check_parquet_size(bill, columns, limits=limits, source=source)
     if position is not None:
         total_rows = max(bill.metadata.num_rows, 1)
@@ -236,6 +283,11 @@ def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], 
         yield pa.table({name: _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))
                         for name in columns}), rows
         first_row += batch.num_rows
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind))
 
 
 def file_kind(path: Path) -> str:
@@ -294,14 +346,11 @@ def _parquet_header(path: Path, *, limits: BillLimits, source: str) -> list[str]
 
 
 def _parquet_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: str) -> Iterator[pd.DataFrame]:
-    first_row = 1
-    bill = pq.ParquetFile(path, pre_buffer=False)
-    _check_parquet_size(bill, columns, limits=limits, source=source)
-    for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
-        index = pd.RangeIndex(first_row, first_row + batch.num_rows)
-        yield pd.DataFrame({name: _arrow_text(_utf8(batch.column(name), column=name, first_row=first_row), index)
-                            for name in columns}, index=index)
-        first_row += batch.num_rows
+    # The batches of `read_batches`, as frames: Parquet has one reader.
+    for table, rows in _parquet_batches(path, columns, plain=columns, limits=limits, source=source, position=None):
+        index = pd.Index(rows)
+        yield pd.DataFrame({name: table[name].to_pandas().astype("str").set_axis(index) for name in columns},
+                           index=index)
 
 
 def _check_parquet_size(bill: pq.ParquetFile, columns: list[str], *, limits: BillLimits, source: str) -> None:
@@ -339,10 +388,6 @@ def _decodes(text: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def _arrow_text(array: pa.Array, index: pd.Index) -> pd.Series:
-    return _arrow_strings(array).to_pandas().astype("str").set_axis(index)
 
 
 def _arrow_strings(array: pa.Array) -> pa.Array:

@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.bills import ImportOptions, read_bill, total_bill
+from agent.bills import ImportOptions, total_bill
 from agent.bills.totals import BillTotals
 from agent.errors import BillFormatError
 from tests.bills.test_fuzz import FUZZ
+from tests.support.bills import rows_of
 
 MONTHS = ("2026-08", "2026-09", "2026-10")
 # Per format with a billing period and a charge date: its header, and a line from (cost, billing month or None,
@@ -62,8 +63,8 @@ def test_a_line_billed_in_october_for_a_charge_on_30_september_belongs_to_octobe
     assert accepted(october) == (2, Decimal("15.00"))
     assert (october.out_of_period_rows, september.out_of_period_rows) == (0, 2)
     assert accepted(september) == (0, Decimal(0))
-    assert list(read_bill(path, options=ImportOptions(period="2026-10")).items["cost"]) == [Decimal("10.00"),
-                                                                                            Decimal("5.00")]
+    assert sorted(rows_of(october)) == [2, 3]
+    assert september.outside_rows == [(2, "2026-10"), (3, "2026-10")]
 
 
 def test_without_a_billing_period_a_line_belongs_to_its_charge_month(tmp_path):
@@ -89,14 +90,18 @@ def test_every_accepted_line_lands_in_exactly_one_period(bill_format, lines, mal
         path = write_bill(Path(directory) / "bill.csv", lines, bill_format=bill_format)
         whole = total_bill(path, options=ImportOptions())
         per_period = {period: total_bill(path, options=ImportOptions(period=period)) for period in MONTHS}
-        by_row = Counter(row for period in MONTHS for row in read_bill(path, options=ImportOptions(period=period))
-                         .items["row"])
+    by_row = Counter(row for bill in per_period.values() for row in rows_of(bill))
+    landed = {row: key[0] for bill in per_period.values() for row, key in rows_of(bill).items()}
     assert accepted(whole)[0] == len(lines)
     assert sum(bill.accepted_rows for bill in per_period.values()) == whole.accepted_rows
     assert sum(accepted(bill)[1] for bill in per_period.values()) == accepted(whole)[1]
     assert by_row == Counter(range(2, len(lines) + 2))
+    assert landed == {index + 2: billing or charge[:7] for index, (_, billing, charge) in enumerate(lines)}
     expected = Counter(billing or charge[:7] for _, billing, charge in lines)
     assert {period: bill.accepted_rows for period, bill in per_period.items() if bill.accepted_rows} == expected
+    amounts = {period: sum((Decimal(cost) for cost, billing, charge in lines if (billing or charge[:7]) == period),
+                           Decimal(0)) for period in expected}
+    assert {period: accepted(bill)[1] for period, bill in per_period.items() if bill.accepted_rows} == amounts
 
 
 def test_a_tag_key_no_column_holds_is_refused_with_the_closest_column_and_the_way_out(tmp_path):

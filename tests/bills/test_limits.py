@@ -18,27 +18,34 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agent.bills import ImportOptions, read_bill, total_bill
+from agent.bills import ImportOptions, total_bill
 from agent.core.bill_limits import BillLimits, setting_name
 from agent.errors import BillFormatError
 from agent.settings import Settings
+from tests.support.bills import rows_of
 
 MIB = 1 << 20
 # The child's own peak: the interpreter with pandas, Arrow and openpyxl loaded takes about 150 MiB.
 PEAK_MIB = 300
 SECONDS = 60
 HEADER = b"unblendedCost,currency,billingCycle\n"
+# The CSV reader is Arrow's, or with "fallback" the row-by-row one total_bill falls back on (tests/bills/conftest.py).
 CHILD = """
 import sys
 from pathlib import Path
-from agent.bills import ImportOptions, read_bill, total_bill
-from agent.errors import BillFormatError
+from unittest import mock
+from agent.bills import ImportOptions, reader, total_bill
+from agent.errors import BillFormatError, FastReadError
 from agent.settings import load_settings
 
-read = {"total_bill": total_bill, "read_bill": read_bill}[sys.argv[2]]
+def refuse(*_args, **_kwargs):
+    raise FastReadError("refused by the test")
+
+if sys.argv[2] == "fallback":
+    mock.patch.object(reader, "_arrow_csv_batches", refuse).start()
 try:
-    read(Path(sys.argv[1]), options=ImportOptions(untagged=True, default_currency="USD",
-                                                  limits=load_settings().bill_limits()))
+    total_bill(Path(sys.argv[1]), options=ImportOptions(untagged=True, default_currency="USD",
+                                                        limits=load_settings().bill_limits()))
     print("read")
 except BillFormatError as e:
     print(e)
@@ -46,10 +53,11 @@ print(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
 """
 
 
-def read_in_child(path: Path, *, entry: str = "total_bill", env: dict[str, str] | None = None) -> tuple[str, float]:
-    """The outcome of reading the bill in a child process (the error's message, or "read"), and its peak MiB."""
+def read_in_child(path: Path, *, csv_reader: str = "arrow", env: dict[str, str] | None = None) -> tuple[str, float]:
+    """The outcome of total_bill reading the bill in a child process (the error's message, or "read"), and its peak
+    MiB."""
     started = time.monotonic()
-    child = subprocess.run([sys.executable, "-c", CHILD, str(path), entry], capture_output=True, text=True,
+    child = subprocess.run([sys.executable, "-c", CHILD, str(path), csv_reader], capture_output=True, text=True,
                            timeout=SECONDS, env={**os.environ, **(env or {})})
     assert child.returncode == 0, child.stdout + child.stderr
     assert time.monotonic() - started < SECONDS
@@ -81,20 +89,20 @@ def repeated(piece: bytes, size: int) -> Iterable[bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ["total_bill", "read_bill"])
-def test_a_gzip_of_one_64_mib_cell_is_refused_in_bounded_memory(tmp_path, entry):
+@pytest.mark.parametrize("csv_reader", ["arrow", "fallback"])
+def test_a_gzip_of_one_64_mib_cell_is_refused_in_bounded_memory(tmp_path, csv_reader):
     path = write_gzip(tmp_path / "bill.csv.gz", [HEADER, b"1,USD,2024-09\n2,USD,", *repeated(b"x", 64 * MIB), b"\n"])
     assert path.stat().st_size < 100_000
-    outcome, peak = read_in_child(path, entry=entry)
+    outcome, peak = read_in_child(path, csv_reader=csv_reader)
     assert_refused(path, outcome, peak, where=", row 3", limit="max_row_bytes")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("entry", ["total_bill", "read_bill"])
-def test_a_gzip_of_one_quoted_cell_of_64_mib_of_line_breaks_is_refused_in_bounded_memory(tmp_path, entry):
+@pytest.mark.parametrize("csv_reader", ["arrow", "fallback"])
+def test_a_gzip_of_one_quoted_cell_of_64_mib_of_line_breaks_is_refused_in_bounded_memory(tmp_path, csv_reader):
     path = write_gzip(tmp_path / "bill.csv.gz", [HEADER, b'1,USD,2024-09\n2,USD,"', *repeated(b"\n", 64 * MIB),
                                                  b'"\n'])
-    outcome, peak = read_in_child(path, entry=entry)
+    outcome, peak = read_in_child(path, csv_reader=csv_reader)
     assert_refused(path, outcome, peak, where=", row 3", limit="max_row_bytes")
     assert "is a quote left open?" in outcome
 
@@ -108,26 +116,27 @@ def test_a_gzip_expanding_past_the_decompressed_limit_is_refused_as_read(tmp_pat
     assert f"more than {8 * MIB} bytes" in outcome
 
 
-@pytest.mark.parametrize("read", [read_bill, total_bill])
-def test_a_cell_past_the_cell_limit_names_its_row_and_column(tmp_path, read):
+def test_a_cell_past_the_cell_limit_names_its_row_and_column(tmp_path, csv_reader):
     path = tmp_path / "bill.csv"
     path.write_bytes(HEADER + b"1,USD,2024-09\n2,USD," + b"x" * 2000 + b"\n3,USD,2024-09\n")
     with pytest.raises(BillFormatError) as refused:
-        read(path, options=ImportOptions(untagged=True, limits=BillLimits(max_cell_chars=1000)))
+        total_bill(path, options=ImportOptions(untagged=True, limits=BillLimits(max_cell_chars=1000)))
     assert (refused.value.row, refused.value.column) == (3, "billingCycle")
     assert "the cell holds more than 1000 characters (the limit bill_max_cell_chars" in str(refused.value)
 
 
-@pytest.mark.parametrize("read", [read_bill, total_bill])
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
-def test_a_record_past_the_row_limit_is_named_by_its_row_whatever_the_line_breaks(tmp_path, read, newline):
+def test_a_record_past_the_row_limit_is_named_by_its_row_whatever_the_line_breaks(tmp_path, csv_reader, newline):
     rows = [b"1,USD,2024-09", b'2,USD,"2024-09\n"', b"", b"3,USD," + b"y" * 300, b"4,USD,2024-09"]
     path = tmp_path / "bill.csv"
     path.write_bytes(newline.join([HEADER.strip(), *rows]) + newline)
     with pytest.raises(BillFormatError) as refused:
-        read(path, options=ImportOptions(untagged=True, limits=BillLimits(max_row_bytes=100)))
+        total_bill(path, options=ImportOptions(untagged=True, limits=BillLimits(max_row_bytes=100)))
     assert refused.value.row == 5
-    assert read(path, options=ImportOptions(untagged=True, period="2024-09", limits=BillLimits(max_row_bytes=400)))
+    limits = BillLimits(max_row_bytes=400)
+    bill = total_bill(path, options=ImportOptions(untagged=True, period="2024-09", limits=limits))
+    assert (bill.input_rows, sorted(rows_of(bill)), [(reject.row, reject.column) for reject in bill.rejected]) == (
+        4, [2, 3, 6], [(5, "billingCycle")])
 
 
 # ----------------------------------------------------------------------------------------------------- XLSX

@@ -14,8 +14,7 @@ def line_items(lines: list[tuple[str | None, str]], *, currency: str = "USD", pe
     records = [
         {
             "period": period, "cost": Decimal(cost), "currency": currency, "tag": tag, "sub_account": None,
-            "workspace": None, "api_key": None, "resource_id": None, "service_name": None, "source": source,
-            "row": index + 2,
+            "workspace": None, "api_key": None, "source": source, "row": index + 2,
         }
         for index, (tag, cost) in enumerate(lines)
     ]
