@@ -3,47 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import logging
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
-from sqlalchemy import Engine
-
 from agent import __version__
-from agent.bills import ImportOptions
-from agent.bills.grouping import bill_lines, split_bill
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES, COLUMN_OVERRIDES, column_option
-from agent.core.bill_limits import BillLimits
 from agent.core.periods import Period
-from agent.core.rules import Rules
 from agent.core.split import parse_dimensions
-from agent.core.text import one_line
-from agent.errors import AgentError, PeriodError, RejectedRowsError, SplitError
-from agent.logs import configure_logging
-from agent.outputs import summary
-from agent.outputs.focus import FOCUS_FORMAT, render_focus
-from agent.outputs.report import FORMATS, format_for, render_csv, render_report, write_atomically
-from agent.outputs.split_summary import summary_lines
-from agent.outputs.statement import write_statement
-from agent.pipeline import (OVERRIDABLE_COLUMNS, RowsProgress, RunRequest, StageProgress, import_options_for,
-                            read_distinct, run_allocation)
-from agent.settings import Settings, load_settings
-from agent.sources.rules_file import load_rules
-from agent.sources.usage import format_usage, read_usage
-from agent.store.runs import close_period, latest_run_id, list_runs, load_run, open_store, seen_namespace_maps
+from agent.errors import PeriodError, SplitError
+from agent.outputs.formats import FOCUS_FORMAT, FORMATS
 
+# Only the parser and the modules it needs are imported here: `cz-agent --help` answers at once. Each command
+# imports what it runs (pandas, Arrow, SQLAlchemy, the web server, the Kubernetes client) when it runs.
 if TYPE_CHECKING:
+    from rich.console import Console
+    from sqlalchemy import Engine
+
+    from agent.bills import ImportOptions
+    from agent.core.bill_limits import BillLimits
+    from agent.core.rules import Rules
+    from agent.pipeline import RowsProgress, StageProgress
+    from agent.settings import Settings
     from agent.sources.live import LiveUsage
 
 log = logging.getLogger(__name__)
@@ -202,6 +186,13 @@ def _add_statement(commands: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from rich.console import Console
+    from rich.markup import escape
+
+    from agent.core.text import one_line
+    from agent.errors import AgentError
+    from agent.settings import load_settings
+
     # No emoji codes: a name like `:fire:` from a bill is printed as written.
     console = Console(soft_wrap=True, emoji=False)
     if not console.is_terminal:
@@ -210,59 +201,106 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(getattr(args, "config", None))
         if args.command == "serve":
+            from agent.logs import configure_logging
             configure_logging(level=settings.log_level, log_format=settings.log_format)
         else:
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        return _dispatch(args, settings=settings, console=console)
+        return _COMMANDS[args.command](args, settings=settings, console=console)
     except AgentError as e:
         errors = Console(stderr=True, soft_wrap=True, emoji=False)
         errors.print(f"[bold red]error:[/] {escape(one_line(str(e)))}", highlight=False)
         return 1
 
 
-def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
-    if args.command == "split":
-        return _split(args, limits=settings.bill_limits(), console=console)
-    if args.command == "push":
-        return _push(args, settings=settings, console=console)
-    engine = open_store(args.store or settings.effective_store_url())
-    if args.command == "statement":
-        csv_path = args.csv or args.out.with_suffix(".csv")
-        statement = write_statement(engine, period=args.period, company=args.company, run_id=args.run,
-                                    html_path=args.out, csv_path=csv_path)
-        console.print(f"statement of {args.company} for {args.period} (run {statement.run_id}) written to "
-                      f"{args.out} and {csv_path}", highlight=False, markup=False)
-        return 0
-    if args.command == "serve":
-        log.info("effective configuration: %s", json.dumps(settings.masked(), sort_keys=True))
-        # Imported here: the web server, scheduler and Kubernetes client take a second to load, which every
-        # other command would pay for nothing.
-        from agent.service.serve import serve
-        return serve(settings, engine=engine, once=args.once)
-    if args.command == "close":
-        run_id = close_period(engine, period=args.period, closed_at=datetime.now(UTC).isoformat(timespec="seconds"))
-        console.print(f"period {args.period} closed at run {run_id}; later bills for it create new runs")
-        return 0
-    if args.command == "diff":
-        summary.print_diff(load_run(engine, args.run_a), load_run(engine, args.run_b), console=console)
-        return 0
-    if args.command == "allocate":
-        return _allocate(args, settings=settings, engine=engine, console=console)
-    if args.command == "usage":
-        live = _live_usage(load_rules(args.rules), settings=settings, engine=engine, period=args.period)
-        write_atomically(args.out, format_usage(live.usage).encode())
-        console.print(f"usage of {len(live.usage)} namespaces in {len(live.coverage)} cluster(s) written to "
-                      f"{args.out}", markup=False)
-        summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
-        return 0
-    if args.command == "runs":
-        summary.print_runs(list_runs(engine, period=args.period), console=console)
-        return 0
+def _store(args: argparse.Namespace, *, settings: Settings) -> Engine:
+    from agent.store.runs import open_store
+    return open_store(args.store or settings.effective_store_url())
+
+
+def _statement(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.outputs.statement import write_statement
+
+    csv_path = args.csv or args.out.with_suffix(".csv")
+    statement = write_statement(_store(args, settings=settings), period=args.period, company=args.company,
+                                run_id=args.run, html_path=args.out, csv_path=csv_path)
+    console.print(f"statement of {args.company} for {args.period} (run {statement.run_id}) written to "
+                  f"{args.out} and {csv_path}", highlight=False, markup=False)
+    return 0
+
+
+def _serve(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    import json
+
+    from agent.service.serve import serve
+
+    engine = _store(args, settings=settings)
+    log.info("effective configuration: %s", json.dumps(settings.masked(), sort_keys=True))
+    return serve(settings, engine=engine, once=args.once)
+
+
+def _close(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from datetime import UTC, datetime
+
+    from agent.store.runs import close_period
+
+    run_id = close_period(_store(args, settings=settings), period=args.period,
+                          closed_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    console.print(f"period {args.period} closed at run {run_id}; later bills for it create new runs")
+    return 0
+
+
+def _diff(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.outputs import summary
+    from agent.store.runs import load_run
+
+    engine = _store(args, settings=settings)
+    summary.print_diff(load_run(engine, args.run_a), load_run(engine, args.run_b), console=console)
+    return 0
+
+
+def _usage(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.outputs import summary
+    from agent.outputs.report import write_atomically
+    from agent.sources.rules_file import load_rules
+    from agent.sources.usage import format_usage
+
+    live = _live_usage(load_rules(args.rules), settings=settings, engine=_store(args, settings=settings),
+                       period=args.period)
+    write_atomically(args.out, format_usage(live.usage).encode())
+    console.print(f"usage of {len(live.usage)} namespaces in {len(live.coverage)} cluster(s) written to "
+                  f"{args.out}", markup=False)
+    summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
+    return 0
+
+
+def _runs(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.outputs import summary
+    from agent.store.runs import list_runs
+
+    summary.print_runs(list_runs(_store(args, settings=settings), period=args.period), console=console)
+    return 0
+
+
+def _explain(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.outputs import summary
+    from agent.store.runs import latest_run_id, load_run
+
+    engine = _store(args, settings=settings)
+    run_id = args.run if args.run is not None else latest_run_id(engine, period=args.period)
+    summary.print_explanation(load_run(engine, run_id), company=args.company, service=args.service, console=console)
+    return 0
+
+
+def _report(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from rich.markup import escape
+
+    from agent.outputs.focus import render_focus
+    from agent.outputs.report import format_for, render_report, write_atomically
+    from agent.store.runs import latest_run_id, load_run
+
+    engine = _store(args, settings=settings)
     run_id = args.run if args.run is not None else latest_run_id(engine, period=args.period)
     stored = load_run(engine, run_id)
-    if args.command == "explain":
-        summary.print_explanation(stored, company=args.company, service=args.service, console=console)
-        return 0
     report_format = format_for(args.out, args.format)
     if report_format == FOCUS_FORMAT:
         write_atomically(args.out, render_focus(stored, parquet=args.out.suffix.lower() == ".parquet"))
@@ -273,12 +311,26 @@ def _dispatch(args: argparse.Namespace, *, settings: Settings, console: Console)
 
 
 def _live_usage(rules: Rules, *, settings: Settings, engine: Engine, period: str) -> LiveUsage:
+    from datetime import UTC, datetime
+
     from agent.sources.live import collect_live_usage  # the Kubernetes client loads only when live usage is read
+    from agent.store.runs import seen_namespace_maps
+
     return collect_live_usage(rules=rules, settings=settings, period=period,
                               previous_maps=seen_namespace_maps(engine), now=datetime.now(UTC))
 
 
-def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, console: Console) -> int:
+def _allocate(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    import time
+    from datetime import UTC, datetime
+
+    from agent.outputs import summary
+    from agent.outputs.report import format_for, render_csv, write_atomically
+    from agent.pipeline import OVERRIDABLE_COLUMNS, RunRequest, import_options_for, run_allocation
+    from agent.sources.rules_file import load_rules
+    from agent.sources.usage import read_usage
+
+    engine = _store(args, settings=settings)
     rules = load_rules(args.rules)
     live = None if args.usage else _live_usage(rules, settings=settings, engine=engine, period=args.period)
     request = RunRequest(
@@ -312,7 +364,11 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, engine: Engine, c
 
 
 def _push(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.bills import ImportOptions
+    from agent.pipeline import import_options_for
     from agent.service.upload import push_file, upload_file
+    from agent.settings import Settings
+    from agent.sources.rules_file import load_rules
 
     if args.inbox is not None:
         limits = settings.bill_limits()
@@ -328,10 +384,17 @@ def _push(args: argparse.Namespace, *, settings: Settings, console: Console) -> 
     return 0
 
 
-def _split(args: argparse.Namespace, *, limits: BillLimits, console: Console) -> int:
-    # The importer loads pandas and Arrow: imported by the commands that read bills, not by `serve`.
-    from agent.bills import total_bill
+def _split(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    import functools
 
+    from agent.bills import total_bill
+    from agent.bills.grouping import bill_lines, split_bill
+    from agent.errors import RejectedRowsError
+    from agent.outputs.report import render_csv, write_atomically
+    from agent.outputs.split_summary import summary_lines
+    from agent.pipeline import read_distinct
+
+    limits = settings.bill_limits()
     with import_progress(console) as (on_rows, _):
         imports = read_distinct(args.bill, lambda path: total_bill(
             path, options=_split_import_options(args, path, limits=limits),
@@ -349,6 +412,7 @@ def _split(args: argparse.Namespace, *, limits: BillLimits, console: Console) ->
 def _split_import_options(args: argparse.Namespace, path: Path, *, limits: BillLimits) -> ImportOptions:
     # The split does not use tags: reading the first column as a plain tag value keeps a malformed tag
     # object (say, broken JSON in Tags) from rejecting a row whose cost is valid.
+    from agent.bills import ImportOptions
     from agent.bills.reader import read_header
 
     header = read_header(path, source=str(path), limits=limits) if path.is_file() else []
@@ -358,6 +422,11 @@ def _split_import_options(args: argparse.Namespace, path: Path, *, limits: BillL
                          api_key_column=args.api_key_column, default_currency=args.currency, limits=limits)
 
 
+_COMMANDS = {"allocate": _allocate, "explain": _explain, "runs": _runs, "report": _report, "usage": _usage,
+             "serve": _serve, "close": _close, "push": _push, "diff": _diff, "split": _split,
+             "statement": _statement}
+
+
 @contextmanager
 def import_progress(console: Console) -> Iterator[tuple[RowsProgress | None, StageProgress]]:
     """On a terminal, a bar per bill (bytes read of the file's size, rate, time left, rows) and a line per stage
@@ -365,6 +434,9 @@ def import_progress(console: Console) -> Iterator[tuple[RowsProgress | None, Sta
     if not console.is_terminal:
         yield None, lambda line: print(line, file=sys.stderr, flush=True)
         return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, SpinnerColumn, TaskID, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[rows]:,} rows"))
     with Progress(*columns, console=console, transient=True) as progress:

@@ -22,8 +22,10 @@ from agent.core.bill_limits import BillLimits
 from agent.errors import BillFormatError
 
 QUOTE, LF, CR, LESS_THAN = ord('"'), ord("\n"), ord("\r"), ord("<")
-# Bytes that hold no data in a CSV record: a record of only these is a blank line, whatever its columns.
-_NO_DATA = np.array([ord(","), ord(" "), ord("\t"), QUOTE, LF, CR], dtype=np.uint8)
+# Bytes that hold no data in a CSV record: a record of only these is a blank line, whatever its columns. As a
+# table by byte value: one lookup per byte finds them, and the quotes and line breaks among them.
+_NO_DATA = np.zeros(256, dtype=bool)
+_NO_DATA[[ord(","), ord(" "), ord("\t"), QUOTE, LF, CR]] = True
 PART_BLOCK_BYTES = 1 << 20
 _WORKBOOK_TYPES = {XLSX, XLSM, XLTX, XLTM}
 _SHEET = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?sheet[\s/>]")
@@ -78,8 +80,10 @@ class BoundedCsv(io.RawIOBase):
         if self._size > self._limits.max_decompressed_bytes:
             raise BillFormatError("the file holds, once decompressed, "
                                   + self._limits.more_than("max_decompressed_bytes", "bytes"), source=self._source)
-        quotes = np.flatnonzero(block == QUOTE)
-        breaks = np.flatnonzero((block == LF) | (block == CR))
+        no_data = np.flatnonzero(_NO_DATA.take(block))
+        kinds = block[no_data]
+        quotes = no_data[kinds == QUOTE]
+        breaks = no_data[(kinds == LF) | (kinds == CR)]
         # A line break ends a record when an even number of quotes (counting an open one carried over) precede it.
         ends = breaks[(np.searchsorted(quotes, breaks) + self._quoted) % 2 == 0]
         self._quoted = bool((len(quotes) + self._quoted) % 2)
@@ -91,7 +95,7 @@ class BoundedCsv(io.RawIOBase):
         previous = np.concatenate(([-1 if self._after_cr else -2], ends[:-1]))
         follows_cr = np.concatenate(([self._after_cr], block[ends[:-1]] == CR)) & (ends - previous == 1)
         counted = ~((block[ends] == LF) & follows_cr)
-        self._note_blank_rows(block, ends, counted)
+        self._note_blank_rows(no_data, ends, counted, size=len(block))
         over = np.flatnonzero(lengths > self._limits.max_row_bytes)
         if len(over):
             self._refuse(row=self._records + int(counted[:over[0]].sum()) + 1, quoted=False)
@@ -101,18 +105,19 @@ class BoundedCsv(io.RawIOBase):
         if tail > self._limits.max_row_bytes:
             self._refuse(row=self._records + 1, quoted=self._quoted)
 
-    def _note_blank_rows(self, block: np.ndarray, ends: np.ndarray, counted: np.ndarray) -> None:
-        data = np.cumsum(~np.isin(block, _NO_DATA))
+    def _note_blank_rows(self, no_data: np.ndarray, ends: np.ndarray, counted: np.ndarray, *, size: int) -> None:
+        """Note the blank records among those ending at `ends`, from the positions of the block's bytes that hold
+        no data: the data bytes up to a position are the bytes up to it less those."""
         if not len(ends):
-            self._record_data += int(data[-1]) if len(block) else 0
+            self._record_data += size - len(no_data)
             return
-        at_ends = data[ends]
+        at_ends = ends + 1 - np.searchsorted(no_data, ends, side="right")
         in_record = np.diff(at_ends, prepend=0)
         in_record[0] += self._record_data
         blank = in_record[counted] == 0
         first_row = self._records + 1
         self.blank_rows.update((first_row + np.flatnonzero(blank)).tolist())
-        self._record_data = int(data[-1] - at_ends[-1])
+        self._record_data = int(size - len(no_data) - at_ends[-1])
 
     def _refuse(self, *, row: int, quoted: bool) -> None:
         where = ", from a quoted cell on (is a quote left open?)," if quoted else ""

@@ -30,7 +30,6 @@ from agent.outputs.report import render_csv
 if TYPE_CHECKING:
     import pyarrow as pa
 
-FOCUS_FORMAT = "focus"
 FOCUS_VERSION = "1.2"
 ISSUER = "cz-allocation-agent"
 UNALLOCATED = "unallocated"

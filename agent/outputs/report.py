@@ -13,9 +13,9 @@ from pathlib import Path
 
 from agent.core.model import ReportRow
 from agent.errors import AgentError
+from agent.outputs.formats import FORMATS
 
 REPORT_COLUMNS = ("period", "company", "service", "category", "cluster", "amount", "currency")
-FORMATS = ("csv", "json", "parquet")
 # OWASP's CSV injection list: a cell starting with one of these is a formula to a spreadsheet. Plain numbers
 # (a credit of -12.50) are not, and stay numbers.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
