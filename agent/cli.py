@@ -14,7 +14,7 @@ from agent import __version__
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES, COLUMN_OVERRIDES, column_option
 from agent.core.periods import Period
 from agent.core.split import parse_dimensions
-from agent.errors import PeriodError, SplitError
+from agent.errors import PeriodError, RulesError, SplitError
 from agent.outputs.formats import FOCUS_FORMAT, FORMATS
 
 # Only the parser and the modules it needs are imported here: `cz-agent --help` answers at once. Each command
@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_allocate(commands: argparse._SubParsersAction) -> None:
     allocate = commands.add_parser("allocate", help="allocate a month's bill and store the run")
-    allocate.add_argument("--bill", action="append", required=True, type=Path, metavar="FILE",
-                          help="bill file (CSV, CSV.gz, Parquet, XLSX); repeat for several")
+    allocate.add_argument("--bill", action="append", default=[], type=Path, metavar="FILE",
+                          help="bill file (CSV, CSV.gz, Parquet, XLSX); repeat for several (none where the rules "
+                               "read the bill from a Trino table)")
     allocate.add_argument("--rules", required=True, type=Path, metavar="RULES.yaml")
     allocate.add_argument("--usage", type=Path, metavar="USAGE.csv",
                           help="namespace memory usage (cluster,namespace,service,memory_byte_seconds); without "
@@ -326,12 +327,18 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, console: Console)
 
     from agent.outputs import summary
     from agent.outputs.report import format_for, render_csv, write_atomically
-    from agent.pipeline import OVERRIDABLE_COLUMNS, RunRequest, import_options_for, run_allocation
+    from agent.pipeline import OVERRIDABLE_COLUMNS, RunRequest, import_options_for, run_allocation, table_queries
     from agent.sources.rules_file import load_rules
     from agent.sources.usage import read_usage
 
     engine = _store(args, settings=settings)
     rules = load_rules(args.rules)
+    if rules.bill.engine == "files" and not args.bill:
+        raise RulesError(f"{args.rules}: give the bill with --bill FILE, or read it from a table (bill: engine: trino, "
+                         "table: catalog.schema.table)")
+    if rules.bill.engine != "files" and args.bill:
+        raise RulesError(f"{args.rules}: the rules read the bill from {rules.bill.engine} table {rules.bill.table}: "
+                         "give no --bill")
     live = None if args.usage else _live_usage(rules, settings=settings, engine=engine, period=args.period)
     request = RunRequest(
         bills=args.bill,
@@ -343,6 +350,7 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, console: Console)
         report_format=format_for(args.out, args.format),
         strict=args.strict,
         coverage=None if live is None else live.coverage,
+        queries=table_queries(rules, settings),
     )
     with import_progress(console) as (on_rows, on_stage):
         result = run_allocation(request, engine=engine, created_at=datetime.now(UTC).isoformat(timespec="seconds"),

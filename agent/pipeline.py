@@ -24,19 +24,22 @@ from agent.core.bill_limits import BillLimits
 from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
 from agent.core.model import Allocation, NamespaceUsage, RunResult, RunSummary, SplitTotal
 from agent.core.rules import Rules, rules_digest
-from agent.errors import PeriodError, RejectedRowsError
+from agent.errors import PeriodError, RejectedRowsError, SettingsError
 from agent.outputs.report import render_report
 from agent.sources.usage import usage_digest
 from agent.store.runs import save_run
 
 if TYPE_CHECKING:
+    from agent.bills.pushdown import TableQueries
     from agent.bills.totals import BillTotals
+    from agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class RunRequest:
+    # Bill files; none where the rules read the bill from a query engine's table (`queries`).
     bills: list[Path]
     period: str
     rules: Rules
@@ -46,6 +49,8 @@ class RunRequest:
     strict: bool = False
     # Live runs: the fraction of the period each cluster's usage covers.
     coverage: dict[str, float] | None = None
+    # The client of the query engine holding the bill table of rules with `bill: {engine: trino}`.
+    queries: TableQueries | None = None
 
 
 # The bill, the rows of the chunk just read, and the bytes of the file read so far (None where unknown).
@@ -77,17 +82,52 @@ def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None,
         started = time.monotonic()
         bill = total_bill(path, options=request.import_options,
                           on_rows=None if on_rows is None else functools.partial(on_rows, path))
-        if on_stage is not None:
-            on_stage(f"read {path}: {bill.input_rows:,} rows ({bill.accepted_rows:,} accepted, {len(bill.rejected):,} "
-                     f"rejected, {bill.out_of_period_rows:,} out of period) in {time.monotonic() - started:.1f} s")
+        _read_stage(on_stage, bill, started=started)
         return bill
 
+    if request.rules.bill.engine != "files":
+        return [_total_table(request, on_stage=on_stage)]
     imports = read_distinct(request.bills, read)
     _refuse_other_periods(imports, period=request.period)
     refuse_same_lines(imports, period=request.period, options=request.import_options)
     refuse_repeated_lines([Path(bill.source) for bill in imports], options=request.import_options,
                           period=request.period)
     return imports
+
+
+def _total_table(request: RunRequest, *, on_stage: StageProgress | None) -> BillTotals:
+    """The rules' bill table, reduced to group sums by its query engine."""
+    from agent.bills.pushdown import BillTable, total_table
+
+    if request.queries is None:
+        raise SettingsError(f"the rules read the bill from {request.rules.bill.engine} (bill: engine): the agent "
+                            "has no client for it")
+    started = time.monotonic()
+    bill = total_table(request.queries, BillTable(engine=request.rules.bill.engine, table=request.rules.bill.table),
+                       options=request.import_options)
+    _read_stage(on_stage, bill, started=started)
+    _refuse_other_periods([bill], period=request.period)
+    return bill
+
+
+def _read_stage(on_stage: StageProgress | None, bill: BillTotals, *, started: float) -> None:
+    if on_stage is not None:
+        on_stage(f"read {bill.source}: {bill.input_rows:,} rows ({bill.accepted_rows:,} accepted, "
+                 f"{len(bill.rejected):,} rejected, {bill.out_of_period_rows:,} out of period) in "
+                 f"{time.monotonic() - started:.1f} s")
+
+
+def table_queries(rules: Rules, settings: Settings) -> TableQueries | None:
+    """The client of the query engine the rules read the bill from, from the settings; None for bill files."""
+    if rules.bill.engine == "trino":
+        from agent.sources.trino import TrinoQueries
+
+        if settings.trino_url is None:
+            raise SettingsError("the rules read the bill from a Trino table (bill: engine: trino): set "
+                                "CZ_AGENT_TRINO_URL to the server's http(s)://host:port")
+        return TrinoQueries(settings.trino_url, user=settings.trino_user, password=settings.trino_password(),
+                            timeout_seconds=settings.bill_query_timeout_seconds)
+    return None
 
 
 def read_distinct(paths: list[Path], read: Callable[[Path], BillTotals]) -> list[BillTotals]:

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     azure_storage_key: SecretStr | None = None
     azure_blob_endpoint: str | None = None
     object_store_timeout_seconds: float = Field(default=30, gt=0)
+    # The Trino server of rules with `bill: {engine: trino}` (http(s)://host:port), the user its queries run as,
+    # and a file holding that user's password (sent over https only).
+    trino_url: str | None = None
+    trino_user: str = "cz-agent"
+    trino_password_file: Path | None = None
+    # The longest a bill table's query may run.
+    bill_query_timeout_seconds: float = Field(default=600, gt=0)
     allocation_interval_seconds: int = Field(default=900, ge=1)
     misfire_grace_seconds: int = Field(default=300, ge=1)
     exposed_periods: int = Field(default=3, ge=1)
@@ -126,6 +133,16 @@ class Settings(BaseSettings):
         except OSError as e:
             raise SettingsError(f"api_token_file {self.api_token_file}: {e.strerror or e}") from e
         return _non_empty(text, given_as=f"api_token_file {self.api_token_file}")
+
+    def trino_password(self) -> str | None:
+        """The Trino user's password, read from trino_password_file (a mounted Secret); None without one."""
+        if self.trino_password_file is None:
+            return None
+        try:
+            text = self.trino_password_file.read_text(encoding="utf-8")
+        except OSError as e:
+            raise SettingsError(f"trino_password_file {self.trino_password_file}: {e.strerror or e}") from e
+        return _non_empty(text, given_as=f"trino_password_file {self.trino_password_file}")
 
     def bill_limits(self) -> BillLimits:
         return BillLimits(**{limit.name: getattr(self, setting_name(limit.name)) for limit in fields(BillLimits)})

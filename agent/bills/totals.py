@@ -156,6 +156,18 @@ class BillTotals:
             self.outside.setdefault((period, currency), GroupTotal()).add(cost, 1, _places(cost))
         self._sample_outside(zip(outside["row"].head(ROW_SAMPLE).astype(int), outside["period"].head(ROW_SAMPLE)))
 
+    def add_group(self, key: SplitKey, *, tag: str | None, amount: Decimal, lines: int, places: int,
+                  outside: bool) -> None:
+        """Add lines already summed elsewhere (a query engine's group), with no rows to show for them."""
+        if outside:
+            self.outside.setdefault(key[:2], GroupTotal()).add(amount, lines, places)
+            return
+        period, currency, *dimensions = key
+        tag_key = (period, currency, tag, *(dimensions if tag is None else (None, None, None)))
+        self.tag_groups.setdefault(tag_key, GroupTotal()).add(amount, lines, places)
+        self.tag_rows.setdefault(tag_key, RowSample())
+        self.split_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
+
     def add_table(self, table: pa.Table, *, outside: pa.Table) -> None:
         """Add line items held as Arrow columns (agent.bills.fast): `cost` a decimal, `places` its decimals,
         `row` its row, and where known `tag_group` and `split_group`, integer codes of the groups in the chunk.

@@ -54,6 +54,18 @@ class BillColumns(_Strict):
     line_id: str | None = None
     # `refuse`: a line identity found in two bill files of one period fails the run; `allow` accepts it.
     duplicates: Literal["refuse", "allow"] = "refuse"
+    # `files`: bill files (--bill, the inbox); `trino`: the table `table` (catalog.schema.table) of the Trino server
+    # the settings name, reduced to group sums by one query on that server (agent.bills.pushdown).
+    engine: Literal["files", "trino"] = "files"
+    table: str | None = None
+
+    @model_validator(mode="after")
+    def _table_with_engine(self) -> BillColumns:
+        if self.engine == "files" and self.table is not None:
+            raise ValueError("table is read by a query engine: set engine: trino, or remove table")
+        if self.engine != "files" and (self.table is None or len(self.table.split(".")) != 3):
+            raise ValueError(f"engine: {self.engine} needs table: catalog.schema.table")
+        return self
 
 
 DIMENSION_RANK = ("api_key", "workspace", "sub_account")

@@ -21,8 +21,8 @@ from agent.bills import ImportOptions
 from agent.core.model import RunSummary
 from agent.core.periods import Period
 from agent.core.rules import Rules, rules_digest
-from agent.errors import AgentError, SettingsError
-from agent.pipeline import RunRequest, import_options_for, run_allocation
+from agent.errors import AgentError, PeriodError, SettingsError
+from agent.pipeline import RunRequest, import_options_for, run_allocation, table_queries
 from agent.service.api import Uploads, create_app
 from agent.service.inbox import Inbox, InboxScan
 from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
@@ -127,13 +127,18 @@ class AgentService:
         failures = [f"{period}: {reason}" for period, reason in sorted(self._scan.incomplete.items())]
         for failure in failures:
             log.error("allocation of %s", failure)
-        for plan in self.plan(rules, scan=self._scan):
+        plans = self.plan(rules, scan=self._scan) if rules.bill.engine == "files" else self.table_plan()
+        for plan in plans:
             # Leadership can end mid-job: no further period is written once the lease is lost.
             if not self._leadership.is_leading():
                 raise AgentError(f"lost the lease before allocating {plan.period}; the new leader takes over")
             try:
                 self._allocate_period(plan, rules=rules)
             except AgentError as e:
+                if isinstance(e, PeriodError) and rules.bill.engine != "files":
+                    # A table holds a month only once its first lines are delivered.
+                    log.info("period %s: nothing to allocate yet: %s", plan.period, e)
+                    continue
                 log.error("allocation of %s failed: %s", plan.period, e)
                 failures.append(f"{plan.period}: {e}")
         if failures:
@@ -174,6 +179,16 @@ class AgentService:
                 plans.append(PeriodPlan(period, "restatement" if period in frozen else "bills removed", run))
         return plans
 
+    def table_plan(self) -> list[PeriodPlan]:
+        """With the bill in a query engine's table: the open month and the previous one unless closed, each
+        stored only when the table's answer (or the usage, the rules) changed."""
+        current = Period.of(self._clock())
+        frozen = closed(self._engine)
+        latest = _latest_by_period(list_runs(self._engine))
+        return [PeriodPlan(str(period), reason, latest.get(str(period)))
+                for period, reason in ((current.previous(), "previous month"), (current, "month to date"))
+                if str(period) not in frozen]
+
     def _from_inbox(self, run: RunSummary) -> bool:
         """Whether the run's bills were the inbox's (not files a user allocated by hand into the same store)."""
         inbox = self._settings.inbox_dir.resolve()
@@ -188,12 +203,13 @@ class AgentService:
             live = collect_live_usage(rules=rules, settings=self._settings, period=plan.period,
                                       previous_maps=seen_namespace_maps(self._engine), now=now)
         request = RunRequest(
-            bills=[bill.path for bill in self._scan.for_period(plan.period)],
+            bills=[bill.path for bill in self._scan.for_period(plan.period)] if rules.bill.engine == "files" else [],
             period=plan.period,
             rules=rules,
             usage=None if live is None else live.usage,
             import_options=import_options_for(rules, period=plan.period, limits=self._settings.bill_limits()),
             coverage=None if live is None else live.coverage,
+            queries=table_queries(rules, self._settings),
         )
         result = run_allocation(request, engine=self._engine, created_at=now.isoformat(timespec="seconds"),
                                 unchanged_from=plan.latest,

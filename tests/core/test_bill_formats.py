@@ -37,7 +37,8 @@ def test_the_rules_accept_the_registered_formats_only():
 
 
 def test_the_overridable_columns_are_one_list_for_the_rules_the_importer_and_the_command_line():
-    assert set(BillColumns.model_fields) == {"format", "untagged", "line_id", "duplicates", *COLUMN_OVERRIDES}
+    assert set(BillColumns.model_fields) == {"format", "untagged", "line_id", "duplicates", "engine", "table",
+                                              *COLUMN_OVERRIDES}
     assert {f"{column}_column" for column in COLUMN_OVERRIDES} <= {field.name for field in fields(ImportOptions)}
     subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     for command in ("allocate", "split"):

@@ -59,6 +59,10 @@ class TrinoServer:
     catalog: str
     data_dir: Path
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
     def connect(self) -> Connection:
         return connect(host=self.host, port=self.port, user=USER, catalog=self.catalog, http_scheme="http")
 

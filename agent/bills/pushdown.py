@@ -1,0 +1,293 @@
+"""A bill table too large for one machine, reduced where it lives (Trino, Athena) to exact group sums.
+
+One query, generated from the same format specs and column map as the embedded import, returns:
+
+- the group sums of the lines whose cost is a plain decimal, grouped by the *text* of every other field the
+  import judges (currency, tag, dates, sub-account, workspace, API key). Dates written as ISO dates are reduced
+  to their month in SQL (hourly bills would otherwise give a group per hour); any other text is sent as written;
+- every other line as it is written, for the row-by-row converter (agent.bills.convert) to accept or reject.
+
+The agent then judges each distinct text with the very cell functions the embedded import uses, so a cell gets
+the same verdict whichever way it is read. The lines of groups whose text is rejected (a currency `US D`) are
+fetched by a second query, only when there are some, so that each is reported with its reason. The agent's
+memory follows the number of groups, never the number of lines; sums are DECIMAL in the engine, which raises on
+overflow rather than wraps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Protocol
+
+import pandas as pd
+
+from agent.bills.columns import ColumnMap, resolve_columns
+from agent.bills.convert import convert_chunk, currency_cells, month_cells, tag_cells, text_cells
+from agent.bills.detect import SPECS, detect_format
+from agent.bills.options import ImportOptions
+from agent.bills.tags import TagReader
+from agent.bills.totals import BillTotals
+from agent.core.bill_formats import AUTO_DETECT
+from agent.core.sql import quote_identifier, quote_literal
+from agent.errors import BillFormatError
+
+# Costs summed in the engine: a plain decimal of at most 15 digits before the point and 12 after, so that a
+# DECIMAL(38, 12) sum stays exact over 10**11 lines (the engine raises past that, never wraps). Other costs
+# (exponents, more digits, a leading +, non-ASCII digits) are judged row by row, as in the embedded import.
+SQL_COST = "DECIMAL(38, 12)"
+PLAIN_COST = r"^ *(-?[0-9]{1,15}(\.[0-9]{1,12})?) *$"
+# An ISO date or timestamp whose month the SQL may take as is: the embedded import gives it the same month.
+ISO_DATE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([T ][ -~]*)?$"
+KEY_FIELDS = ("currency", "tag", "billing_period", "charge_period", "sub_account", "workspace", "api_key")
+DATE_FIELDS = ("billing_period", "charge_period")
+# Lines handed to the row-by-row converter at a time.
+LINES_PER_CHUNK = 50_000
+# The key values a follow-up query may name; past this, the bill is refused rather than the query grown.
+MAX_REJECTED_VALUES = 10_000
+TEXT_TYPES = ("varchar", "char")
+# Types a JSON text is made of, as the import reads tag objects: a JSON column, or a map (CUR 2.0 in Athena).
+JSON_TYPES = ("json",)
+NESTED_TYPES = ("map", "array", "row")
+
+
+class TableQueries(Protocol):
+    """What the engine's client does: name a table's columns, and run a query giving its rows in batches."""
+
+    def columns(self, table: str) -> list[tuple[str, str]]:
+        """(name, SQL type) of each column, in order."""
+
+    def batches(self, sql: str) -> Iterator[list[tuple]]:
+        """The query's result rows, a batch at a time."""
+
+
+@dataclass(frozen=True)
+class BillTable:
+    """A bill held in a table of a query engine: `engine` names it in sources, `table` is catalog.schema.table."""
+
+    engine: str
+    table: str
+
+    @property
+    def source(self) -> str:
+        return f"{self.engine}:{self.table}"
+
+    def quoted(self) -> str:
+        return ".".join(quote_identifier(part) for part in split_table_name(self.table))
+
+
+def split_table_name(table: str) -> list[str]:
+    """`catalog.schema.table` as its three parts; BillFormatError if it is not that."""
+    parts = table.split(".")
+    if len(parts) != 3 or not all(part.strip() == part and part for part in parts):
+        raise BillFormatError(f"the bill table {table!r} is not catalog.schema.table", source=table)
+    return parts
+
+
+@dataclass(frozen=True)
+class BillQuery:
+    """The SQL of one bill table: its columns as read, and the expressions of each field."""
+
+    table: BillTable
+    columns: ColumnMap
+    types: dict[str, str]
+
+    def _text(self, column: str) -> str:
+        """The column as text: JSON text for JSON and nested columns, which the import reads as tag objects."""
+        expression = quote_identifier(column)
+        kind = self.types[column].split("(")[0].strip().lower()
+        if kind in TEXT_TYPES:
+            return expression
+        if kind in JSON_TYPES:
+            return f"json_format({expression})"
+        if kind in NESTED_TYPES:
+            return f"json_format(CAST({expression} AS JSON))"
+        return f"CAST({expression} AS varchar)"
+
+    def _raw(self, field: str) -> str:
+        column = getattr(self.columns, field)
+        return "CAST(NULL AS varchar)" if column is None else self._text(column)
+
+    def _key(self, field: str) -> str:
+        """The text a group is keyed by: empty for a missing cell (the import judges both alike), an ISO date's
+        month for dates."""
+        raw = self._raw(field)
+        if field in DATE_FIELDS and getattr(self.columns, field) is not None:
+            raw = f"CASE WHEN regexp_like({raw}, {quote_literal(ISO_DATE)}) THEN substr({raw}, 1, 7) ELSE {raw} END"
+        return f"coalesce({raw}, '')"
+
+    def _lines(self) -> str:
+        cost = self._text(self.columns.cost)
+        keys = ", ".join(f"{self._key(field)} AS k_{field}" for field in KEY_FIELDS)
+        raws = ", ".join(f"{self._raw(field)} AS r_{field}" for field in KEY_FIELDS)
+        plain = f"trim(regexp_extract({cost}, {quote_literal(PLAIN_COST)}, 1))"
+        return (f"lines AS (SELECT {keys}, {raws}, {cost} AS cost_text, {plain} AS plain_cost "
+                f"FROM {self.table.quoted()})")
+
+    def reduce(self) -> str:
+        """Group sums of the plain lines (kind 0), and every other line as written (kind 1)."""
+        keys = ", ".join(f"k_{field}" for field in KEY_FIELDS)
+        raws = ", ".join(f"r_{field}" for field in KEY_FIELDS)
+        places = "CASE WHEN strpos(plain_cost, '.') > 0 THEN length(plain_cost) - strpos(plain_cost, '.') ELSE 0 END"
+        return (f"WITH {self._lines()} "
+                f"SELECT 0 AS kind, {keys}, CAST(sum(CAST(plain_cost AS {SQL_COST})) AS varchar) AS cost, "
+                f"max({places}) AS places, count(*) AS line_count FROM lines WHERE plain_cost IS NOT NULL "
+                f"GROUP BY {keys} "
+                f"UNION ALL SELECT 1, {raws}, cost_text, 0, 1 FROM lines WHERE plain_cost IS NULL "
+                f"ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
+
+    def lines_of(self, rejected: dict[str, set[str]], periodless: set[tuple[str, str]]) -> str:
+        """Every plain line of the groups whose key texts were rejected, as written."""
+        raws = ", ".join(f"r_{field}" for field in KEY_FIELDS)
+        conditions = [f"k_{field} IN ({', '.join(map(quote_literal, sorted(values)))})"
+                      for field, values in rejected.items() if values]
+        if periodless:
+            pairs = ", ".join(f"({quote_literal(billing)}, {quote_literal(charge)})"
+                              for billing, charge in sorted(periodless))
+            conditions.append(f"(k_billing_period, k_charge_period) IN (VALUES {pairs})")
+        return (f"WITH {self._lines()} SELECT 1, {raws}, cost_text, 0, 1 FROM lines "
+                f"WHERE plain_cost IS NOT NULL AND ({' OR '.join(conditions)}) "
+                f"ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
+
+
+def total_table(queries: TableQueries, table: BillTable, *, options: ImportOptions) -> BillTotals:
+    """The bill table reduced to exact group totals, as `agent.bills.total_bill` reduces a file."""
+    types = dict(queries.columns(table.table))
+    header = list(types)
+    bill_format = detect_format(header, source=table.source) if options.bill_format == AUTO_DETECT \
+        else options.bill_format
+    columns = resolve_columns(header, spec=SPECS[bill_format], options=options, source=table.source)
+    # Totals keep neither a line's resource nor its product.
+    columns = replace(columns, resource_id=None, service_name=None)
+    query = BillQuery(table=table, columns=columns, types=types)
+    totals = BillTotals(source=table.source, bill_format=bill_format)
+    reducer = _Reducer(columns=columns, options=options, totals=totals)
+    for batch in queries.batches(query.reduce()):
+        reducer.add(batch)
+    reducer.flush()
+    rejected, periodless = reducer.rejected_keys()
+    if any(rejected.values()) or periodless:
+        if sum(map(len, rejected.values())) + len(periodless) > MAX_REJECTED_VALUES:
+            raise BillFormatError(f"more than {MAX_REJECTED_VALUES} distinct rejected values: the bill table is not "
+                                  "a bill of this format (check the rules' bill: section)", source=table.source)
+        for batch in queries.batches(query.lines_of(rejected, periodless)):
+            reducer.add(batch)
+        reducer.flush()
+    totals.sha256 = reducer.digest()
+    return totals
+
+
+class _Reducer:
+    """Folds the query's rows into BillTotals: groups whose texts are all accepted directly, single lines
+    through the row-by-row converter."""
+
+    def __init__(self, *, columns: ColumnMap, options: ImportOptions, totals: BillTotals):
+        self._columns = columns
+        self._options = options
+        self._totals = totals
+        self._tag_reader = TagReader(options.tag_key)
+        self._verdicts: dict[str, dict[str, tuple[str | None, bool]]] = {field: {} for field in KEY_FIELDS}
+        self._rejected_groups: set[tuple[str, ...]] = set()
+        self._lines: list[tuple] = []
+        self._next_row = 1
+        self._fingerprint = _Fingerprint()
+
+    def add(self, batch: Iterable[tuple]) -> None:
+        groups = []
+        for row in batch:
+            self._fingerprint.add(row)
+            (groups if row[0] == 0 else self._lines).append(row)
+        if groups:
+            self._add_groups(groups)
+        if len(self._lines) >= LINES_PER_CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Judge the single lines gathered so far."""
+        if not self._lines:
+            return
+        names = [getattr(self._columns, field) or f"(no {field})" for field in KEY_FIELDS]
+        frame = pd.DataFrame({name: pd.Series([line[1 + i] for line in self._lines], dtype="str")
+                              for i, name in enumerate(names) if getattr(self._columns, KEY_FIELDS[i])})
+        frame[self._columns.cost] = pd.Series([line[8] for line in self._lines], dtype="str")
+        frame.index = pd.RangeIndex(self._next_row, self._next_row + len(self._lines))
+        self._next_row += len(self._lines)
+        self._totals.input_rows += len(self._lines)
+        self._lines = []
+        result = convert_chunk(frame, columns=self._columns, options=self._options, source=self._totals.source,
+                               tag_reader=self._tag_reader)
+        self._totals.add_items(result.items, outside=result.out_of_period)
+        self._totals.rejected += result.rejected
+
+    def rejected_keys(self) -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
+        """The key texts rejected per field, and the (billing, charge) texts of groups without a period."""
+        rejected = {field: {text for text, (_, refused) in verdicts.items() if refused}
+                    for field, verdicts in self._verdicts.items()}
+        periodless = {(key[2], key[3]) for key in self._rejected_groups
+                      if not any(key[i] in rejected[field] for i, field in enumerate(KEY_FIELDS))}
+        return rejected, periodless
+
+    def digest(self) -> str:
+        return self._fingerprint.hexdigest()
+
+    def _add_groups(self, groups: list[tuple]) -> None:
+        for i, field in enumerate(KEY_FIELDS, start=1):
+            self._judge(field, {group[i] for group in groups})
+        for group in groups:
+            key = group[1:8]
+            values = [self._verdicts[field][text] for field, text in zip(KEY_FIELDS, key)]
+            billing, charge = values[2][0], values[3][0]
+            period = billing or charge or self._options.period
+            if any(refused for _, refused in values) or period is None:
+                self._rejected_groups.add(key)
+                continue
+            currency, tag, _, _, sub_account, workspace, api_key = (value for value, _ in values)
+            outside = self._options.period is not None and period != self._options.period
+            self._totals.add_group((period, currency, sub_account, workspace, api_key), tag=tag,
+                                   amount=Decimal(group[8]), lines=int(group[10]), places=int(group[9]),
+                                   outside=outside)
+            self._totals.input_rows += int(group[10])
+
+    def _judge(self, field: str, texts: set[str]) -> None:
+        """Each new text's value and whether the import rejects it, by the embedded import's cell functions."""
+        verdicts = self._verdicts[field]
+        new = sorted(text for text in texts if text not in verdicts)
+        if not new:
+            return
+        column = getattr(self._columns, field)
+        frame = pd.DataFrame({column: pd.Series(new, dtype="str")}) if column else pd.DataFrame(index=range(len(new)))
+        values, reasons = _cells(field, frame, columns=self._columns, options=self._options,
+                                 tag_reader=self._tag_reader)
+        for text, value, reason in zip(new, values, reasons):
+            verdicts[text] = (value if isinstance(value, str) else None, isinstance(reason, str))
+
+
+def _cells(field: str, frame: pd.DataFrame, *, columns: ColumnMap, options: ImportOptions,
+           tag_reader: TagReader) -> tuple[Sequence[object], Sequence[object]]:
+    """convert.py's value and rejection reason (None if accepted) of each cell of one field."""
+    if field == "currency":
+        values, check = currency_cells(frame, columns=columns, default=options.default_currency)
+    elif field == "tag":
+        values, check = tag_cells(frame, columns=columns, tag_reader=tag_reader)
+    elif field in DATE_FIELDS:
+        values, check = month_cells(frame, getattr(columns, field))
+    else:
+        values = text_cells(frame, getattr(columns, field))
+        return values.tolist(), [None] * len(values)
+    return values.tolist(), check.reasons.tolist()
+
+
+class _Fingerprint:
+    """A digest of the query's answer, in the place of a file's: equal answers give equal digests, so that a
+    run's manifest and its "unchanged" rule work alike for tables."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def add(self, row: tuple) -> None:
+        self._hash.update(repr(row).encode())
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()

@@ -1,0 +1,228 @@
+"""The push-down of a bill table to a real Trino server gives what the embedded import gives for the same file:
+the same group totals (amounts, decimals, line counts), the same rows out of the period, the same rejects (column,
+reason, raw cost) and, through `cz-agent allocate`, the same report byte for byte."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.bills import ImportOptions, total_bill
+from agent.bills.pushdown import BillQuery, BillTable, total_table
+from agent.bills.totals import BillTotals
+from agent.errors import BillFormatError
+from agent.sources.trino import TrinoQueries
+
+pytestmark = pytest.mark.integration
+
+SHARED_BILLS = Path(__file__).resolve().parents[3] / "shared" / "data" / "bills"
+DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
+DEMO = Path(__file__).resolve().parents[2] / "demo"
+EXAMPLES = int(os.environ.get("CZ_AGENT_FUZZ_EXAMPLES", "15"))
+
+# Real bills: the shared public samples and the small test bills of every format.
+REAL_BILLS = [
+    (SHARED_BILLS / "focus-1.0-sample.csv", None),
+    (SHARED_BILLS / "aws-cur-legacy-sample.csv", None),
+    (SHARED_BILLS / "azure-ea-sample.csv", "2023-09"),
+    (DATA / "focus.csv", "2024-09"),
+    (DATA / "cur2.csv", None),
+    (DATA / "native.csv", "2024-09"),
+    (DATA / "azure.csv", None),
+    (DATA / "bad.csv", "2024-09"),
+]
+
+# Cells no bill should hold, for every field the import judges.
+HOSTILE_COSTS = ["1.5", "-0.25", "+1.5", "1.", ".5", "1E-5", "5.6E-05", "1.0000000000001", "12345678901234567",
+                 "1" * 25, "NaN", "-Infinity", "", "NULL", " 2.50 ", "\u0661.5", "1_000", "0x10", "1,5", "-0.00",
+                 "99999999999999.999999999999"]
+HOSTILE_DATES = ["2024-09-01", "2024-09-30T23:00:00Z", "2024-10-01 00:00:00.000", "20240901", "9/1/2024",
+                 "2024-13-01", "2024-09-01x", " 2024-09-02", "2024-09", "", "NULL", "\u0662024-09-01", "garbage"]
+HOSTILE_TEXT = ["USD", "usd", " EUR ", "US D", "", "NULL", "EURO", "\u00e9\u00e9\u00e9", "x'y", "a\"b", "\x00"]
+HOSTILE_TAGS = ['{"cz_container_bill": "svc-a"}', '{"user:cz_container_bill": "cz_cluster_prod"}',
+                '{"CZ_Container_Bill": " cz_common_db "}', '"cz_container_bill": "svc-b","x": "y"', "{", "[]",
+                '{"cz_container_bill": null}', '{"cz_container_bill": 12}', "", "NULL", '{"other": "x"}']
+
+
+def as_parquet(path: Path, rows: list[list[str]]) -> Path:
+    header = rows[0]
+    pq.write_table(pa.table({name: [row[i] for row in rows[1:]] for i, name in enumerate(header)},
+                            schema=pa.schema([(name, pa.string()) for name in header])), path)
+    return path
+
+
+def csv_as_parquet(source: Path, target: Path) -> Path:
+    """A CSV bill as Parquet with every column text, as an export to a data lake would hold it."""
+    table = pacsv.read_csv(source, convert_options=pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in pacsv.read_csv(source).column_names}, strings_can_be_null=False))
+    pq.write_table(table, target)
+    return target
+
+
+def outcome(bill: BillTotals) -> dict:
+    """What a run takes from a bill, without where each row came from (a table has no line numbers)."""
+    return {
+        "format": bill.bill_format,
+        "input": bill.input_rows,
+        "tags": {key: (group.exact(), group.lines) for key, group in bill.tag_groups.items()},
+        "splits": {key: (group.exact(), group.lines) for key, group in bill.split_groups.items()},
+        "outside": {key: (group.exact(), group.lines) for key, group in bill.outside.items()},
+        # A table's column names are lower case in Trino's metastore.
+        "rejected": Counter((row.column.lower(), row.reason, row.raw_cost) for row in bill.rejected),
+    }
+
+
+def pushed_down(trino, table: str, options: ImportOptions) -> BillTotals:
+    return total_table(TrinoQueries(trino.url, user="test"), BillTable(engine="trino", table=table),
+                       options=options)
+
+
+@pytest.mark.parametrize(("path", "period"), REAL_BILLS, ids=lambda value: getattr(value, "name", str(value)))
+@pytest.mark.parametrize("table_format", ["CSV", "PARQUET"])
+def test_a_real_bill_pushed_down_gives_what_the_file_gives(trino, tmp_path, path, period, table_format) -> None:
+    options = ImportOptions(period=period, default_currency="USD", untagged=True)
+    source = path if table_format == "CSV" else csv_as_parquet(path, tmp_path / f"{path.stem}.parquet")
+    table = trino.table("bills", f"{path.stem}_{table_format}".replace("-", "_").replace(".", "_").lower(), [source],
+                        format=table_format)
+
+    expected = outcome(total_bill(source, options=options))
+    got = outcome(pushed_down(trino, table, options))
+
+    assert got == expected
+    assert got["splits"], "the bill has accepted lines"
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize="CZ_AGENT_FUZZ_EXAMPLES" not in os.environ,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data(), period=st.sampled_from([None, "2024-09"]))
+def test_hostile_cells_get_the_same_verdict_pushed_down(trino, tmp_path_factory, data, period) -> None:
+    header = ["BillingPeriodStart", "ChargePeriodStart", "EffectiveCost", "BillingCurrency", "SubAccountName",
+              "Tags"]
+    cells = [HOSTILE_DATES, HOSTILE_DATES, HOSTILE_COSTS, HOSTILE_TEXT, HOSTILE_TEXT, HOSTILE_TAGS]
+    rows = data.draw(st.lists(st.tuples(*(st.sampled_from(values) for values in cells)), min_size=1, max_size=40))
+    directory = tmp_path_factory.mktemp("hostile")
+    bill = as_parquet(directory / "bill.parquet", [header, *map(list, rows)])
+    options = ImportOptions(period=period)
+    table = trino.table("fuzz", directory.name.replace("-", "_"), [bill], format="PARQUET")
+
+    assert outcome(pushed_down(trino, table, options)) == outcome(total_bill(bill, options=options))
+
+
+def test_allocate_from_a_table_writes_the_same_report_as_from_the_file(trino, tmp_path) -> None:
+    bill = DEMO / "bill-2026-10.csv"
+    table = trino.table("bills", "demo_allocate", [bill], format="CSV")
+    table_rules = tmp_path / "rules.yaml"
+    table_rules.write_text((DEMO / "rules.yaml").read_text() + f"\nbill:\n  engine: trino\n  table: {table}\n")
+    common = [sys.executable, "-m", "agent.cli", "allocate", "--period", "2026-10", "--usage",
+              str(DEMO / "usage-2026-10.csv")]
+    env = {**os.environ, "CZ_AGENT_TRINO_URL": trino.url}
+
+    from_file = subprocess.run([*common, "--rules", str(DEMO / "rules.yaml"), "--bill", str(bill), "--out",
+                                str(tmp_path / "file.csv")], capture_output=True, text=True,
+                               env={**env, "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'file.db'}"})
+    from_table = subprocess.run([*common, "--rules", str(table_rules), "--out", str(tmp_path / "table.csv")],
+                                capture_output=True, text=True,
+                                env={**env, "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'table.db'}"})
+
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_table.returncode == 0, from_table.stderr
+    assert (tmp_path / "table.csv").read_bytes() == (tmp_path / "file.csv").read_bytes()
+    assert f"trino:{table}" in from_table.stdout + from_table.stderr
+
+
+def test_allocate_refuses_a_bill_file_when_the_rules_read_a_table(tmp_path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((DEMO / "rules.yaml").read_text() + "\nbill:\n  engine: trino\n  table: hive.bills.cur\n")
+    run = subprocess.run([sys.executable, "-m", "agent.cli", "allocate", "--period", "2026-10", "--rules", str(rules),
+                          "--bill", str(DEMO / "bill-2026-10.csv"), "--usage", str(DEMO / "usage-2026-10.csv"),
+                          "--out", str(tmp_path / "out.csv")], capture_output=True, text=True,
+                         env={**os.environ, "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'runs.db'}"})
+    assert run.returncode == 1
+    assert "give no --bill" in run.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_missing_table_is_a_clear_error(trino) -> None:
+    with pytest.raises(BillFormatError, match="no such table"):
+        pushed_down(trino, "hive.bills.no_such_bill", ImportOptions())
+
+
+def test_a_sum_past_the_decimal_range_is_an_error_not_a_wrapped_total(trino, tmp_path) -> None:
+    # 10**15 - 1 is the largest cost summed in the engine; enough of them overflow DECIMAL(38, 12).
+    big = "999999999999999.999999999999"
+    bill = as_parquet(tmp_path / "big.parquet", [["EffectiveCost", "BillingCurrency", "ChargePeriodStart"],
+                                                  *[[big, "USD", "2024-09-01"]] * 200_001])
+    table = trino.table("bills", "overflow", [bill], format="PARQUET")
+    with pytest.raises(BillFormatError, match="NUMERIC_VALUE_OUT_OF_RANGE|overflow|out of range"):
+        pushed_down(trino, table, ImportOptions())
+
+
+def test_the_query_names_every_column_once_quoted_and_reads_costs_as_text() -> None:
+    from agent.bills.columns import resolve_columns
+    from agent.bills.detect import SPECS
+
+    header = ["EffectiveCost", "BillingCurrency", "ChargePeriodStart", "Tags", 'Sub"Account']
+    options = ImportOptions(sub_account_column='Sub"Account')
+    columns = resolve_columns(header, spec=SPECS["focus"], options=options, source="t")
+    query = BillQuery(table=BillTable(engine="trino", table="hive.bills.focus"), columns=columns,
+                      types={"EffectiveCost": "double", "BillingCurrency": "varchar", "ChargePeriodStart": "date",
+                             "Tags": "map(varchar, varchar)", 'Sub"Account': "varchar(64)"})
+    sql = query.reduce()
+    assert 'FROM "hive"."bills"."focus"' in sql
+    assert 'CAST("EffectiveCost" AS varchar)' in sql
+    assert 'CAST("ChargePeriodStart" AS varchar)' in sql and '"Sub""Account" AS r_sub_account' in sql
+    assert 'json_format(CAST("Tags" AS JSON))' in sql
+    assert "DECIMAL(38, 12)" in sql and "regexp_extract" in sql
+
+
+def test_a_table_name_must_name_catalog_schema_and_table() -> None:
+    with pytest.raises(BillFormatError, match="catalog.schema.table"):
+        BillTable(engine="trino", table="bills.focus").quoted()
+
+
+def test_equal_answers_give_equal_digests(trino, tmp_path) -> None:
+    first = pushed_down(trino, trino.table("bills", "digest_a", [DATA / "focus.csv"], format="CSV"), ImportOptions())
+    again = pushed_down(trino, trino.table("bills", "digest_b", [DATA / "focus.csv"], format="CSV"), ImportOptions())
+    other = pushed_down(trino, trino.table("bills", "digest_c", [DATA / "cur2.csv"], format="CSV"), ImportOptions())
+    assert first.sha256 == again.sha256 != other.sha256
+
+
+def test_typed_parquet_columns_give_what_the_file_gives(trino, tmp_path) -> None:
+    # CUR 2.0 as Athena and Data Exports hold it: decimal costs, timestamps, and the tags as a map.
+    directory = tmp_path / "typed"
+    directory.mkdir()
+    tags = pa.map_(pa.string(), pa.string())
+    table = pa.table({
+        "bill_billing_period_start_date": pa.array([1725148800000, 1725148800000, 1727740800000, None],
+                                                   pa.timestamp("ms")),
+        "line_item_usage_start_date": pa.array([1725152400000, 1727650800000, 1727740800000, 1725152400000],
+                                               pa.timestamp("ms")),
+        "line_item_unblended_cost": pa.array([Decimal("1.250000"), Decimal("-0.500000"), Decimal("2.000001"),
+                                              Decimal("3.000000")], pa.decimal128(18, 6)),
+        "line_item_currency_code": ["USD", "USD", "usd", "EUR"],
+        "resource_tags": pa.array([[("user_cz_container_bill", "svc-a")], [("other", "x")], [],
+                                   [("USER_CZ_CONTAINER_BILL", " cz_cluster_prod ")]], tags),
+    })
+    bill = directory / "cur2.parquet"
+    pq.write_table(table, bill)
+    name = trino.table("typed", "cur2", [bill], format="PARQUET", columns=[
+        ("bill_billing_period_start_date", "timestamp(3)"), ("line_item_usage_start_date", "timestamp(3)"),
+        ("line_item_unblended_cost", "decimal(18, 6)"), ("line_item_currency_code", "varchar"),
+        ("resource_tags", "map(varchar, varchar)")])
+
+    for period in (None, "2024-09"):
+        options = ImportOptions(period=period)
+        expected = outcome(total_bill(bill, options=options))
+        assert outcome(pushed_down(trino, name, options)) == expected
+        assert expected["splits"]
