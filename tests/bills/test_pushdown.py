@@ -93,7 +93,7 @@ def pushed_down(trino, table: str, options: ImportOptions) -> BillTotals:
 def test_a_real_bill_pushed_down_gives_what_the_file_gives(trino, tmp_path, path, period, table_format) -> None:
     options = ImportOptions(period=period, default_currency="USD", untagged=True)
     source = path if table_format == "CSV" else csv_as_parquet(path, tmp_path / f"{path.stem}.parquet")
-    table = trino.table("bills", f"{path.stem}_{table_format}".replace("-", "_").replace(".", "_").lower(), [source],
+    table = trino.table("pushdown", f"{path.stem}_{table_format}".replace("-", "_").replace(".", "_").lower(), [source],
                         format=table_format)
 
     expected = outcome(total_bill(source, options=options))
@@ -121,7 +121,7 @@ def test_hostile_cells_get_the_same_verdict_pushed_down(trino, tmp_path_factory,
 
 def test_allocate_from_a_table_writes_the_same_report_as_from_the_file(trino, tmp_path) -> None:
     bill = DEMO / "bill-2026-10.csv"
-    table = trino.table("bills", "demo_allocate", [bill], format="CSV")
+    table = trino.table("pushdown", "demo_allocate", [bill], format="CSV")
     table_rules = tmp_path / "rules.yaml"
     table_rules.write_text((DEMO / "rules.yaml").read_text() + f"\nbill:\n  engine: trino\n  table: {table}\n")
     common = [sys.executable, "-m", "agent.cli", "allocate", "--period", "2026-10", "--usage",
@@ -163,7 +163,7 @@ def test_a_sum_past_the_decimal_range_is_an_error_not_a_wrapped_total(trino, tmp
     big = "999999999999999.999999999999"
     bill = as_parquet(tmp_path / "big.parquet", [["EffectiveCost", "BillingCurrency", "ChargePeriodStart"],
                                                   *[[big, "USD", "2024-09-01"]] * 200_001])
-    table = trino.table("bills", "overflow", [bill], format="PARQUET")
+    table = trino.table("pushdown", "overflow", [bill], format="PARQUET")
     with pytest.raises(BillFormatError, match="NUMERIC_VALUE_OUT_OF_RANGE|overflow|out of range"):
         pushed_down(trino, table, ImportOptions())
 
@@ -192,9 +192,9 @@ def test_a_table_name_must_name_catalog_schema_and_table() -> None:
 
 
 def test_equal_answers_give_equal_digests(trino, tmp_path) -> None:
-    first = pushed_down(trino, trino.table("bills", "digest_a", [DATA / "focus.csv"], format="CSV"), ImportOptions())
-    again = pushed_down(trino, trino.table("bills", "digest_b", [DATA / "focus.csv"], format="CSV"), ImportOptions())
-    other = pushed_down(trino, trino.table("bills", "digest_c", [DATA / "cur2.csv"], format="CSV"), ImportOptions())
+    first = pushed_down(trino, trino.table("pushdown", "digest_a", [DATA / "focus.csv"], format="CSV"), ImportOptions())
+    again = pushed_down(trino, trino.table("pushdown", "digest_b", [DATA / "focus.csv"], format="CSV"), ImportOptions())
+    other = pushed_down(trino, trino.table("pushdown", "digest_c", [DATA / "cur2.csv"], format="CSV"), ImportOptions())
     assert first.sha256 == again.sha256 != other.sha256
 
 
