@@ -126,23 +126,11 @@ class Settings(BaseSettings):
         given but empty fails closed: an empty Secret value must not turn authentication off."""
         if self.api_token is not None:
             return _non_empty(self.api_token.get_secret_value(), given_as="api_token (CZ_AGENT_API_TOKEN)")
-        if self.api_token_file is None:
-            return None
-        try:
-            text = self.api_token_file.read_text(encoding="utf-8")
-        except OSError as e:
-            raise SettingsError(f"api_token_file {self.api_token_file}: {e.strerror or e}") from e
-        return _non_empty(text, given_as=f"api_token_file {self.api_token_file}")
+        return _secret_file(self.api_token_file, setting="api_token_file")
 
     def trino_password(self) -> str | None:
         """The Trino user's password, read from trino_password_file (a mounted Secret); None without one."""
-        if self.trino_password_file is None:
-            return None
-        try:
-            text = self.trino_password_file.read_text(encoding="utf-8")
-        except OSError as e:
-            raise SettingsError(f"trino_password_file {self.trino_password_file}: {e.strerror or e}") from e
-        return _non_empty(text, given_as=f"trino_password_file {self.trino_password_file}")
+        return _secret_file(self.trino_password_file, setting="trino_password_file")
 
     def bill_limits(self) -> BillLimits:
         return BillLimits(**{limit.name: getattr(self, setting_name(limit.name)) for limit in fields(BillLimits)})
@@ -177,6 +165,17 @@ def _config_file_values(path: Path) -> dict[str, object]:
     if unknown:
         raise SettingsError(f"{path}: unknown setting(s) {', '.join(unknown)}")
     return document
+
+
+def _secret_file(path: Path | None, *, setting: str) -> str | None:
+    """The secret a file holds (a mounted Secret), None without a file; SettingsError if unreadable or empty."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SettingsError(f"{setting} {path}: {e.strerror or e}") from e
+    return _non_empty(text, given_as=f"{setting} {path}")
 
 
 def _non_empty(token: str, *, given_as: str) -> str:
