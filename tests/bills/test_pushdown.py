@@ -26,12 +26,12 @@ from agent.sources.trino import TrinoQueries
 
 pytestmark = pytest.mark.integration
 
-SHARED_BILLS = Path(__file__).resolve().parents[3] / "shared" / "data" / "bills"
+SHARED_BILLS = Path(__file__).resolve().parents[1] / "data" / "bills" / "real"
 DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
 DEMO = Path(__file__).resolve().parents[2] / "demo"
 EXAMPLES = int(os.environ.get("CZ_AGENT_FUZZ_EXAMPLES", "15"))
 
-# Real bills: the shared public samples and the small test bills of every format.
+# Real bills: the public samples (copied from the shared data) and the small test bills of every format.
 REAL_BILLS = [
     (SHARED_BILLS / "focus-1.0-sample.csv", None),
     (SHARED_BILLS / "aws-cur-legacy-sample.csv", None),
