@@ -91,7 +91,7 @@ def _totals(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap
 def _open(path: Path, options: ImportOptions) -> tuple[str, str, ColumnMap]:
     """The bill's source name, format and column map; BillFormatError if it cannot be imported at all."""
     source = str(path)
-    _check_options(options, source=source)
+    check_options(options, source=source)
     if not path.is_file():
         raise BillFormatError("no such file", source=source)
     header, bill_format = header_and_format(path, options=options)
@@ -102,8 +102,12 @@ def header_and_format(path: Path, *, options: ImportOptions) -> tuple[list[str],
     """The bill's column names and its format: the one options name, else the one its header shows."""
     source = str(path)
     header = reader.read_header(path, source=source, limits=options.limits)
-    bill_format = detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
-    return header, bill_format
+    return header, format_of(header, options=options, source=source)
+
+
+def format_of(header: list[str], *, options: ImportOptions, source: str) -> str:
+    """The bill's format: the one options name, else the one its header shows."""
+    return detect_format(header, source=source) if options.bill_format == AUTO_DETECT else options.bill_format
 
 
 def _identity(path: Path, *, source: str) -> tuple[int, int, int]:
@@ -113,7 +117,9 @@ def _identity(path: Path, *, source: str) -> tuple[int, int, int]:
         raise BillFormatError(f"cannot read the file: {e.strerror or e}", source=source) from e
 
 
-def _check_options(options: ImportOptions, *, source: str) -> None:
+def check_options(options: ImportOptions, *, source: str) -> None:
+    """BillFormatError if the options name an unknown format, a period not YYYY-MM or a default currency that is
+    not a currency code."""
     if options.bill_format not in BILL_FORMAT_CHOICES:
         raise BillFormatError(f"unknown bill format {options.bill_format!r}; expected {AUTO_DETECT} or one of "
                               f"{', '.join(SPECS)}", source=source)

@@ -26,12 +26,12 @@ import pandas as pd
 
 from agent.bills.columns import ColumnMap, resolve_columns
 from agent.bills.convert import convert_chunk, currency_cells, month_cells, tag_cells, text_cells
-from agent.bills.detect import SPECS, detect_format
+from agent.bills.detect import SPECS
+from agent.bills.importer import check_options, format_of
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
-from agent.core.bill_formats import AUTO_DETECT
-from agent.core.sql import quote_identifier, quote_literal
+from agent.core.sql import quote_identifier, quote_literal, table_parts
 from agent.errors import BillFormatError
 
 # Costs summed in the engine: a plain decimal of at most 15 digits before the point and 12 after, so that a
@@ -75,15 +75,10 @@ class BillTable:
         return f"{self.engine}:{self.table}"
 
     def quoted(self) -> str:
-        return ".".join(quote_identifier(part) for part in split_table_name(self.table))
-
-
-def split_table_name(table: str) -> list[str]:
-    """`catalog.schema.table` as its three parts; BillFormatError if it is not that."""
-    parts = table.split(".")
-    if len(parts) != 3 or not all(part.strip() == part and part for part in parts):
-        raise BillFormatError(f"the bill table {table!r} is not catalog.schema.table", source=table)
-    return parts
+        try:
+            return ".".join(quote_identifier(part) for part in table_parts(self.table))
+        except ValueError as e:
+            raise BillFormatError(str(e), source=self.table) from e
 
 
 @dataclass(frozen=True)
@@ -154,10 +149,10 @@ class BillQuery:
 
 def total_table(queries: TableQueries, table: BillTable, *, options: ImportOptions) -> BillTotals:
     """The bill table reduced to exact group totals, as `agent.bills.total_bill` reduces a file."""
+    check_options(options, source=table.source)
     types = dict(queries.columns(table.table))
     header = list(types)
-    bill_format = detect_format(header, source=table.source) if options.bill_format == AUTO_DETECT \
-        else options.bill_format
+    bill_format = format_of(header, options=options, source=table.source)
     columns = resolve_columns(header, spec=SPECS[bill_format], options=options, source=table.source)
     # Totals keep neither a line's resource nor its product.
     columns = replace(columns, resource_id=None, service_name=None)
@@ -192,12 +187,14 @@ class _Reducer:
         self._rejected_groups: set[tuple[str, ...]] = set()
         self._lines: list[tuple] = []
         self._next_row = 1
-        self._fingerprint = _Fingerprint()
+        # A digest of the query's answer in the place of a file's: equal answers give equal digests, so that a
+        # run's manifest and its "unchanged" rule work alike for tables.
+        self._digest = hashlib.sha256()
 
     def add(self, batch: Iterable[tuple]) -> None:
         groups = []
         for row in batch:
-            self._fingerprint.add(row)
+            self._digest.update(repr(row).encode())
             (groups if row[0] == 0 else self._lines).append(row)
         if groups:
             self._add_groups(groups)
@@ -208,9 +205,9 @@ class _Reducer:
         """Judge the single lines gathered so far."""
         if not self._lines:
             return
-        names = [getattr(self._columns, field) or f"(no {field})" for field in KEY_FIELDS]
-        frame = pd.DataFrame({name: pd.Series([line[1 + i] for line in self._lines], dtype="str")
-                              for i, name in enumerate(names) if getattr(self._columns, KEY_FIELDS[i])})
+        frame = pd.DataFrame({column: pd.Series([line[i] for line in self._lines], dtype="str")
+                              for i, field in enumerate(KEY_FIELDS, start=1)
+                              if (column := getattr(self._columns, field)) is not None})
         frame[self._columns.cost] = pd.Series([line[8] for line in self._lines], dtype="str")
         frame.index = pd.RangeIndex(self._next_row, self._next_row + len(self._lines))
         self._next_row += len(self._lines)
@@ -230,7 +227,7 @@ class _Reducer:
         return rejected, periodless
 
     def digest(self) -> str:
-        return self._fingerprint.hexdigest()
+        return self._digest.hexdigest()
 
     def _add_groups(self, groups: list[tuple]) -> None:
         for i, field in enumerate(KEY_FIELDS, start=1):
@@ -278,16 +275,3 @@ def _cells(field: str, frame: pd.DataFrame, *, columns: ColumnMap, options: Impo
         return values.tolist(), [None] * len(values)
     return values.tolist(), check.reasons.tolist()
 
-
-class _Fingerprint:
-    """A digest of the query's answer, in the place of a file's: equal answers give equal digests, so that a
-    run's manifest and its "unchanged" rule work alike for tables."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-
-    def add(self, row: tuple) -> None:
-        self._hash.update(repr(row).encode())
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()

@@ -13,6 +13,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valid
 
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
 from agent.core.money import is_currency_code
+from agent.core.sql import table_parts
 from agent.core.text import one_line
 from agent.errors import RulesError
 
@@ -63,8 +64,10 @@ class BillColumns(_Strict):
     def _table_with_engine(self) -> BillColumns:
         if self.engine == "files" and self.table is not None:
             raise ValueError("table is read by a query engine: set engine: trino, or remove table")
-        if self.engine != "files" and (self.table is None or len(self.table.split(".")) != 3):
-            raise ValueError(f"engine: {self.engine} needs table: catalog.schema.table")
+        if self.engine != "files":
+            if self.table is None:
+                raise ValueError(f"engine: {self.engine} needs table: catalog.schema.table")
+            table_parts(self.table)
         return self
 
 

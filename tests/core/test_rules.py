@@ -3,8 +3,9 @@ from decimal import Decimal
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from agent.core.rules import parse_rules, rules_digest
+from agent.core.rules import BillColumns, parse_rules, rules_digest
 from agent.errors import RulesError
 from agent.sources.rules_file import load_rules
 
@@ -115,3 +116,15 @@ def test_an_error_about_a_name_holding_a_line_break_stays_on_one_line(name):
         parse_rules(yaml.safe_dump({"companies": {name: "lots"}}), source="rules.yaml")
     message = str(refused.value)
     assert len(message.splitlines()) == 1 and message.startswith("rules.yaml: companies.a\\")
+
+
+@pytest.mark.parametrize(("bill", "error"), [
+    ({"table": "hive.bills.cur"}, "set engine: trino"),
+    ({"engine": "trino"}, "needs table: catalog.schema.table"),
+    ({"engine": "trino", "table": "bills.cur"}, "is not catalog.schema.table"),
+    ({"engine": "trino", "table": "hive..cur"}, "is not catalog.schema.table"),
+])
+def test_a_bill_table_needs_its_engine_and_a_whole_name(bill, error):
+    with pytest.raises(ValidationError, match=error):
+        BillColumns(**bill)
+    assert BillColumns(engine="trino", table="hive.bills.cur").table == "hive.bills.cur"
