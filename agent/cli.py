@@ -64,7 +64,7 @@ def _add_allocate(commands: argparse._SubParsersAction) -> None:
     allocate = commands.add_parser("allocate", help="allocate a month's bill and store the run")
     allocate.add_argument("--bill", action="append", default=[], type=Path, metavar="FILE",
                           help="bill file (CSV, CSV.gz, Parquet, XLSX); repeat for several (none where the rules "
-                               "read the bill from a Trino table)")
+                               "read the bill from a Trino or Athena table)")
     allocate.add_argument("--rules", required=True, type=Path, metavar="RULES.yaml")
     allocate.add_argument("--usage", type=Path, metavar="USAGE.csv",
                           help="namespace memory usage (cluster,namespace,service,memory_byte_seconds); without "
@@ -334,8 +334,8 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, console: Console)
     engine = _store(args, settings=settings)
     rules = load_rules(args.rules)
     if rules.bill.engine == "files" and not args.bill:
-        raise RulesError(f"{args.rules}: give the bill with --bill FILE, or read it from a table (bill: engine: trino, "
-                         "table: catalog.schema.table)")
+        raise RulesError(f"{args.rules}: give the bill with --bill FILE, or read it from a table (bill: engine: trino or "
+                         "athena, table: catalog.schema.table)")
     if rules.bill.engine != "files" and args.bill:
         raise RulesError(f"{args.rules}: the rules read the bill from {rules.bill.engine} table {rules.bill.table}: "
                          "give no --bill")

@@ -49,7 +49,7 @@ class RunRequest:
     strict: bool = False
     # Live runs: the fraction of the period each cluster's usage covers.
     coverage: dict[str, float] | None = None
-    # The client of the query engine holding the bill table of rules with `bill: {engine: trino}`.
+    # The client of the query engine holding the bill table of rules with `bill: {engine: trino|athena}`.
     queries: TableQueries | None = None
 
 
@@ -127,6 +127,17 @@ def table_queries(rules: Rules, settings: Settings) -> TableQueries | None:
                                 "CZ_AGENT_TRINO_URL to the server's http(s)://host:port")
         return TrinoQueries(settings.trino_url, user=settings.trino_user, password=settings.trino_password(),
                             timeout_seconds=settings.bill_query_timeout_seconds)
+    if rules.bill.engine == "athena":
+        from agent.sources.athena import AthenaQueries
+
+        region = settings.effective_athena_region()
+        if not region:
+            raise SettingsError("the rules read the bill from an Athena table (bill: engine: athena): set "
+                                "CZ_AGENT_ATHENA_REGION (or AWS_REGION) to the table's region")
+        return AthenaQueries(region=region, workgroup=settings.athena_workgroup,
+                             output_location=settings.athena_output_location,
+                             endpoint_url=settings.athena_endpoint_url,
+                             timeout_seconds=settings.bill_query_timeout_seconds)
     return None
 
 

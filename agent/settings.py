@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     trino_url: str | None = None
     trino_user: str = "cz-agent"
     trino_password_file: Path | None = None
+    # Athena, for rules with `bill: {engine: athena}`: the region (default: AWS_REGION, else AWS_DEFAULT_REGION),
+    # the workgroup, the s3:// prefix results are written to (unless the workgroup enforces its own), and another
+    # endpoint (a VPC endpoint). Credentials come from the AWS default chain (IRSA, EKS Pod Identity...).
+    athena_region: str | None = None
+    athena_workgroup: str = "primary"
+    athena_output_location: str | None = None
+    athena_endpoint_url: str | None = None
     # The longest a bill table's query may run.
     bill_query_timeout_seconds: float = Field(default=600, gt=0)
     allocation_interval_seconds: int = Field(default=900, ge=1)
@@ -115,6 +122,10 @@ class Settings(BaseSettings):
 
     def effective_store_url(self) -> str:
         return self.store_url or _default_store_url()
+
+    def effective_athena_region(self) -> str | None:
+        """athena_region, else the AWS SDKs' own AWS_REGION and AWS_DEFAULT_REGION."""
+        return self.athena_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
     @field_validator("bill_sources", mode="before")
     @classmethod

@@ -55,15 +55,16 @@ class BillColumns(_Strict):
     line_id: str | None = None
     # `refuse`: a line identity found in two bill files of one period fails the run; `allow` accepts it.
     duplicates: Literal["refuse", "allow"] = "refuse"
-    # `files`: bill files (--bill, the inbox); `trino`: the table `table` (catalog.schema.table) of the Trino server
-    # the settings name, reduced to group sums by one query on that server (agent.bills.pushdown).
-    engine: Literal["files", "trino"] = "files"
+    # `files`: bill files (--bill, the inbox); `trino` or `athena`: the table `table` (catalog.schema.table) of the
+    # Trino server or Athena workgroup the settings name, reduced to group sums by one query there
+    # (agent.bills.pushdown).
+    engine: Literal["files", "trino", "athena"] = "files"
     table: str | None = None
 
     @model_validator(mode="after")
     def _table_with_engine(self) -> BillColumns:
         if self.engine == "files" and self.table is not None:
-            raise ValueError("table is read by a query engine: set engine: trino, or remove table")
+            raise ValueError("table is read by a query engine: set engine: trino or athena, or remove table")
         if self.engine != "files":
             if self.table is None:
                 raise ValueError(f"engine: {self.engine} needs table: catalog.schema.table")

@@ -119,8 +119,10 @@ def test_an_error_about_a_name_holding_a_line_break_stays_on_one_line(name):
 
 
 @pytest.mark.parametrize(("bill", "error"), [
-    ({"table": "hive.bills.cur"}, "set engine: trino"),
+    ({"table": "hive.bills.cur"}, "set engine: trino or athena"),
     ({"engine": "trino"}, "needs table: catalog.schema.table"),
+    ({"engine": "athena"}, "needs table: catalog.schema.table"),
+    ({"engine": "bigquery", "table": "p.d.t"}, "'files', 'trino' or 'athena'"),
     ({"engine": "trino", "table": "bills.cur"}, "is not catalog.schema.table"),
     ({"engine": "trino", "table": "hive..cur"}, "is not catalog.schema.table"),
 ])
@@ -128,3 +130,4 @@ def test_a_bill_table_needs_its_engine_and_a_whole_name(bill, error):
     with pytest.raises(ValidationError, match=error):
         BillColumns(**bill)
     assert BillColumns(engine="trino", table="hive.bills.cur").table == "hive.bills.cur"
+    assert BillColumns(engine="athena", table="awsdatacatalog.bills.cur").engine == "athena"

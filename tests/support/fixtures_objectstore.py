@@ -63,16 +63,16 @@ def object_store_tools() -> dict[str, str]:
     return _tools()
 
 
-def _listening(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(1)
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _served(command: list[str], *, port: int, log_path: Path, name: str) -> Iterator[None]:
+def running_server(command: list[str], *, port: int, log_path: Path, name: str) -> Iterator[None]:
     process = start_logged(command, log_path=log_path)
     try:
-        wait_for(lambda: _listening(port), what=f"{name} on port {port}", process=process, logs=log_path)
+        wait_for(lambda: port_open(port), what=f"{name} on port {port}", process=process, logs=log_path)
         yield
     finally:
         stop_process(process)
@@ -114,5 +114,5 @@ def gcs_server(object_store_tools, tmp_path_factory) -> Iterator[ObjectStore]:
 
 def _with_store(store: ObjectStore, command: list[str], *, port: int, log_path: Path,
                 name: str) -> Iterator[ObjectStore]:
-    for _ in _served(command, port=port, log_path=log_path, name=name):
+    for _ in running_server(command, port=port, log_path=log_path, name=name):
         yield store
