@@ -39,6 +39,10 @@ from agent.errors import BillFormatError
 # (exponents, more digits, a leading +, non-ASCII digits) are judged row by row, as in the embedded import.
 SQL_COST = "DECIMAL(38, 12)"
 PLAIN_COST = r"^ *(-?[0-9]{1,15}(\.[0-9]{1,12})?) *$"
+# A cost in scientific notation (`1.25E1`, `1.0E-5`: how Trino and Athena write every double) is written out in
+# SQL as the plain decimal it is, digit for digit (`12.5`, `0.000010`), so that a bill of doubles is summed in the
+# engine rather than sent line by line. Groups: sign, first digit, fraction digits, exponent sign, exponent.
+SCIENTIFIC = r"^ *(-?)([0-9])(?:\.([0-9]+))?[eE]([+-]?)([0-9]{1,2}) *$"
 # An ISO date or timestamp whose month the SQL may take as is: the embedded import gives it the same month.
 ISO_DATE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([T ][ -~]*)?$"
 KEY_FIELDS = ("currency", "tag", "billing_period", "charge_period", "sub_account", "workspace", "api_key")
@@ -117,9 +121,9 @@ class BillQuery:
         cost = self._text(self.columns.cost)
         keys = ", ".join(f"{self._key(field)} AS k_{field}" for field in KEY_FIELDS)
         raws = ", ".join(f"{self._raw(field)} AS r_{field}" for field in KEY_FIELDS)
-        plain = f"trim(regexp_extract({cost}, {quote_literal(PLAIN_COST)}, 1))"
-        return (f"lines AS (SELECT {keys}, {raws}, {cost} AS cost_text, {plain} AS plain_cost "
-                f"FROM {self.table.quoted()})")
+        plain = f"trim(regexp_extract({_written_out('cost_text')}, {quote_literal(PLAIN_COST)}, 1))"
+        return (f"written AS (SELECT {keys}, {raws}, {cost} AS cost_text FROM {self.table.quoted()}), "
+                f"lines AS (SELECT *, {plain} AS plain_cost FROM written)")
 
     def reduce(self) -> str:
         """Group sums of the plain lines (kind 0), and every other line as written (kind 1)."""
@@ -145,6 +149,20 @@ class BillQuery:
         return (f"WITH {self._lines()} SELECT 1, {raws}, cost_text, 0, 1 FROM lines "
                 f"WHERE plain_cost IS NOT NULL AND ({' OR '.join(conditions)}) "
                 f"ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
+
+
+def _written_out(cost: str) -> str:
+    """The cost's text with a cost in scientific notation written out in full; any other text as it is."""
+    pattern = quote_literal(SCIENTIFIC)
+    sign = f"regexp_extract({cost}, {pattern}, 1)"
+    digits = f"(regexp_extract({cost}, {pattern}, 2) || coalesce(regexp_extract({cost}, {pattern}, 3), ''))"
+    exponent = f"CAST(regexp_extract({cost}, {pattern}, 5) AS integer)"
+    below_one = f"{sign} || '0.' || lpad({digits}, {exponent} - 1 + length({digits}), '0')"
+    whole = f"substr(rpad({digits}, {exponent} + 1, '0'), 1, {exponent} + 1)"
+    fraction = f"CASE WHEN length({digits}) > {exponent} + 1 THEN '.' || substr({digits}, {exponent} + 2) ELSE '' END"
+    return (f"CASE WHEN NOT regexp_like({cost}, {pattern}) THEN {cost} "
+            f"WHEN regexp_extract({cost}, {pattern}, 4) = '-' AND {exponent} > 0 THEN {below_one} "
+            f"ELSE {sign} || {whole} || {fraction} END")
 
 
 def total_table(queries: TableQueries, table: BillTable, *, options: ImportOptions) -> BillTotals:

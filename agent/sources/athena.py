@@ -31,6 +31,8 @@ REQUEST_TRIES = 5
 # Result types Athena sends as text that the push-down reads as numbers.
 INTEGER_TYPES = ("tinyint", "smallint", "integer", "bigint")
 DONE_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+# Athena's longest QueryString, in bytes (its API reference).
+MAX_QUERY_BYTES = 262_144
 XML_CODE = re.compile(r"<Code>([^<]{1,200})</Code>")
 XML_MESSAGE = re.compile(r"<Message>(?:<!\[CDATA\[)?([^<\]]{0,2000})(?:\]\]>)?</Message>")
 
@@ -87,6 +89,10 @@ class AthenaQueries:
                 return
 
     def _start(self, sql: str, *, source: str) -> str:
+        if len(sql.encode()) > MAX_QUERY_BYTES:
+            raise BillFormatError(f"the query is {len(sql.encode()):,} bytes, over Athena's {MAX_QUERY_BYTES:,}: the "
+                                  "rejected values it names are too many or too long (check the rules' bill: section)",
+                                  source=source)
         request: dict[str, object] = {"QueryString": sql, "WorkGroup": self._workgroup}
         if self._output_location is not None:
             request["ResultConfiguration"] = {"OutputLocation": self._output_location}

@@ -5,6 +5,7 @@ reason, raw cost) and, through `cz-agent allocate`, the same report byte for byt
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 from agent.bills import ImportOptions, total_bill
 from agent.bills.pushdown import BillQuery, BillTable, total_table
 from agent.bills.totals import BillTotals
+from agent.core.sql import quote_literal as quote
 from agent.errors import BillFormatError
 from agent.sources.trino import TrinoQueries
 
@@ -46,7 +48,9 @@ REAL_BILLS = [
 # Cells no bill should hold, for every field the import judges.
 HOSTILE_COSTS = ["1.5", "-0.25", "+1.5", "1.", ".5", "1E-5", "5.6E-05", "1.0000000000001", "12345678901234567",
                  "1" * 25, "NaN", "-Infinity", "", "NULL", " 2.50 ", "\u0661.5", "1_000", "0x10", "1,5", "-0.00",
-                 "99999999999999.999999999999"]
+                 "99999999999999.999999999999", "1.0E-5", "-2.5E-7", "1E-3", "1.2345678901E-2", "9.99E-13",
+                 "1.0E-12", "4.0E-01", "1.0e-5", " 3.5E-4 ", "1.0E-100", "0.0E-5", "1.5E+2", "1.0E7", "1.25E1", "-1.0E0",
+                 "1.5E-0", "1.0E15", "9.9E14", "1.2345E2", "-0.0E0", "1.E-5", "12.5E1", "1.0E+99"]
 HOSTILE_DATES = ["2024-09-01", "2024-09-30T23:00:00Z", "2024-10-01 00:00:00.000", "20240901", "9/1/2024",
                  "2024-13-01", "2024-09-01x", " 2024-09-02", "2024-09", "", "NULL", "\u0662024-09-01", "garbage"]
 HOSTILE_TEXT = ["USD", "usd", " EUR ", "US D", "", "NULL", "EURO", "\u00e9\u00e9\u00e9", "x'y", "a\"b", "\x00"]
@@ -226,3 +230,55 @@ def test_typed_parquet_columns_give_what_the_file_gives(trino, tmp_path) -> None
         expected = outcome(total_bill(bill, options=options))
         assert outcome(pushed_down(trino, name, options)) == expected
         assert expected["splits"]
+
+
+def test_small_double_costs_are_summed_in_the_engine_digit_for_digit(trino, tmp_path) -> None:
+    # CUR 2.0 tables in Athena hold costs as doubles, which the engine writes in scientific notation (1.25E1).
+    directory = tmp_path / "doubles"
+    directory.mkdir()
+    costs = [1e-05, 2.5e-07, -3.75e-06, 0.125, 1.0e-03, 9.87654321e-04, 12.5, 1e-11, 1.0, 12345678.25, -7e14]
+    bill = directory / "cur2.parquet"
+    pq.write_table(pa.table({"line_item_unblended_cost": pa.array(costs, pa.float64()),
+                             "line_item_currency_code": ["USD"] * len(costs),
+                             "line_item_usage_start_date": ["2024-09-01T00:00:00Z"] * len(costs),
+                             "resource_tags_user_cz_container_bill": ["svc-a"] * len(costs)}), bill)
+    name = trino.table("typed", "doubles", [bill], format="PARQUET", columns=[
+        ("line_item_unblended_cost", "double"), ("line_item_currency_code", "varchar"),
+        ("line_item_usage_start_date", "varchar"), ("resource_tags_user_cz_container_bill", "varchar")])
+    written = {text for (text,) in trino.execute(f"SELECT CAST(line_item_unblended_cost AS varchar) FROM {name}")}
+    assert {"1.0E-5", "1.25E1"} <= written, "the engine writes doubles in scientific notation"
+
+    from agent.bills.columns import resolve_columns
+    from agent.bills.detect import SPECS
+
+    types = dict(TrinoQueries(trino.url, user="test").columns(name))
+    query = BillQuery(table=BillTable(engine="trino", table=name), types=types,
+                      columns=resolve_columns(list(types), spec=SPECS["cur2"], options=ImportOptions(), source=name))
+    kinds = Counter(row[0] for row in trino.execute(query.reduce()))
+    assert kinds == {0: 1}, "every line is summed in one group, none sent as written"
+
+    pushed = pushed_down(trino, name, ImportOptions())
+    assert outcome(pushed) == outcome(total_bill(bill, options=ImportOptions()))
+    assert sum(group.exact() for group in pushed.tag_groups.values()) == sum(Decimal(repr(cost)) for cost in costs)
+
+
+def test_scientific_costs_are_written_out_to_the_same_decimal_with_the_same_places(trino) -> None:
+    import random
+
+    from agent.bills.pushdown import SCIENTIFIC, _written_out
+
+    draw = random.Random(16)
+    texts = ["1.0E-5", "1.25E1", "1.0E0", "-0.0E0", "5.6E-05", "1.5E+2", "9.99E14", "1.0e-99", "1E7", "-4E-1"]
+    for _ in range(3000):
+        fraction = "".join(draw.choices("0123456789", k=draw.randint(0, 16)))
+        texts.append(f"{draw.choice(['', '-'])}{draw.randint(0, 9)}{'.' + fraction if fraction else ''}"
+                     f"{draw.choice('eE')}{draw.choice(['', '+', '-'])}{draw.randint(0, 40):0{draw.randint(1, 2)}d}")
+    rows = ", ".join(f"({quote(text)})" for text in texts)
+    answer = trino.execute(f"SELECT c, {_written_out('c')} FROM (VALUES {rows}) AS t(c)")
+
+    assert len(answer) == len(texts)
+    for text, written in answer:
+        assert re.fullmatch(SCIENTIFIC, text)
+        exact = Decimal(text)
+        assert Decimal(written) == exact and "E" not in written.upper(), (text, written)
+        assert -Decimal(written).as_tuple().exponent == max(0, -exact.as_tuple().exponent), (text, written)

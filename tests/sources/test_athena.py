@@ -254,6 +254,16 @@ def test_no_credentials_at_all_is_a_clear_error(athena, aws_env) -> None:
         athena.client().columns("awsdatacatalog.bills.focus")
 
 
+def test_a_query_longer_than_athena_takes_is_refused_before_it_is_sent(athena, aws_env) -> None:
+    for name, value in athena.user_key.items():
+        aws_env.setenv(name, value)
+    client = athena.client()
+    sent = len(sent_queries(client))
+    with pytest.raises(BillFormatError, match="over Athena's 262,144"):
+        list(client.batches("SELECT '" + "x" * 262_144 + "'"))
+    assert len(sent_queries(client)) == sent
+
+
 def test_an_unknown_workgroup_is_refused(athena, aws_env) -> None:
     for name, value in athena.user_key.items():
         aws_env.setenv(name, value)
