@@ -80,8 +80,6 @@ def push_file(source: Path, *, inbox_dir: Path, name: str | None, period: str | 
         try:
             with source.open("rb") as original, staged.open("xb") as copy:
                 shutil.copyfileobj(original, copy)
-                copy.flush()
-                os.fsync(copy.fileno())
         except OSError as e:
             raise UploadError(f"{source}: cannot copy into the inbox: {e.strerror or e}") from e
         return place(staged, inbox_dir=inbox_dir, name=name, period=period, options=options)
@@ -130,10 +128,22 @@ def place(staged: Path, *, inbox_dir: Path, name: str, period: str | None, optio
     target = inbox_dir / period / name if period is not None else inbox_dir / name
     target.parent.mkdir(parents=True, exist_ok=True)
     replaced = target.exists()
+    # On disk before it is named: a crash after the rename must not leave a bill whose tail was never written.
+    _synced(staged)
     os.replace(staged, target)
+    _synced(target.parent)
     return PlacedBill(path=str(target.relative_to(inbox_dir)), sha256=bill.sha256, format=bill.bill_format,
                       replaced=replaced, input_rows=bill.input_rows, rejected_rows=len(bill.rejected),
                       periods=periods)
+
+
+def _synced(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _periods(bill: BillTotals) -> dict[str, dict[str, object]]:

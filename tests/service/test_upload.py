@@ -53,6 +53,29 @@ def test_an_uploaded_bill_is_placed_in_its_period_folder_with_what_the_next_run_
     assert inbox_files(tmp_path) == ["2026-10/cloudz.csv"]
 
 
+def test_a_bill_is_on_disk_before_it_is_named_and_its_name_after(tmp_path, monkeypatch):
+    # A crash right after the rename must not leave a bill whose tail was never written, nor lose the rename.
+    events = []
+    fsync, rename = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", str(a))), rename(a, b))[1])
+    source = tmp_path / "pushed.csv"
+    source.write_text(BILL)
+
+    answer = client(tmp_path).post("/api/v1/bills?name=cloudz.csv&period=2026-10", content=BILL, headers=AUTH)
+    assert answer.status_code == 201, answer.text
+    assert main(["push", str(source), "--inbox", str(tmp_path / "inbox"), "--period", "2026-10"]) == 0
+
+    inbox = str(tmp_path / "inbox")
+    renames = [i for i, (kind, _) in enumerate(events) if kind == "rename"]
+    assert len(renames) == 2
+    for i in renames:
+        staged = events[i][1]
+        assert ("fsync", staged) in events[:i], "the staged bill is synced before the rename"
+        assert events[i + 1] == ("fsync", f"{inbox}/2026-10"), "the folder is synced after it"
+
+
 @pytest.mark.parametrize(("query", "content", "status", "detail"), [
     ("name=bill.csv", "not,a,bill\n1,2,3\n", 422, "bill.csv"),
     ("name=bill.csv&period=2026-11", BILL, 422, "no row of the bill is in 2026-11 (its rows are in: 2026-10)"),
