@@ -23,6 +23,9 @@ _MINOR_UNITS: dict[str, int] = {
 _CURRENCY_CODE = re.compile(r"^[A-Z]{3}$")
 AMOUNT_DIGITS = 24
 _AMOUNT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_LAST_PLACE = Decimal(1).scaleb(-AMOUNT_DIGITS)
+# Wide enough to hold any amount of 24 digits before the point and 24 after.
+_WIDE = decimal.Context(prec=2 * AMOUNT_DIGITS + 2, traps=[decimal.InvalidOperation])
 _SPECIAL_NUMBER = re.compile(r"[+-]?(?:inf|infinity|s?nan[0-9]*)", re.IGNORECASE)
 
 
@@ -46,6 +49,10 @@ def parse_amount(text: str) -> Decimal:
         raise ValueError(f"not a number: {text!r}")
     amount = Decimal(written)
     # Bounded so that sums and roundings stay exact and small: no bill line is near 10**24 or has 24 decimals.
+    # Zeros past the 24th decimal (a Parquet decimal(38, 30) prints them) are dropped, exactly; a digit is refused.
+    if (not amount or amount.adjusted() < AMOUNT_DIGITS) and amount.as_tuple().exponent < -AMOUNT_DIGITS:
+        held = amount.quantize(_LAST_PLACE, context=_WIDE)
+        amount = held if held == amount else amount
     if (amount and amount.adjusted() >= AMOUNT_DIGITS) or amount.as_tuple().exponent < -AMOUNT_DIGITS:
         raise ValueError(f"out of range (more than {AMOUNT_DIGITS} digits before or after the point): {text!r}")
     return amount

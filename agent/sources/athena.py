@@ -14,6 +14,7 @@ import io
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -93,7 +94,9 @@ class AthenaQueries:
             raise BillFormatError(f"the query is {len(sql.encode()):,} bytes, over Athena's {MAX_QUERY_BYTES:,}: the "
                                   "rejected values it names are too many or too long (check the rules' bill: section)",
                                   source=source)
-        request: dict[str, object] = {"QueryString": sql, "WorkGroup": self._workgroup}
+        # The token makes a retried start (after throttling) the same query, not a second one.
+        request: dict[str, object] = {"QueryString": sql, "WorkGroup": self._workgroup,
+                                      "ClientRequestToken": uuid.uuid4().hex}
         if self._output_location is not None:
             request["ResultConfiguration"] = {"OutputLocation": self._output_location}
         return self._call("StartQueryExecution", request, source=source)["QueryExecutionId"]
@@ -130,7 +133,11 @@ class AthenaQueries:
             except RequestException as e:
                 raise BillFormatError(f"cannot reach Athena at {self._endpoint}: {e}", source=source) from e
             if response.status_code == 200:
-                return response.json()
+                try:
+                    return response.json()
+                except ValueError as e:
+                    raise BillFormatError(f"Athena's answer to {action} at {self._endpoint} is not JSON: "
+                                          f"{response.text[:200]!r}", source=source) from e
             error, message = _error_of(response)
             if error not in RETRIED_ERRORS or attempt == REQUEST_TRIES - 1:
                 raise BillFormatError(f"Athena refused {action} (HTTP {response.status_code} {error}): {message}",

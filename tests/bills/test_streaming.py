@@ -244,6 +244,20 @@ def test_sums_past_the_range_of_arrow_decimals_stay_exact(tmp_path):
     assert view(streamed) == view(judged_row_by_row(path, ImportOptions(period="2026-10")))
 
 
+def test_a_parquet_decimal_wider_than_24_places_is_read_exactly(tmp_path):
+    # decimal(38, 30) prints 30 places; zeros past the 24th are dropped, a digit there refuses only its row.
+    costs = [Decimal("1.25"), Decimal("-0.000000000000000000000001"), Decimal("3." + "0" * 29 + "1"), Decimal(7)]
+    path = tmp_path / "bill.parquet"
+    pq.write_table(pa.table({"EffectiveCost": pa.array(costs, pa.decimal128(38, 30)),
+                             "BillingCurrency": ["USD"] * 4, "ChargePeriodStart": ["2024-09-01"] * 4,
+                             "Tags": ['{"cz_container_bill": "web"}'] * 4}), path)
+    streamed = total_bill(path, options=ImportOptions())
+    assert [group.exact() for group in streamed.split_groups.values()] == [Decimal("8.249999999999999999999999")]
+    assert [(reject.row, reject.column) for reject in streamed.rejected] == [(3, "EffectiveCost")]
+    assert "out of range" in streamed.rejected[0].reason
+    assert view(streamed) == view(judged_row_by_row(path, ImportOptions()))
+
+
 @st.composite
 def written_costs(draw) -> str:
     """Plain decimals of any length: up to 30 digits on each side of the point, trailing zeros included,

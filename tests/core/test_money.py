@@ -40,7 +40,7 @@ def test_largest_remainder_gives_missing_units_to_largest_fractions_then_order()
     assert with_credit == [Decimal("-0.01"), Decimal("1.01")]
 
 
-@pytest.mark.parametrize("text", ["1e40", "1e-999999999", "0E-50", "1" * 25])
+@pytest.mark.parametrize("text", ["1e40", "1e-999999999", "1E-25", "1" * 25, "0." + "0" * 29 + "1"])
 def test_amounts_out_of_range_are_refused(text):
     with pytest.raises(ValueError, match="out of range"):
         parse_amount(text)
@@ -49,6 +49,14 @@ def test_amounts_out_of_range_are_refused(text):
 def test_amounts_at_the_edge_of_the_range_are_exact():
     assert parse_amount("9" * 24) == Decimal("9" * 24)
     assert parse_amount("0." + "0" * 23 + "1") == Decimal("1E-24")
+
+
+@pytest.mark.parametrize("text", ["1.25" + "0" * 28, "-0." + "0" * 23 + "1" + "0" * 6, "0E-50", "5." + "0" * 26 + "E-3",
+                                  "9" * 23 + "." + "0" * 30])
+def test_zeros_past_the_last_place_are_dropped_exactly(text):
+    amount = parse_amount(text)
+    assert amount == Decimal(text)
+    assert amount.as_tuple().exponent >= -24
 
 
 @pytest.mark.parametrize("text", ["1_000", "1_000.50", "١٢", "١٢.٥", "０", "12\u200b", "1 000", "1,5", "0x10", "1e",
