@@ -8,7 +8,8 @@ import secrets
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -32,7 +33,7 @@ from agent.core.model import Contribution, ReportRow, RunSummary, StoredRun, Tag
 from agent.core.periods import PERIOD_PATTERN, Period
 from agent.core.split import NO_VALUE
 from agent.core.split import parse_dimensions as parse_split_dimensions
-from agent.errors import AgentError, BodyTooLarge, NoCostError, SplitError, StoreError
+from agent.errors import AgentError, BodyTooLarge, NoCostError, PeriodError, SplitError, StoreError
 from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.outputs.report import render_csv
 from agent.service.metrics import exposition
@@ -110,9 +111,18 @@ class PeriodListOut(BaseModel):
     periods: list[PeriodOut]
 
 
-class AllocationsOut(BaseModel):
-    run_id: int
+class RunRefOut(BaseModel):
     period: str
+    run_id: int
+
+
+class AllocationsOut(BaseModel):
+    run_id: int | None = Field(description="the run the rows are of; null for a window of several months")
+    period: str = Field(description="the month, or the window `FIRST..LAST`")
+    accumulate: bool = Field(description="true: rows summed over the window's months (their period is the "
+                                         "window); false: each month's rows with its period")
+    runs: list[RunRefOut] = Field(description="the run read for each month of the window (its latest)")
+    missing: list[str] = Field(description="months of the window with no stored run, left out of the rows")
     rows: list[dict[str, str]]
 
 
@@ -242,6 +252,78 @@ def chosen_run(reader: RunReader, *, period: str | None, run_id: int | None) -> 
     return summary
 
 
+@dataclass(frozen=True)
+class Window:
+    """The months a request asks for, first to last inclusive."""
+
+    first: Period
+    last: Period
+
+    def months(self) -> list[str]:
+        months, month = [], self.first
+        while month <= self.last:
+            months.append(str(month))
+            month = month.next()
+        return months
+
+    def label(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}..{self.last}"
+
+
+# Months one request may span: ten years of monthly runs.
+MAX_WINDOW_MONTHS = 120
+
+
+def parse_window(*, window: str | None, first: str | None, last: str | None, now: datetime) -> Window | None:
+    """The months of `window=` (YYYY-MM, `month`, `lastmonth`, or FIRST,LAST as OpenCost writes a range) or of
+    `from=`/`to=`; None when neither is given."""
+    if window is not None and (first is not None or last is not None):
+        raise bad_parameter("window", "give window= or from=/to=, not both")
+    if window is not None:
+        current = Period.of(now)
+        words = {"month": current, "lastmonth": current.previous()}
+        parts = [part.strip() for part in window.split(",")]
+        try:
+            if len(parts) > 2:
+                raise PeriodError("more than two months")
+            bounds = [words[part] if part in words else Period.parse(part) for part in parts]
+        except PeriodError as e:
+            raise bad_parameter("window", f"expected YYYY-MM, month, lastmonth or FIRST,LAST months, got "
+                                f"{window!r}") from e
+        return _window(bounds[0], bounds[-1], name="window")
+    if first is None and last is None:
+        return None
+    if first is None or last is None:
+        raise bad_parameter("from" if first is None else "to", "from= and to= come together")
+    return _window(Period.parse(first), Period.parse(last), name="to")
+
+
+def _window(first: Period, last: Period, *, name: str) -> Window:
+    window = Window(first, last)
+    if last < first:
+        raise bad_parameter(name, f"the window ends ({last}) before it starts ({first})")
+    if len(window.months()) > MAX_WINDOW_MONTHS:
+        raise bad_parameter(name, f"a window spans at most {MAX_WINDOW_MONTHS} months")
+    return window
+
+
+def window_rows(reader: RunReader, window: Window, *, dimensions: tuple[str, ...],
+                accumulate: bool) -> AllocationsOut:
+    """The latest run of each month of the window, its rows aggregated; summed over the months if `accumulate`."""
+    latest = {summary.period: summary for summary in reader.summaries()}
+    months = window.months()
+    runs = [latest[month] for month in months if month in latest]
+    if not runs:
+        raise not_found(f"no stored run in {window.label()}")
+    rows = [row for run in runs for row in reader.stored(run.id).rows]
+    if accumulate:
+        rows = [replace(row, period=window.label()) for row in rows]
+    return AllocationsOut(run_id=runs[0].id if len(months) == 1 else None, period=window.label(),
+                          accumulate=accumulate, runs=[RunRefOut(period=run.period, run_id=run.id) for run in runs],
+                          missing=[month for month in months if month not in latest],
+                          rows=aggregate_rows(rows, dimensions))
+
+
 # ----------------------------------------------------------------------------------------- allocations
 
 
@@ -268,10 +350,12 @@ def aggregate_rows(rows: Sequence[ReportRow], dimensions: tuple[str, ...]) -> li
             for key, amount in sums.items()]
 
 
-def allocations_csv(rows: list[dict[str, str]], *, dimensions: tuple[str, ...], run: RunSummary) -> Response:
+def allocations_csv(rows: list[dict[str, str]], *, dimensions: tuple[str, ...], label: str,
+                    run_id: int | None) -> Response:
     columns = ("period", *dimensions, "amount", "currency")
     body = render_csv(columns, ([row[name] for name in columns] for row in rows))
-    disposition = f'attachment; filename="allocations-{run.period}-run{run.id}.csv"'
+    name = f"allocations-{label}" + ("" if run_id is None else f"-run{run_id}")
+    disposition = f'attachment; filename="{name}.csv"'
     return Response(body, media_type="text/csv", headers={"Content-Disposition": disposition})
 
 
@@ -342,16 +426,32 @@ def api_router(reader: RunReader) -> APIRouter:
     def allocations(
         period: PeriodQuery | None = None,
         run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
+        window: Annotated[str | None, Query(description="months as OpenCost names them: YYYY-MM, `month` (this "
+                                            "one), `lastmonth`, or FIRST,LAST (YYYY-MM,YYYY-MM)")] = None,
+        first: Annotated[str | None, Query(alias="from", pattern=PERIOD_PATTERN,
+                                           description="first month of a window, YYYY-MM (with to=)")] = None,
+        last: Annotated[str | None, Query(alias="to", pattern=PERIOD_PATTERN,
+                                          description="last month of a window, YYYY-MM (with from=)")] = None,
+        accumulate: Annotated[bool, Query(description="sum a window's months (true) or list each month's rows "
+                                          "(false)")] = False,
         aggregate: Annotated[str | None, Query(description="dimensions to keep, comma-separated, from "
                                                + ",".join(DIMENSIONS))] = None,
         report_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
     ) -> AllocationsOut | Response:
         dimensions = parse_dimensions(aggregate)
-        summary = chosen_run(reader, period=period, run_id=run)
-        rows = aggregate_rows(reader.stored(summary.id).rows, dimensions)
+        months = parse_window(window=window, first=first, last=last, now=datetime.now(UTC))
+        if months is not None and (period is not None or run is not None):
+            raise bad_parameter("window", "give a window (window=, from=/to=) or period=/run=, not both")
+        if months is None:
+            summary = chosen_run(reader, period=period, run_id=run)
+            found = AllocationsOut(run_id=summary.id, period=summary.period, accumulate=accumulate,
+                                   runs=[RunRefOut(period=summary.period, run_id=summary.id)], missing=[],
+                                   rows=aggregate_rows(reader.stored(summary.id).rows, dimensions))
+        else:
+            found = window_rows(reader, months, dimensions=dimensions, accumulate=accumulate)
         if report_format == "csv":
-            return allocations_csv(rows, dimensions=dimensions, run=summary)
-        return AllocationsOut(run_id=summary.id, period=summary.period, rows=rows)
+            return allocations_csv(found.rows, dimensions=dimensions, label=found.period, run_id=found.run_id)
+        return found
 
     @router.get("/split", response_model=SplitOut,
                 responses={200: {"content": {"text/csv": {}}, "description": "the rows as JSON or CSV"}})
@@ -471,6 +571,24 @@ def uploads_router(uploads: Uploads) -> APIRouter:
     return router
 
 
+def known_parameters(request: Request) -> None:
+    """A 400 naming the query parameters the endpoint does not take, and those it does: a misspelt or foreign
+    parameter (`accumulate` where `aggregate` was meant) must not be ignored in silence."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    accepted = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - accepted)
+    if unknown:
+        raise HTTPException(status_code=400, detail=f"unknown query parameter(s) {', '.join(unknown)}; "
+                                                    f"{request.url.path} takes {', '.join(sorted(accepted)) or 'none'}")
+
+
+def _query_names(dependant: Any) -> set[str]:
+    return {field.alias for field in dependant.query_params}.union(
+        *(_query_names(inner) for inner in dependant.dependencies))
+
+
 def bearer_guard(api_token: str) -> Callable[..., None]:
     """A dependency requiring `Authorization: Bearer <api_token>`, declared as an OpenAPI security scheme."""
     scheme = HTTPBearer(auto_error=False, scheme_name="bearerToken", description="the agent's API token")
@@ -575,10 +693,13 @@ def create_app(
     docs: dict[str, Any] = {"openapi_url": None, "docs_url": None, "redoc_url": None} if api_token else {}
     app = FastAPI(title="cz-allocation-agent", version=__version__,
                   description="Exact chargeback of cloud bills to companies and services: the stored runs.", **docs)
-    app.include_router(api_router(RunReader(engine)), prefix="/api/v1", dependencies=guard)
+    checked = [*guard, Depends(known_parameters)]
+    app.include_router(api_router(RunReader(engine)), prefix="/api/v1", dependencies=checked,
+                       responses={400: {"description": "a query parameter the endpoint does not take"}})
     if uploads is not None:
         enabled = uploads if api_token else Uploads(**{**vars(uploads), "enabled": False})
-        app.include_router(uploads_router(enabled), prefix="/api/v1", dependencies=guard)
+        app.include_router(uploads_router(enabled), prefix="/api/v1", dependencies=checked,
+                           responses={400: {"description": "a query parameter the endpoint does not take"}})
     app.include_router(operations_router(registry, ready=ready, metrics_guard=guard if metrics_token_required
                                          else []))
     if api_token:

@@ -132,6 +132,103 @@ def test_the_latest_run_of_the_period_or_the_run_given(worked, stores):
     assert both["run_id"] == first
 
 
+# ------------------------------------------------------------------------------------------------ windows
+
+
+def monthly(client: TestClient, month: str) -> dict[tuple[str, str], Decimal]:
+    rows = client.get("/api/v1/allocations", params={"period": month, "aggregate": "company"}).json()["rows"]
+    return {(row["company"], row["currency"]): Decimal(row["amount"]) for row in rows}
+
+
+def test_a_window_of_one_month_is_that_months_latest_run(worked, stores):
+    by_period = worked.get("/api/v1/allocations", params={"period": "2026-09"}).json()
+    for params in ({"window": "2026-09"}, {"from": "2026-09", "to": "2026-09"}, {"window": "2026-09,2026-09"}):
+        body = worked.get("/api/v1/allocations", params=params).json()
+        assert body["rows"] == by_period["rows"]
+        assert body["run_id"] == stores.september_runs[1] == by_period["run_id"]
+        assert body["runs"] == [{"period": "2026-09", "run_id": stores.september_runs[1]}]
+
+
+def test_a_window_lists_each_months_rows_or_sums_them_exactly(worked, stores):
+    params = {"from": "2026-08", "to": "2026-10", "aggregate": "company"}
+    listed = worked.get("/api/v1/allocations", params=params).json()
+    assert listed["period"] == "2026-08..2026-10" and listed["run_id"] is None and not listed["accumulate"]
+    assert listed["missing"] == ["2026-08"]
+    assert [run["period"] for run in listed["runs"]] == ["2026-09", "2026-10"]
+    september, october = monthly(worked, "2026-09"), monthly(worked, "2026-10")
+    assert {(row["period"], row["company"]): Decimal(row["amount"]) for row in listed["rows"]} == {
+        **{("2026-09", company): amount for (company, _), amount in september.items()},
+        **{("2026-10", company): amount for (company, _), amount in october.items()}}
+
+    summed = worked.get("/api/v1/allocations", params={**params, "accumulate": "true"}).json()
+    assert summed["accumulate"] and {row["period"] for row in summed["rows"]} == {"2026-08..2026-10"}
+    got = {(row["company"], row["currency"]): Decimal(row["amount"]) for row in summed["rows"]}
+    assert got == {key: september.get(key, Decimal(0)) + october.get(key, Decimal(0))
+                   for key in september.keys() | october.keys()}
+
+
+def test_a_window_as_csv_names_the_window(worked):
+    response = worked.get("/api/v1/allocations", params={"window": "2026-09,2026-10", "aggregate": "company",
+                                                         "accumulate": "true", "format": "csv"})
+    assert response.status_code == 200
+    assert 'filename="allocations-2026-09..2026-10.csv"' in response.headers["content-disposition"]
+    assert {row["period"] for row in read_rows(response.text)} == {"2026-09..2026-10"}
+
+
+def test_month_and_lastmonth_are_the_current_and_previous_months(worked):
+    from datetime import UTC, datetime
+
+    from agent.core.periods import Period
+
+    current = Period.of(datetime.now(UTC))
+    for word, month in (("month", current), ("lastmonth", current.previous())):
+        response = worked.get("/api/v1/allocations", params={"window": word})
+        assert response.status_code == 404 and response.json()["detail"] == f"no stored run in {month}"
+
+
+@pytest.mark.parametrize(("params", "named"), [
+    ({"window": "2026-10", "period": "2026-10"}, "window"),
+    ({"window": "2026-10", "from": "2026-09", "to": "2026-10"}, "window"),
+    ({"from": "2026-09"}, "to"),
+    ({"to": "2026-09"}, "from"),
+    ({"from": "2026-10", "to": "2026-09"}, "to"),
+    ({"window": "2026-13"}, "window"),
+    ({"window": "yesterday"}, "window"),
+    ({"window": "2026-01,2026-02,2026-03"}, "window"),
+    ({"from": "2000-01", "to": "2026-10"}, "to"),
+    ({"from": "2026-9", "to": "2026-10"}, "from"),
+    ({"window": "2026-10", "run": "1"}, "window"),
+])
+def test_a_bad_window_is_422_naming_the_parameter(worked, params, named):
+    response = worked.get("/api/v1/allocations", params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", named]
+
+
+@pytest.mark.parametrize(("path", "params", "unknown"), [
+    ("/api/v1/allocations", {"period": "2026-10", "accumulat": "true"}, "accumulat"),
+    ("/api/v1/allocations", {"period": "2026-10", "shareIdle": "true", "idle": "x"}, "idle, shareIdle"),
+    ("/api/v1/runs", {"limit": "5"}, "limit"),
+    ("/api/v1/runs/1", {"period": "2026-10"}, "period"),
+])
+def test_an_unknown_query_parameter_is_400_listing_the_accepted_ones(worked, path, params, unknown):
+    response = worked.get(path, params=params)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail.startswith(f"unknown query parameter(s) {unknown}; ")
+    if path == "/api/v1/allocations":
+        assert detail.endswith("takes accumulate, aggregate, format, from, period, run, to, window")
+    if path == "/api/v1/runs/1":
+        assert detail.endswith("takes none")
+
+
+def test_openapi_describes_the_window_parameters(worked):
+    operation = worked.get("/openapi.json").json()["paths"]["/api/v1/allocations"]["get"]
+    names = {parameter["name"] for parameter in operation["parameters"]}
+    assert {"window", "from", "to", "accumulate", "period", "run", "aggregate", "format"} == names
+    assert "400" in operation["responses"]
+
+
 # ---------------------------------------------------------------------------------------------- explain
 
 
