@@ -67,8 +67,8 @@ test: venv infra
 test-fast: venv
 	$(BIN)/python -m pytest -m "not integration and not deploy and not bench and not slow"
 
-# Benchmarks (tens of minutes): writes bench/RESULTS.md, bench/RESULTS-parquet.md, bench/RESULTS-usage.md and
-# bench/RESULTS-serve.md.
+# Benchmarks (tens of minutes): writes bench/RESULTS.md, bench/RESULTS-parquet.md, bench/RESULTS-usage.md,
+# bench/RESULTS-serve.md and bench/RESULTS-pushdown.md (its Trino comes from scripts/trino.sh).
 # make test runs only a smoke of them.
 bench: venv
 	$(BIN)/python bench/bill_import.py
@@ -76,6 +76,7 @@ bench: venv
 	scripts/install-prometheus.sh
 	$(BIN)/python bench/usage_fetch.py
 	$(BIN)/python bench/serve_footprint.py
+	$(BIN)/python bench/pushdown.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,10 +35,12 @@ CATALOG = "hive"
 USER = "cz-agent-test"
 # About 12 s on 2 idle cores; a loaded machine or a cold page cache can take several times that.
 READY_TIMEOUT_SECONDS = 240
-# A small heap for a shared 2-core machine (a million-row bill still sums in it). C1 alone starts the server in about
-# 12 s instead of 19, and that bill's query was no faster with C2. UTC makes the Hive connector's time zone
-# (legacy Parquet timestamps) the same everywhere. The last four are from Trino's deployment guide.
-JVM_OPTIONS = ["-Xmx1G", "-XX:TieredStopAtLevel=1", "-Duser.timezone=UTC", "-XX:+ExitOnOutOfMemoryError",
+# A small heap for a shared 2-core machine (a million-row bill still sums in it); bench/pushdown.py can ask for more.
+HEAP = "1G"
+# C1 alone starts the server in about 12 s instead of 19, and a million-row bill's query was no faster with C2. UTC
+# makes the Hive connector's time zone (legacy Parquet timestamps) the same everywhere. The last four are from Trino's
+# deployment guide.
+JVM_OPTIONS = ["-XX:TieredStopAtLevel=1", "-Duser.timezone=UTC", "-XX:+ExitOnOutOfMemoryError",
                "-Djdk.attach.allowAttachSelf=true", "-XX:+EnableDynamicAgentLoading", "-Dfile.encoding=UTF-8"]
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 TableFormat = Literal["CSV", "PARQUET"]
@@ -93,6 +95,11 @@ class TrinoServer:
         for file in files:
             shutil.copyfile(file, directory / file.name)
         columns = columns if columns is not None else file_columns(files[0], format=format)
+        return self.external_table(schema, name, directory, format=format, columns=columns)
+
+    def external_table(self, schema: str, name: str, directory: Path, *, format: TableFormat,
+                       columns: list[tuple[str, str]]) -> str:
+        """Create an external table over the files of a directory under data_dir; its qualified name."""
         qualified = f"{self.catalog}.{schema}.{name}"
         properties = f"external_location = '{self.location(directory)}', format = '{format}'"
         if format == "CSV":
@@ -142,14 +149,15 @@ def write_properties(path: Path, properties: dict[str, object]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()), encoding="utf-8")
 
 
-def configure(etc: Path, *, port: int, node_dir: Path, data_dir: Path) -> None:
+def configure(etc: Path, *, port: int, node_dir: Path, data_dir: Path, heap: str = HEAP) -> None:
     """A coordinator that also runs the work, on 127.0.0.1 only, and the `hive` catalog over data_dir."""
     write_properties(etc / "node.properties", {"node.environment": "test", "node.id": "cz-agent-test",
                                                "node.data-dir": node_dir})
     write_properties(etc / "config.properties", {
         "coordinator": "true", "node-scheduler.include-coordinator": "true", "http-server.http.port": port,
         "discovery.uri": f"http://{HOST}:{port}", "node.bind-ip": HOST, "node.internal-address": HOST})
-    (etc / "jvm.config").write_text("".join(f"{option}\n" for option in JVM_OPTIONS), encoding="utf-8")
+    (etc / "jvm.config").write_text("".join(f"{option}\n" for option in [f"-Xmx{heap}", *JVM_OPTIONS]),
+                                    encoding="utf-8")
     write_properties(etc / "catalog" / f"{CATALOG}.properties", {
         "connector.name": "hive", "hive.metastore": "file", "hive.metastore.catalog.dir": "local:///metastore",
         "fs.native-local.enabled": "true", "local.location": data_dir})
@@ -176,14 +184,15 @@ def wait_until_ready(server: TrinoServer, *, process: subprocess.Popen, log_path
              what=f"Trino's {server.catalog} catalog to scan a table", **waiting)
 
 
-@pytest.fixture(scope="session", name="trino")
-def trino_server(tmp_path_factory) -> Iterator[TrinoServer]:
+@contextmanager
+def running(work: Path, *, heap: str = HEAP) -> Iterator[tuple[TrinoServer, subprocess.Popen]]:
+    """A Trino of `heap` (a JVM -Xmx value) whose configuration, data, catalog files (work/files) and log
+    (work/trino.log) live in `work`, ready to scan a Hive table; and its process, the JVM itself. Stopped on exit."""
     tools = install()
-    work = tmp_path_factory.mktemp("trino")
     etc, node_dir, data_dir = work / "etc", work / "node", work / "files"
     data_dir.mkdir()
     port = free_port()
-    configure(etc, port=port, node_dir=node_dir, data_dir=data_dir)
+    configure(etc, port=port, node_dir=node_dir, data_dir=data_dir, heap=heap)
     server = TrinoServer(host=HOST, port=port, catalog=CATALOG, data_dir=data_dir)
     log_path = work / "trino.log"
     # The launcher runs the JVM in its own place (exec): the signal that stops the process stops Trino.
@@ -192,6 +201,12 @@ def trino_server(tmp_path_factory) -> Iterator[TrinoServer]:
                            env={**os.environ, "JAVA_HOME": tools["trino-java-home"]})
     try:
         wait_until_ready(server, process=process, log_path=log_path, work=work)
-        yield server
+        yield server, process
     finally:
         stop_process(process, timeout=30)
+
+
+@pytest.fixture(scope="session", name="trino")
+def trino_server(tmp_path_factory) -> Iterator[TrinoServer]:
+    with running(tmp_path_factory.mktemp("trino")) as (server, _):
+        yield server
