@@ -30,6 +30,8 @@ class TrinoQueries:
             "user": user,
             "source": "cz-allocation-agent",
             "request_timeout": timeout_seconds,
+            # The server itself ends a query running longer (the client's timeout bounds one request only).
+            "session_properties": {"query_max_run_time": f"{max(1, round(timeout_seconds))}s"},
         }
         self._password = password
 

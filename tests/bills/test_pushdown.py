@@ -283,3 +283,12 @@ def test_scientific_costs_are_written_out_to_the_same_decimal_with_the_same_plac
         exact = Decimal(text)
         assert Decimal(written) == exact and "E" not in written.upper(), (text, written)
         assert -Decimal(written).as_tuple().exponent == max(0, -exact.as_tuple().exponent), (text, written)
+
+
+def test_a_query_running_past_the_timeout_is_ended_by_the_server(trino) -> None:
+    # The client's own timeout bounds each request; the whole query is bounded by the server's query_max_run_time.
+    numbers = "UNNEST(sequence(1, 10000))"
+    slow = (f"SELECT count(*) FROM {numbers} AS a(x) CROSS JOIN {numbers} AS b(y) CROSS JOIN {numbers} AS c(z) "
+            "WHERE (x * y + z) % 7 = 3")
+    with pytest.raises(BillFormatError, match="EXCEEDED_TIME_LIMIT"):
+        list(TrinoQueries(trino.url, user="test", timeout_seconds=1).batches(slow))
