@@ -50,8 +50,8 @@ CACHE = CACHE_ROOT / "bench-bills"
 CZ_AGENT = Path(sys.executable).with_name("cz-agent")
 SEED = 7
 SCHEMA = "bench"
-# The agent's CZ_AGENT_BILL_QUERY_TIMEOUT_SECONDS: the Trino client's timeout of each HTTP request, raised so that
-# no wait for an answer of a loaded server cuts a long run.
+# The agent's CZ_AGENT_BILL_QUERY_TIMEOUT_SECONDS (the query's longest run, 600 s by default), raised so that a
+# 100 M-line query on a loaded 2-core machine is not ended.
 QUERY_TIMEOUT_SECONDS = 3600
 PEAK_FLAT = 1.10
 
