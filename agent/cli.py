@@ -29,8 +29,12 @@ if TYPE_CHECKING:
     from agent.pipeline import RowsProgress, StageProgress
     from agent.settings import Settings
     from agent.sources.live import LiveUsage
+    from agent.store.remote import RemoteRuns
+    from agent.store.runs import LocalRuns
 
 log = logging.getLogger(__name__)
+# The commands that only read stored runs, and so can read them from an agent's API (--server).
+REMOTE_COMMANDS = ("runs", "report", "explain", "statement", "diff")
 _PIPED_WIDTH = 200
 
 
@@ -48,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cz-agent {__version__}")
     parser.add_argument("--store", metavar="URL", help="run store, a SQLAlchemy URL (default: CZ_AGENT_STORE_URL, "
                         "else SQLite under $XDG_DATA_HOME/cz-agent)")
+    parser.add_argument("--server", dest="remote", metavar="URL",
+                        help="read the runs of the agent serving at URL (its HTTP API; e.g. through kubectl "
+                             "port-forward) instead of a local store: for " + ", ".join(REMOTE_COMMANDS))
+    parser.add_argument("--token-file", dest="remote_token_file", type=Path, metavar="FILE",
+                        help="with --server: a file holding the agent's API token")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_allocate(commands)
     _add_explain(commands)
@@ -206,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(level=settings.log_level, log_format=settings.log_format)
         else:
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if args.remote is not None and args.command not in REMOTE_COMMANDS:
+            raise AgentError(f"--server reads an agent's stored runs: it serves {', '.join(REMOTE_COMMANDS)}, "
+                             f"not {args.command}")
         return _COMMANDS[args.command](args, settings=settings, console=console)
     except AgentError as e:
         errors = Console(stderr=True, soft_wrap=True, emoji=False)
@@ -218,11 +230,30 @@ def _store(args: argparse.Namespace, *, settings: Settings) -> Engine:
     return open_store(args.store or settings.effective_store_url())
 
 
+def _stored_runs(args: argparse.Namespace, *, settings: Settings) -> LocalRuns | RemoteRuns:
+    """The runs a reading command reads: an agent's over its API with --server, else the local store's."""
+    if args.remote is None:
+        from agent.store.runs import LocalRuns
+
+        return LocalRuns(_store(args, settings=settings))
+    from agent.store.remote import RemoteRuns
+
+    return RemoteRuns(args.remote, token=_api_token(args.remote_token_file, settings=settings))
+
+
+def _api_token(token_file: Path | None, *, settings: Settings) -> str | None:
+    """The agent's API token: from the file given, else the settings' (CZ_AGENT_API_TOKEN, _FILE)."""
+    from agent.settings import Settings
+
+    return settings.effective_api_token() if token_file is None else Settings(
+        api_token_file=token_file).effective_api_token()
+
+
 def _statement(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     from agent.outputs.statement import write_statement
 
     csv_path = args.csv or args.out.with_suffix(".csv")
-    statement = write_statement(_store(args, settings=settings), period=args.period, company=args.company,
+    statement = write_statement(_stored_runs(args, settings=settings), period=args.period, company=args.company,
                                 run_id=args.run, html_path=args.out, csv_path=csv_path)
     console.print(f"statement of {args.company} for {args.period} (run {statement.run_id}) written to "
                   f"{args.out} and {csv_path}", highlight=False, markup=False)
@@ -252,10 +283,9 @@ def _close(args: argparse.Namespace, *, settings: Settings, console: Console) ->
 
 def _diff(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     from agent.outputs import summary
-    from agent.store.runs import load_run
 
-    engine = _store(args, settings=settings)
-    summary.print_diff(load_run(engine, args.run_a), load_run(engine, args.run_b), console=console)
+    runs = _stored_runs(args, settings=settings)
+    summary.print_diff(runs.load_run(args.run_a), runs.load_run(args.run_b), console=console)
     return 0
 
 
@@ -276,19 +306,17 @@ def _usage(args: argparse.Namespace, *, settings: Settings, console: Console) ->
 
 def _runs(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     from agent.outputs import summary
-    from agent.store.runs import list_runs
 
-    summary.print_runs(list_runs(_store(args, settings=settings), period=args.period), console=console)
+    summary.print_runs(_stored_runs(args, settings=settings).list_runs(period=args.period), console=console)
     return 0
 
 
 def _explain(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     from agent.outputs import summary
-    from agent.store.runs import latest_run_id, load_run
 
-    engine = _store(args, settings=settings)
-    run_id = args.run if args.run is not None else latest_run_id(engine, period=args.period)
-    summary.print_explanation(load_run(engine, run_id), company=args.company, service=args.service, console=console)
+    runs = _stored_runs(args, settings=settings)
+    run_id = args.run if args.run is not None else runs.latest_run_id(period=args.period)
+    summary.print_explanation(runs.load_run(run_id), company=args.company, service=args.service, console=console)
     return 0
 
 
@@ -297,11 +325,10 @@ def _report(args: argparse.Namespace, *, settings: Settings, console: Console) -
 
     from agent.outputs.focus import render_focus
     from agent.outputs.report import format_for, render_report, write_atomically
-    from agent.store.runs import latest_run_id, load_run
 
-    engine = _store(args, settings=settings)
-    run_id = args.run if args.run is not None else latest_run_id(engine, period=args.period)
-    stored = load_run(engine, run_id)
+    runs = _stored_runs(args, settings=settings)
+    run_id = args.run if args.run is not None else runs.latest_run_id(period=args.period)
+    stored = runs.load_run(run_id)
     report_format = format_for(args.out, args.format)
     if report_format == FOCUS_FORMAT:
         write_atomically(args.out, render_focus(stored, parquet=args.out.suffix.lower() == ".parquet"))
@@ -375,7 +402,6 @@ def _push(args: argparse.Namespace, *, settings: Settings, console: Console) -> 
     from agent.bills import ImportOptions
     from agent.pipeline import import_options_for
     from agent.service.upload import push_file, upload_file
-    from agent.settings import Settings
     from agent.sources.rules_file import load_rules
 
     if args.inbox is not None:
@@ -384,9 +410,8 @@ def _push(args: argparse.Namespace, *, settings: Settings, console: Console) -> 
                    else ImportOptions(limits=limits))
         placed = push_file(args.file, inbox_dir=args.inbox, name=args.name, period=args.period, options=options)
     else:
-        token = settings.effective_api_token() if args.token_file is None else Settings(
-            api_token_file=args.token_file).effective_api_token()
-        placed = upload_file(args.file, server=args.server, token=token, name=args.name, period=args.period)
+        placed = upload_file(args.file, server=args.server, token=_api_token(args.token_file, settings=settings),
+                             name=args.name, period=args.period)
     for line in placed.describe():
         console.print(line, highlight=False, markup=False, emoji=False)
     return 0

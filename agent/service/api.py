@@ -38,7 +38,7 @@ from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.outputs.report import render_csv
 from agent.service.metrics import exposition
 from agent.service.upload import place, staging
-from agent.store.runs import list_runs, load_run
+from agent.store.runs import list_runs, load_run, run_document
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -482,6 +482,12 @@ def api_router(reader: RunReader) -> APIRouter:
     def run_detail(run_id: int) -> RunDetailOut:
         summary = reader.summary(run_id)
         return RunDetailOut(**run_out(summary).model_dump(), manifest=summary.manifest.to_json())
+
+    @router.get("/runs/{run_id}/document", response_model=dict[str, Any])
+    def run_document_of(run_id: int) -> JSONResponse:
+        """The whole stored run, exactly (amounts as decimal text, shares as fractions): what `cz-agent --server`
+        reads to print runs, reports, explanations, statements and diffs as it would from a local store."""
+        return JSONResponse(run_document(reader.stored(run_id)))
 
     @router.get("/runs/{run_id}/explain")
     def explain(run_id: int, company: Annotated[str, Query(description="'' for unallocated cost")],

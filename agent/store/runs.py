@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from fractions import Fraction
@@ -407,20 +407,76 @@ def load_run(engine: Engine, run_id: int, *, categories: Collection[str] | None 
 
         return StoredRun(
             summary=summary,
-            rows=[ReportRow(period=summary.period, company=r["company"], service=r["service"],
-                            category=r["category"], cluster=r["cluster"], amount=Decimal(r["amount"]),
-                            currency=r["currency"]) for r in rows_of(allocation_rows)],
+            rows=[_row(r, period=summary.period) for r in rows_of(allocation_rows)],
             contributions=[_contribution(r) for r in rows_of(contributions, *wanted)],
-            tag_lines=[TagLine(currency=r["currency"], tag=r["tag"], amount=Decimal(r["amount"]),
-                               line_count=r["line_count"], rows_by_source=json.loads(r["rows_by_source"]),
-                               rule=r["rule"])
-                       for r in rows_of(tag_lines)],
-            rejected=[RejectedRow(source=r["source"], row=r["row"], column=r["column"], reason=r["reason"],
-                                  raw_cost=r["raw_cost"]) for r in rows_of(rejected_rows)],
-            splits=[SplitTotal(sub_account=r["sub_account"], workspace=r["workspace"], api_key=r["api_key"],
-                               currency=r["currency"], amount=Decimal(r["amount"]), line_count=r["line_count"])
-                    for r in rows_of(bill_splits)],
+            tag_lines=[_tag_line(r) for r in rows_of(tag_lines)],
+            rejected=[_reject(r) for r in rows_of(rejected_rows)],
+            splits=[_split(r) for r in rows_of(bill_splits)],
         )
+
+
+class LocalRuns:
+    """The runs of a local store, read as agent.store.remote.RemoteRuns reads an agent's over its API."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def list_runs(self, *, period: str | None = None) -> list[RunSummary]:
+        return list_runs(self._engine, period=period)
+
+    def latest_run_id(self, *, period: str) -> int:
+        return latest_run_id(self._engine, period=period)
+
+    def load_run(self, run_id: int) -> StoredRun:
+        return load_run(self._engine, run_id)
+
+
+def run_document(stored: StoredRun) -> dict[str, Any]:
+    """A stored run as JSON, exactly (amounts as decimal text, shares as fractions): what the API sends a
+    `cz-agent --server` client, which reads it back with run_from_document."""
+    summary = stored.summary
+    return {
+        "summary": {"id": summary.id, "period": summary.period, "created_at": summary.created_at,
+                    "tool_version": summary.tool_version, "report_sha256": summary.report_sha256,
+                    "manifest": summary.manifest.to_json()},
+        "rows": [_row_record(row) for row in stored.rows],
+        "contributions": [_contribution_record(c) for c in stored.contributions],
+        "tag_lines": [_tag_line_record(t) for t in stored.tag_lines],
+        "rejected": [_reject_record(r) for r in stored.rejected],
+        "splits": [_split_record(t) for t in stored.splits],
+    }
+
+
+def run_from_document(document: Mapping[str, Any]) -> StoredRun:
+    summary = document["summary"]
+    run = RunSummary(id=summary["id"], period=summary["period"], created_at=summary["created_at"],
+                     tool_version=summary["tool_version"], report_sha256=summary["report_sha256"],
+                     manifest=RunManifest.from_json(summary["manifest"]))
+    return StoredRun(summary=run, rows=[_row(r, period=run.period) for r in document["rows"]],
+                     contributions=[_contribution(r) for r in document["contributions"]],
+                     tag_lines=[_tag_line(r) for r in document["tag_lines"]],
+                     rejected=[_reject(r) for r in document["rejected"]],
+                     splits=[_split(r) for r in document["splits"]])
+
+
+def _row(r: Any, *, period: str) -> ReportRow:
+    return ReportRow(period=period, company=r["company"], service=r["service"], category=r["category"],
+                     cluster=r["cluster"], amount=Decimal(r["amount"]), currency=r["currency"])
+
+
+def _tag_line(r: Any) -> TagLine:
+    return TagLine(currency=r["currency"], tag=r["tag"], amount=Decimal(r["amount"]), line_count=r["line_count"],
+                   rows_by_source=json.loads(r["rows_by_source"]), rule=r["rule"])
+
+
+def _reject(r: Any) -> RejectedRow:
+    return RejectedRow(source=r["source"], row=r["row"], column=r["column"], reason=r["reason"],
+                       raw_cost=r["raw_cost"])
+
+
+def _split(r: Any) -> SplitTotal:
+    return SplitTotal(sub_account=r["sub_account"], workspace=r["workspace"], api_key=r["api_key"],
+                      currency=r["currency"], amount=Decimal(r["amount"]), line_count=r["line_count"])
 
 
 def _contribution(r: Any) -> Contribution:

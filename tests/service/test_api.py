@@ -26,6 +26,7 @@ DEMO = ROOT / "demo"
 TOKEN = "s3cret-token"
 DIMENSIONS = ("company", "service", "category", "cluster")
 PATHS = {"/api/v1/allocations", "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/explain",
+         "/api/v1/runs/{run_id}/document",
          "/api/v1/periods", "/api/v1/split", "/healthz", "/readyz", "/metrics"}
 
 
@@ -353,7 +354,7 @@ def test_metrics_exposes_the_registry(worked):
 # ------------------------------------------------------------------------------------------------ auth
 
 
-API_PATHS = ["/api/v1/runs", "/api/v1/periods", "/api/v1/split?period=2026-10", "/api/v1/allocations?period=2026-10", "/api/v1/runs/1",
+API_PATHS = ["/api/v1/runs", "/api/v1/runs/1/document", "/api/v1/periods", "/api/v1/split?period=2026-10", "/api/v1/allocations?period=2026-10", "/api/v1/runs/1",
              "/api/v1/runs/1/explain?company=alpha"]
 
 
