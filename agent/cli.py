@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # The commands that only read stored runs, and so can read them from an agent's API (--server).
-REMOTE_COMMANDS = ("runs", "report", "explain", "statement", "diff")
+REMOTE_COMMANDS = ("runs", "report", "explain", "statement", "diff", "split")
 _PIPED_WIDTH = 200
 
 
@@ -161,10 +161,13 @@ def _precision_argument(text: str) -> int:
 
 
 def _add_split(commands: argparse._SubParsersAction) -> None:
-    split = commands.add_parser("split", help="split a bill by sub-account, workspace and API key")
-    split.add_argument("--bill", action="append", required=True, type=Path, metavar="FILE",
-                       help="bill file (CSV, CSV.gz, Parquet, XLSX); repeat for several")
+    split = commands.add_parser("split", help="split a bill (or a stored run's bill) by sub-account, workspace and "
+                                "API key")
+    split.add_argument("--bill", action="append", default=[], type=Path, metavar="FILE",
+                       help="bill file (CSV, CSV.gz, Parquet, XLSX); repeat for several. Without --bill: the bill of "
+                            "the period's latest stored run, or of --run")
     split.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
+    split.add_argument("--run", type=int, metavar="ID", help="without --bill: a stored run of the period")
     split.add_argument("--by", required=True, type=_dimensions_argument, metavar="DIMS",
                        help="comma-separated, in grouping order: subaccount, workspace, apikey")
     split.add_argument("--out", required=True, type=Path, metavar="OUT.csv")
@@ -215,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(level=settings.log_level, log_format=settings.log_format)
         else:
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if args.remote is not None and getattr(args, "bill", None):
+            raise AgentError("--server reads an agent's stored runs: split without --bill splits the run's bill")
         if args.remote is not None and args.command not in REMOTE_COMMANDS:
             raise AgentError(f"--server reads an agent's stored runs: it serves {', '.join(REMOTE_COMMANDS)}, "
                              f"not {args.command}")
@@ -427,6 +432,10 @@ def _split(args: argparse.Namespace, *, settings: Settings, console: Console) ->
     from agent.outputs.split_summary import summary_lines
     from agent.pipeline import read_distinct
 
+    if not args.bill:
+        return _split_stored(args, settings=settings, console=console)
+    if args.run is not None:
+        raise SplitError("--run splits a stored run's bill: give it without --bill")
     limits = settings.bill_limits()
     with import_progress(console) as (on_rows, _):
         imports = read_distinct(args.bill, lambda path: total_bill(
@@ -438,6 +447,22 @@ def _split(args: argparse.Namespace, *, settings: Settings, console: Console) ->
     result = split_bill(bill_lines(imports), columns=args.by, precision=args.precision)
     write_atomically(args.out, render_csv(result.header(), result.records()))
     for line in summary_lines(result, imports=imports, out=str(args.out)):
+        console.print(line, highlight=False, markup=False, emoji=False)
+    return 0
+
+
+def _split_stored(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.bills.grouping import split_bill
+    from agent.outputs.report import render_csv, write_atomically
+    from agent.outputs.split_summary import split_items, stored_summary_lines
+
+    runs = _stored_runs(args, settings=settings)
+    stored = runs.load_run(args.run if args.run is not None else runs.latest_run_id(period=args.period))
+    if stored.summary.period != args.period:
+        raise SplitError(f"run {stored.summary.id} is of period {stored.summary.period}, not {args.period}")
+    result = split_bill(split_items(stored), columns=args.by, precision=args.precision)
+    write_atomically(args.out, render_csv(result.header(), result.records()))
+    for line in stored_summary_lines(result, stored=stored, out=str(args.out)):
         console.print(line, highlight=False, markup=False, emoji=False)
     return 0
 

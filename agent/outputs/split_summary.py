@@ -1,14 +1,20 @@
-"""What `cz-agent split` prints: row counts, each currency's reconciliation, and the rows set aside."""
+"""What `cz-agent split` prints: row counts, each currency's reconciliation, and the rows set aside; and a stored
+run's split totals as the line items a split reads."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from agent.bills.totals import BillTotals
 from agent.core.money import exact_arithmetic
-from agent.core.split import BillSplit
+from agent.core.model import StoredRun
+from agent.core.split import NO_VALUE, BillSplit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _SHOWN_LINES = 5
 
@@ -25,6 +31,33 @@ def summary_lines(split: BillSplit, *, imports: Sequence[BillTotals], out: str) 
     if any(bill.outside for bill in imports):
         lines += _out_of_period_lines(imports)
     return lines
+
+
+def stored_summary_lines(split: BillSplit, *, stored: StoredRun, out: str) -> list[str]:
+    """What the CLI prints for the split of a stored run: its rows as the run counted them, and the reconciliation."""
+    rows = stored.summary.manifest.rows
+    return [f"split by {', '.join(split.columns)}: {len(split.rows)} rows written to {out}",
+            f"run {stored.summary.id} ({stored.summary.period}): {rows.input} input rows = {rows.accepted} accepted + "
+            f"{rows.rejected} rejected + {rows.out_of_period} out of period (excluded)",
+            *_reconciliation_lines(split)]
+
+
+def split_items(stored: StoredRun) -> pd.DataFrame:
+    """A run's stored split totals as line items, so that they are split exactly as a bill's lines are."""
+    # Imported here: pandas is by far the largest part of an idle agent's memory, and only a split needs it.
+    import pandas as pd
+
+    def value(text: str) -> str | None:
+        return None if text == NO_VALUE else text
+
+    return pd.DataFrame({
+        "period": [stored.summary.period] * len(stored.splits),
+        "currency": [t.currency for t in stored.splits],
+        "cost": [t.amount for t in stored.splits],
+        "sub_account": [value(t.sub_account) for t in stored.splits],
+        "workspace": [value(t.workspace) for t in stored.splits],
+        "api_key": [value(t.api_key) for t in stored.splits],
+    })
 
 
 def _reconciliation_lines(split: BillSplit) -> list[str]:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
@@ -31,17 +31,14 @@ from agent.bills import ImportOptions
 from agent.bills.grouping import split_bill
 from agent.core.model import Contribution, ReportRow, RunSummary, StoredRun, TagLine
 from agent.core.periods import PERIOD_PATTERN, Period
-from agent.core.split import NO_VALUE
 from agent.core.split import parse_dimensions as parse_split_dimensions
 from agent.errors import AgentError, BodyTooLarge, NoCostError, PeriodError, SplitError, StoreError
 from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.outputs.report import render_csv
+from agent.outputs.split_summary import split_items
 from agent.service.metrics import exposition
 from agent.service.upload import place, staging
 from agent.store.runs import list_runs, load_run, run_document
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -174,24 +171,6 @@ class ExplanationOut(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------- the store
-
-
-def split_items(stored: StoredRun) -> pd.DataFrame:
-    """A run's stored split totals as line items, so the API splits them exactly as the CLI splits a bill."""
-    # Imported here: pandas is by far the largest part of an idle agent's memory, and only this endpoint needs it.
-    import pandas as pd
-
-    def value(text: str) -> str | None:
-        return None if text == NO_VALUE else text
-
-    return pd.DataFrame({
-        "period": [stored.summary.period] * len(stored.splits),
-        "currency": [t.currency for t in stored.splits],
-        "cost": [t.amount for t in stored.splits],
-        "sub_account": [value(t.sub_account) for t in stored.splits],
-        "workspace": [value(t.workspace) for t in stored.splits],
-        "api_key": [value(t.api_key) for t in stored.splits],
-    })
 
 
 def not_found(detail: str) -> HTTPException:

@@ -62,10 +62,13 @@ def commands(ids: list[int]) -> list[list[str]]:
         ["explain", "--period", "2026-10", "--company", ""],
         ["statement", "--period", "2026-10", "--company", "initech", "--out", "initech.html"],
         ["diff", str(first), str(second)],
+        ["split", "--period", "2026-10", "--by", "workspace,apikey", "--out", "split.csv"],
+        ["split", "--period", "2026-09", "--run", str(first), "--by", "subaccount", "--precision", "4", "--out",
+         "split.csv"],
     ]
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(12))
 def test_a_command_against_the_agent_prints_and_writes_what_it_does_on_the_store(agent, tmp_path, index) -> None:
     url, store, token_file, ids = agent
     command = commands(ids)[index]
@@ -112,3 +115,14 @@ def test_an_agent_that_does_not_answer_is_a_clear_error(tmp_path) -> None:
 
     gone = cz_agent("--server", f"http://127.0.0.1:{free_port()}", "runs", cwd=tmp_path)
     assert gone.returncode == 1 and "cannot read runs from http://127.0.0.1:" in gone.stderr
+
+
+def test_the_split_of_a_stored_run_is_the_split_of_its_bill(agent, tmp_path) -> None:
+    _, store, _, _ = agent
+    by = ["--period", "2026-10", "--by", "subaccount,workspace,apikey"]
+    of_run = cz_agent("--store", store, "split", *by, "--out", "run.csv", cwd=tmp_path)
+    of_bill = cz_agent("split", "--bill", str(DEMO / "bill-2026-10.csv"), *by, "--out", "bill.csv", cwd=tmp_path)
+    assert of_run.returncode == 0, of_run.stderr
+    assert of_bill.returncode == 0, of_bill.stderr
+    assert (tmp_path / "run.csv").read_bytes() == (tmp_path / "bill.csv").read_bytes()
+    assert "reconciled" in of_run.stdout and "run 1 (2026-10): 3004 input rows" in of_run.stdout
