@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from agent.bills import ImportOptions
     from agent.core.bill_limits import BillLimits
     from agent.core.rules import Rules
+    from agent.core.split import BillSplit
     from agent.pipeline import RowsProgress, StageProgress
     from agent.settings import Settings
     from agent.sources.live import LiveUsage
@@ -428,7 +429,6 @@ def _split(args: argparse.Namespace, *, settings: Settings, console: Console) ->
     from agent.bills import total_bill
     from agent.bills.grouping import bill_lines, split_bill
     from agent.errors import RejectedRowsError
-    from agent.outputs.report import render_csv, write_atomically
     from agent.outputs.split_summary import summary_lines
     from agent.pipeline import read_distinct
 
@@ -445,15 +445,12 @@ def _split(args: argparse.Namespace, *, settings: Settings, console: Console) ->
     if args.strict and rejected:
         raise RejectedRowsError(f"{len(rejected)} bill row(s) rejected (--strict); first: {rejected[0].message()}")
     result = split_bill(bill_lines(imports), columns=args.by, precision=args.precision)
-    write_atomically(args.out, render_csv(result.header(), result.records()))
-    for line in summary_lines(result, imports=imports, out=str(args.out)):
-        console.print(line, highlight=False, markup=False, emoji=False)
-    return 0
+    return _written_split(result, args=args, console=console,
+                          lines=summary_lines(result, imports=imports, out=str(args.out)))
 
 
 def _split_stored(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     from agent.bills.grouping import split_bill
-    from agent.outputs.report import render_csv, write_atomically
     from agent.outputs.split_summary import split_items, stored_summary_lines
 
     runs = _stored_runs(args, settings=settings)
@@ -461,8 +458,16 @@ def _split_stored(args: argparse.Namespace, *, settings: Settings, console: Cons
     if stored.summary.period != args.period:
         raise SplitError(f"run {stored.summary.id} is of period {stored.summary.period}, not {args.period}")
     result = split_bill(split_items(stored), columns=args.by, precision=args.precision)
+    return _written_split(result, args=args, console=console,
+                          lines=stored_summary_lines(result, stored=stored, out=str(args.out)))
+
+
+def _written_split(result: BillSplit, *, args: argparse.Namespace, console: Console, lines: list[str]) -> int:
+    """Write the split's rows to --out, then print its summary lines."""
+    from agent.outputs.report import render_csv, write_atomically
+
     write_atomically(args.out, render_csv(result.header(), result.records()))
-    for line in stored_summary_lines(result, stored=stored, out=str(args.out)):
+    for line in lines:
         console.print(line, highlight=False, markup=False, emoji=False)
     return 0
 

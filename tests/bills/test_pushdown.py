@@ -125,16 +125,20 @@ def test_hostile_cells_get_the_same_verdict_pushed_down(trino, tmp_path_factory,
 
 
 def test_allocate_from_a_table_writes_the_same_report_as_from_the_file(trino, tmp_path) -> None:
-    bill = DEMO / "bill-2026-10.csv"
-    table = trino.table("pushdown", "demo_allocate", [bill], format="CSV")
+    table = trino.table("pushdown", "demo_allocate", [DEMO / "bill-2026-10.csv"], format="CSV")
+    same_report_from_table(tmp_path, engine="trino", table=table, env={**os.environ, "CZ_AGENT_TRINO_URL": trino.url})
+
+
+def same_report_from_table(tmp_path: Path, *, engine: str, table: str, env: dict[str, str]) -> None:
+    """`cz-agent allocate` of the demo from the table (rules with `bill: {engine, table}`) writes the report it
+    writes from the demo bill file, byte for byte."""
     table_rules = tmp_path / "rules.yaml"
-    table_rules.write_text((DEMO / "rules.yaml").read_text() + f"\nbill:\n  engine: trino\n  table: {table}\n")
+    table_rules.write_text((DEMO / "rules.yaml").read_text() + f"\nbill:\n  engine: {engine}\n  table: {table}\n")
     common = [sys.executable, "-m", "agent.cli", "allocate", "--period", "2026-10", "--usage",
               str(DEMO / "usage-2026-10.csv")]
-    env = {**os.environ, "CZ_AGENT_TRINO_URL": trino.url}
 
-    from_file = subprocess.run([*common, "--rules", str(DEMO / "rules.yaml"), "--bill", str(bill), "--out",
-                                str(tmp_path / "file.csv")], capture_output=True, text=True,
+    from_file = subprocess.run([*common, "--rules", str(DEMO / "rules.yaml"), "--bill", str(DEMO / "bill-2026-10.csv"),
+                                "--out", str(tmp_path / "file.csv")], capture_output=True, text=True,
                                env={**env, "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'file.db'}"})
     from_table = subprocess.run([*common, "--rules", str(table_rules), "--out", str(tmp_path / "table.csv")],
                                 capture_output=True, text=True,
@@ -143,7 +147,7 @@ def test_allocate_from_a_table_writes_the_same_report_as_from_the_file(trino, tm
     assert from_file.returncode == 0, from_file.stderr
     assert from_table.returncode == 0, from_table.stderr
     assert (tmp_path / "table.csv").read_bytes() == (tmp_path / "file.csv").read_bytes()
-    assert f"trino:{table}" in from_table.stdout + from_table.stderr
+    assert f"{engine}:{table}" in from_table.stdout + from_table.stderr
 
 
 def test_allocate_refuses_a_bill_file_when_the_rules_read_a_table(tmp_path) -> None:

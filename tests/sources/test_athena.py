@@ -30,7 +30,7 @@ from agent.errors import BillFormatError, SettingsError
 from agent.pipeline import table_queries
 from agent.settings import Settings
 from agent.sources.athena import AthenaQueries
-from tests.bills.test_pushdown import outcome
+from tests.bills.test_pushdown import outcome, same_report_from_table
 from tests.support.fixtures_objectstore import running_server
 from tests.support.ports import free_port
 
@@ -287,31 +287,15 @@ def test_a_query_running_past_the_timeout_is_stopped(athena, aws_env) -> None:
 
 
 def test_allocate_from_an_athena_table_writes_the_same_report_as_from_the_file(trino, athena, tmp_path) -> None:
-    bill = DEMO / "bill-2026-10.csv"
-    table = trino.table("athena", "demo_allocate", [bill], format="CSV")
+    table = trino.table("athena", "demo_allocate", [DEMO / "bill-2026-10.csv"], format="CSV")
     rules = Rules.model_validate({**_yaml(DEMO / "rules.yaml"), "bill": {"engine": "athena", "table": table}})
     recorded = RecordedTrino(trino)
     total_table(recorded, BillTable(engine="trino", table=table), options=_options(rules))
     athena.queue(recorded.results)
-    table_rules = tmp_path / "rules.yaml"
-    table_rules.write_text((DEMO / "rules.yaml").read_text() + f"\nbill:\n  engine: athena\n  table: {table}\n")
-    common = [sys.executable, "-m", "agent.cli", "allocate", "--period", "2026-10", "--usage",
-              str(DEMO / "usage-2026-10.csv")]
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
     env |= NO_AMBIENT_AWS | athena.user_key | {"AWS_REGION": REGION, "CZ_AGENT_ATHENA_ENDPOINT_URL": athena.endpoint,
                                                "CZ_AGENT_ATHENA_OUTPUT_LOCATION": "s3://athena-results/"}
-
-    from_file = subprocess.run([*common, "--rules", str(DEMO / "rules.yaml"), "--bill", str(bill), "--out",
-                                str(tmp_path / "file.csv")], capture_output=True, text=True,
-                               env={**env, "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'file.db'}"})
-    from_table = subprocess.run([*common, "--rules", str(table_rules), "--out", str(tmp_path / "table.csv")],
-                                capture_output=True, text=True,
-                                env={**env, "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'table.db'}"})
-
-    assert from_file.returncode == 0, from_file.stderr
-    assert from_table.returncode == 0, from_table.stderr
-    assert (tmp_path / "table.csv").read_bytes() == (tmp_path / "file.csv").read_bytes()
-    assert f"athena:{table}" in from_table.stdout + from_table.stderr
+    same_report_from_table(tmp_path, engine="athena", table=table, env=env)
 
 
 def test_athena_without_a_region_is_a_settings_error(aws_env) -> None:
