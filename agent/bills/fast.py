@@ -315,6 +315,8 @@ def _per_value(verdicts: list[bool], numbers: np.ndarray) -> np.ndarray:
 
 def _taken(lines: Lines, rows: np.ndarray) -> Lines:
     """The lines of the rows selected."""
+    if rows.all():
+        return lines
     return Lines(numbers={field: numbers[rows] for field, numbers in lines.numbers.items()}, cost=lines.cost[rows],
                  places=lines.places[rows], rows=lines.rows[rows])
 

@@ -241,7 +241,7 @@ class _Sums:
         np.add.at(self._parts[0], groups, (low_words & 0xFFFFFFFF).view(np.int64))
         np.add.at(self._parts[1], groups, (low_words >> 32).view(np.int64))
         np.add.at(self._parts[2], groups, lines.cost[:, 1].view(np.int64))
-        np.maximum.at(self._places, groups, lines.places)
+        np.maximum.at(self._places, groups, lines.places.astype(np.int64, copy=False))
         if self._sample:
             np.minimum.at(self._low, groups, lines.rows)
             np.maximum.at(self._high, groups, lines.rows)
