@@ -228,18 +228,24 @@ class _Judge:
         # An absent cell is judged as the value of an absent column.
         self.absent = self._number(pd.Series([None], dtype="str"))[0]
 
-    def codes(self, encoded: Encoded | None, length: int) -> np.ndarray:
-        """Each row's value number, REJECTED where convert.py would reject the row for this field; `encoded` is
-        None for a column the bill does not have."""
+    def numbers(self, encoded: Encoded | None, length: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each row's value number (0 where rejected), and which rows convert.py would reject for this field (None
+        if none); `encoded` is None for a column the bill does not have."""
         if encoded is None:
-            return np.full(length, self.absent, dtype=np.int64)
-        if len(self._known) > KNOWN_TEXTS:
-            self._start()
-        new = [text for text in encoded.values if text not in self._known]
-        if new:
-            self._known.update(zip(new, self._number(pd.Series(new, dtype="str"))))
-        per_text = np.array([*(self._known[text] for text in encoded.values), self.absent], dtype=np.int64)
-        return per_text[encoded.codes]
+            per_text = np.array([self.absent], dtype=np.int64)
+            codes = np.zeros(length, dtype=np.int64)
+        else:
+            if len(self._known) > KNOWN_TEXTS:
+                self._start()
+            new = [text for text in encoded.values if text not in self._known]
+            if new:
+                self._known.update(zip(new, self._number(pd.Series(new, dtype="str"))))
+            per_text = np.array([*(self._known[text] for text in encoded.values), self.absent], dtype=np.int64)
+            codes = encoded.codes
+        refused = per_text == REJECTED
+        if not refused.any():
+            return per_text[codes], None
+        return np.where(refused, 0, per_text)[codes], refused[codes]
 
     def _number(self, texts: pd.Series) -> list[int]:
         frame = pd.DataFrame({self._name: texts}) if self._name else pd.DataFrame(index=pd.RangeIndex(len(texts)))
@@ -282,10 +288,9 @@ class _Fields:
 
     def _field(self, field: str, name: str | None, judge: _Judge) -> np.ndarray:
         """The field's value numbers; rows whose value convert.py would reject are marked unclean (number 0)."""
-        codes = judge.codes(self._chunk.encoded.get(name), len(self._chunk.rows))
-        rejected = codes == REJECTED
-        self.clean &= ~rejected
-        numbers = np.where(rejected, 0, codes)
+        numbers, rejected = judge.numbers(self._chunk.encoded.get(name), len(self._chunk.rows))
+        if rejected is not None:
+            self.clean &= ~rejected
         if field not in ("billing", "charge"):
             self.numbers[field] = numbers
         return numbers
@@ -293,18 +298,23 @@ class _Fields:
     def _period(self, billing: np.ndarray, charge: np.ndarray, *, judges: Judges) -> None:
         """The period is the billing month, else the charge month, else the requested period (convert.py's
         order); a row without any is unclean."""
-        period = judges.options.period
-        billed = _per_value([value is not None for value in judges.billing.values], billing)
-        charged = _per_value([value is not None for value in judges.charge.values], charge)
-        bills = len(judges.billing.values)
-        self.numbers["period"] = np.where(billed, billing, np.where(charged, bills + charge,
-                                                                     bills + len(judges.charge.values)))
+        period, bills, charges = judges.options.period, judges.billing.values, judges.charge.values
+        if bills and None not in bills:
+            # Every row has its billing month (a rejected one is unclean anyway).
+            self.numbers["period"] = billing
+            others = [value != period for value in bills] if period is not None else []
+            self.outside = _per_value(others, billing) if any(others) else np.zeros(len(billing), dtype=bool)
+            return
+        billed = _per_value([value is not None for value in bills], billing)
+        charged = _per_value([value is not None for value in charges], charge)
+        self.numbers["period"] = np.where(billed, billing, np.where(charged, len(bills) + charge,
+                                                                     len(bills) + len(charges)))
         if period is None:
             self.clean &= billed | charged
             self.outside = np.zeros(len(billing), dtype=bool)
             return
-        other_billed = _per_value([value not in (None, period) for value in judges.billing.values], billing)
-        other_charged = _per_value([value not in (None, period) for value in judges.charge.values], charge)
+        other_billed = _per_value([value not in (None, period) for value in bills], billing)
+        other_charged = _per_value([value not in (None, period) for value in charges], charge)
         self.outside = other_billed | (~billed & other_charged)
 
 
