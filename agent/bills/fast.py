@@ -342,6 +342,12 @@ def _cost_words(cost: pa.Array) -> np.ndarray:
 
 def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     """Exact costs, their written decimals, and which rows' costs are plain decimals."""
+    if pa.types.is_decimal(column.type):
+        try:
+            return _decimal_costs(column)
+        except pa.ArrowInvalid:
+            # Past COST_TYPE's digits before the point: taken as text, where such a cost goes to convert.py.
+            column = pc.cast(column, pa.string())
     text = trimmed(column)
     # An exponent changes the decimals a cost is written with: 5.6E-05 has 6, not 4.
     exponents = ((_text_bytes(text) | 0x20) == ord("e")).any()
@@ -362,6 +368,20 @@ def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     # Larger amounts are left to parse_amount, which takes them exactly or rejects them as out of range.
     clean = pc.and_(clean, pc.less(pc.abs(cost), pa.scalar(Decimal(10) ** FAST_DIGITS, COST_TYPE)))
     return cost, pc.fill_null(places, 0).cast(pa.int32()), np.asarray(pc.fill_null(clean, False))
+
+
+def _decimal_costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """A Parquet decimal cost (agent.bills.reader.is_exact_decimal), as its text would be taken: written with as
+    many decimals as its scale, and plain but below 10**-6 with a scale over 6, where Arrow prints it in scientific
+    notation (0E-12, 1.5E-7), which goes to convert.py."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    cost = pc.cast(array, COST_TYPE)
+    size = pc.abs(cost)
+    clean = pc.and_(pc.is_valid(cost), pc.less(size, pa.scalar(Decimal(10) ** FAST_DIGITS, COST_TYPE)))
+    if array.type.scale > 6:
+        clean = pc.and_(clean, pc.greater_equal(size, pa.scalar(Decimal("0.000001"), COST_TYPE)))
+    places = pa.array(np.full(len(array), array.type.scale, dtype=np.int32))
+    return cost, places, np.asarray(pc.fill_null(clean, False))
 
 
 def _text_frame(chunk: pa.Table, rows: np.ndarray) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from openpyxl.utils.exceptions import InvalidFileException
 from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
 from agent.bills.bounds import BoundedCsv, check_frame_cells, check_table_cells, check_xlsx
-from agent.bills.fast import blank_records
+from agent.bills.fast import DECIMALS, blank_records
 from agent.core.bill_limits import BillLimits
 from agent.core.text import one_line
 from agent.errors import BillFormatError, FastReadError, InvalidTextError
@@ -104,7 +104,8 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str], sour
     `prefetched` to read on a thread of their own); a file it cannot parse the way `read_chunks` would (invalid
     UTF-8, ragged rows, repeated column names, a quoted cell left open at the end) raises FastReadError, and the
     caller reads it again with `read_chunks`. Columns are read as dictionaries, except those in `plain` (the cost,
-    and columns whose values rarely repeat); the first of `columns` must be the cost."""
+    and columns whose values rarely repeat); the first of `columns` must be the cost. A Parquet cost stored as a
+    decimal whose text agent.bills.fast can tell from its value (`is_exact_decimal`) is kept as the decimal."""
     kind = file_kind(path)
     if kind in (".csv", ".gz"):
         for table, rows in _arrow_csv_batches(path, columns, plain=plain, limits=limits, source=source,
@@ -115,7 +116,7 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str], sour
     if kind == ".parquet":
         try:
             for table, rows in _parquet_batches(path, columns, plain=plain, limits=limits, source=source,
-                                                position=position):
+                                                position=position, decimal=columns[0]):
                 check_table_cells(table, rows, limits=limits, source=source)
                 yield table, rows
         except InvalidTextError as e:
@@ -267,7 +268,9 @@ def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[
 
 
 def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], limits: BillLimits,
-                     source: str, position: ReadPosition | None) -> Iterator[tuple[pa.Table, np.ndarray]]:
+                     source: str, position: ReadPosition | None,
+                     decimal: str | None = None) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """The columns as text, but for the column `decimal` if it holds an exact decimal (`is_exact_decimal`)."""
     # pre_buffer=False: with it, the reader keeps every column chunk it has read until the file is closed.
     first_row = 1
     # Only text columns are read as dictionaries: Arrow refuses a nested one (CUR 2.0's resource_tags is a map).
@@ -278,11 +281,21 @@ def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], 
     if position is not None:
         total_rows = max(bill.metadata.num_rows, 1)
         position.done = lambda: position.total * min(first_row - 1, total_rows) // total_rows
+    kept = decimal if decimal is not None and is_exact_decimal(schema.field(decimal).type, limits=limits) else None
     for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
-        yield pa.table({name: _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))
+        yield pa.table({name: batch.column(name) if name == kept else
+                        _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))
                         for name in columns}), rows
         first_row += batch.num_rows
+
+
+def is_exact_decimal(kind: pa.DataType, *, limits: BillLimits) -> bool:
+    """Whether a Parquet column of this type can be left as decimals for agent.bills.fast, which takes the text
+    Arrow would print from the value: as many decimals as the scale (none for 0), plain down to 10**-6 and in
+    scientific notation below when the scale is over 6; a text never longer than a cell may be (digits, sign,
+    point, and an exponent of at most `E-12`), so no cell the text would refuse is taken."""
+    return pa.types.is_decimal(kind) and 0 <= kind.scale <= DECIMALS and kind.precision + 6 <= limits.max_cell_chars
 
 
 def _is_text(kind: pa.DataType) -> bool:
