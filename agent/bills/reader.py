@@ -10,6 +10,7 @@ import itertools
 import json
 import queue
 import secrets
+import sys
 import threading
 import zipfile
 import zlib
@@ -17,25 +18,25 @@ from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import ParseError
 
 import numpy as np
-import openpyxl
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from openpyxl.utils import get_column_letter
-from openpyxl.utils.exceptions import InvalidFileException
-from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
 from agent.bills.bounds import BoundedCsv, check_frame_cells, check_table_cells, check_xlsx
 from agent.bills.fast import DECIMALS, blank_records
 from agent.core.bill_limits import BillLimits
 from agent.core.text import one_line
 from agent.errors import BillFormatError, FastReadError, InvalidTextError
+
+if TYPE_CHECKING:
+    import openpyxl
+    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
 CHUNK_ROWS = 100_000
 # Bytes of CSV text Arrow parses at a time (about 10 000 lines of a typical bill). Arrow reads ahead a fixed
@@ -46,9 +47,16 @@ _END = object()
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 # What the CSV, gzip, Parquet and XLSX libraries raise on a file they cannot read (openpyxl: KeyError for a
 # zip archive that holds no workbook, ElementTree's ParseError for malformed XML inside it; zlib's error for a
-# gzip stream that is corrupt, rather than truncated).
-_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, InvalidFileException, pa.ArrowException, KeyError,
-                ParseError, csv.Error, zlib.error)
+# gzip stream that is corrupt, rather than truncated); openpyxl's own exception is added by `_read_errors`.
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, pa.ArrowException, KeyError, ParseError, csv.Error,
+                zlib.error)
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """_READ_ERRORS, and openpyxl's InvalidFileException once openpyxl is loaded (only XLSX bills load it, when
+    they are read: it takes a tenth of a second to import)."""
+    exceptions = sys.modules.get("openpyxl.utils.exceptions")
+    return _READ_ERRORS if exceptions is None else (*_READ_ERRORS, exceptions.InvalidFileException)
 
 
 def file_identity(path: Path) -> tuple[int, int, int]:
@@ -67,7 +75,7 @@ def read_header(path: Path, *, source: str, limits: BillLimits) -> list[str]:
     """The column names of the bill, in file order."""
     try:
         return _HEADER_READERS[file_kind(path)](path, limits=limits, source=source)
-    except _READ_ERRORS as e:
+    except _read_errors() as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
 
@@ -84,7 +92,7 @@ def read_chunks(path: Path, *, columns: list[str], source: str, limits: BillLimi
             yield chunk
     except InvalidTextError as e:
         raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
-    except _READ_ERRORS as e:
+    except _read_errors() as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
 
@@ -121,7 +129,7 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str], sour
                 yield table, rows
         except InvalidTextError as e:
             raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
-        except _READ_ERRORS as e:
+        except _read_errors() as e:
             raise BillFormatError(f"cannot read the file: {e}", source=source) from e
         return
     for chunk in read_chunks(path, columns=columns, source=source, limits=limits):
@@ -417,6 +425,8 @@ def _arrow_strings(array: pa.Array) -> pa.Array:
 
 
 def _xlsx_header(path: Path, *, limits: BillLimits, source: str) -> list[str]:
+    import openpyxl
+
     check_xlsx(str(path), limits=limits, source=source)
     workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
@@ -455,6 +465,8 @@ def _xlsx_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: 
 @contextmanager
 def _sheet_rows(path: Path, *, data_only: bool) -> Iterator[Iterator[tuple]]:
     """The first sheet's rows as values: the values the writer computed (`data_only`), or the formulas."""
+    import openpyxl
+
     workbook = openpyxl.load_workbook(path, read_only=True, data_only=data_only)
     try:
         yield _first_sheet(workbook).iter_rows(values_only=True)
@@ -480,6 +492,8 @@ def _check_xlsx_row(number: int, row: tuple, *, limits: BillLimits, source: str)
     if number > limits.max_xlsx_rows:
         raise BillFormatError("the sheet has " + limits.more_than("max_xlsx_rows", "rows"), source=source, row=number)
     if len(row) > limits.max_xlsx_columns:
+        from openpyxl.utils import get_column_letter
+
         raise BillFormatError("the row reaches " + limits.more_than("max_xlsx_columns", "columns"), source=source,
                               row=number, column=get_column_letter(len(row)))
 
