@@ -371,9 +371,9 @@ def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
 
 
 def _decimal_costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
-    """A Parquet decimal cost (agent.bills.reader.is_exact_decimal), as its text would be taken: written with as
-    many decimals as its scale, and plain but below 10**-6 with a scale over 6, where Arrow prints it in scientific
-    notation (0E-12, 1.5E-7), which goes to convert.py."""
+    """A Parquet decimal cost (agent.bills.reader.is_exact_decimal), taken as its text would be: written with as
+    many decimals as its scale; with a scale over 6, a cost below 10**-6 in magnitude (0 included) is printed in
+    scientific notation (0E-12, 1.5E-7), so it goes to convert.py."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     cost = pc.cast(array, COST_TYPE)
     size = pc.abs(cost)
