@@ -56,14 +56,15 @@ ARROW_BATCHES = bill_reader._parquet_batches
 
 
 def duckdb_parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], limits: BillLimits,
-                           source: str, position: bill_reader.ReadPosition | None = None
+                           source: str, position: bill_reader.ReadPosition | None = None, decimal: str | None = None
                            ) -> Iterator[tuple[pa.Table, np.ndarray]]:
     """The reader studied: DuckDB scans the used columns with `file_row_number`, each column fetched as the type
     it reads and turned into text by Arrow as the pyarrow reader does (so a decimal is never cast by DuckDB, and
     a cell gives the same text either way). A file where DuckDB types a used column otherwise (a decimal wider
     than 38 digits becomes a float, timestamps change unit) is read by pyarrow; one DuckDB refuses (text that
     is not UTF-8) raises FastReadError, and the importer reads it again row by row. `position` (the progress
-    display's) is the pyarrow reader's signature; DuckDB's scan does not report one."""
+    display's) is the pyarrow reader's signature; DuckDB's scan does not report one. The cost column `decimal` is
+    kept as decimals where the pyarrow reader keeps it."""
     bill = pq.ParquetFile(path, pre_buffer=False)
     bill_reader._check_parquet_size(bill, columns, limits=limits, source=source)
     selected = ", ".join('"' + name.replace('"', '""') + '"' for name in columns)
@@ -77,11 +78,14 @@ def duckdb_parquet_batches(path: Path, columns: list[str], *, plain: Collection[
                        for name in columns):
                 batches.close()
                 yield from ARROW_BATCHES(path, columns, plain=plain, limits=limits, source=source,
-                                         position=position)
+                                         position=position, decimal=decimal)
                 return
+            kept = decimal if decimal is not None and bill_reader.is_exact_decimal(
+                bill.schema_arrow.field(decimal).type, limits=limits) else None
             for batch in batches:
                 rows = batch.column("file_row_number").to_numpy() + 1
-                yield pa.table({name: bill_reader._arrow_strings(batch.column(name)) for name in columns}), rows
+                yield pa.table({name: batch.column(name) if name == kept else
+                                bill_reader._arrow_strings(batch.column(name)) for name in columns}), rows
         except duckdb.Error as e:
             raise FastReadError(str(e)) from e
 

@@ -13,10 +13,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from openpyxl.packaging.manifest import Manifest
-from openpyxl.packaging.relationship import get_dependents, get_rels_path
-from openpyxl.xml.constants import ARC_CONTENT_TYPES, ARC_WORKBOOK, SHARED_STRINGS, XLSM, XLSX, XLTM, XLTX
-from openpyxl.xml.functions import fromstring
 
 from agent.core.bill_limits import BillLimits
 from agent.errors import BillFormatError
@@ -27,7 +23,6 @@ QUOTE, LF, CR, LESS_THAN = ord('"'), ord("\n"), ord("\r"), ord("<")
 _NO_DATA = np.zeros(256, dtype=bool)
 _NO_DATA[[ord(","), ord(" "), ord("\t"), QUOTE, LF, CR]] = True
 PART_BLOCK_BYTES = 1 << 20
-_WORKBOOK_TYPES = {XLSX, XLSM, XLTX, XLTM}
 _SHEET = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?sheet[\s/>]")
 # A cell's formula, `<f>` or `<x:f ...>`; a namespace prefix longer than this would split it unseen.
 _FORMULA = re.compile(rb"<(?:[A-Za-z_][\w.-]{0,30}:)?f[\s/>]")
@@ -177,6 +172,12 @@ class _XlsxParts:
     and the others whole."""
 
     def __init__(self, archive: zipfile.ZipFile, *, limits: BillLimits, source: str) -> None:
+        # openpyxl is loaded here, with the first XLSX bill: it takes a tenth of a second to import.
+        from openpyxl.packaging.manifest import Manifest
+        from openpyxl.packaging.relationship import get_dependents, get_rels_path
+        from openpyxl.xml.constants import ARC_CONTENT_TYPES, ARC_WORKBOOK, SHARED_STRINGS, XLSM, XLSX, XLTM, XLTX
+        from openpyxl.xml.functions import fromstring
+
         self._archive = archive
         self._limits = limits
         self._source = source
@@ -184,7 +185,8 @@ class _XlsxParts:
         self.formulas = False
         manifest = Manifest.from_tree(fromstring(self.read(ARC_CONTENT_TYPES)))
         self.shared_strings = {part.PartName[1:] for part in manifest.Override if part.ContentType == SHARED_STRINGS}
-        self.workbook = next((part.PartName[1:] for part in manifest.Override if part.ContentType in _WORKBOOK_TYPES),
+        workbook_types = {XLSX, XLSM, XLTX, XLTM}
+        self.workbook = next((part.PartName[1:] for part in manifest.Override if part.ContentType in workbook_types),
                              ARC_WORKBOOK)
         # Without its relationships the workbook cannot be opened: the XLSX reader says so in its own words.
         rels = get_rels_path(self.workbook)

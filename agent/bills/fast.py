@@ -1,9 +1,9 @@
 """The vectorised import of well-formed rows: Arrow and numpy over a whole chunk, no Python per row.
 
 `clean_rows` takes a chunk of bill text as Arrow columns and splits it in two: the rows whose every field
-is valid (a plain decimal cost of at most 12 decimals, a currency, a tag, a date), converted here to line
-items with the cost as an exact decimal; and the other rows, left as text for `agent.bills.convert`, which
-accepts or rejects each one with its reason.
+is valid (a plain decimal cost of at most 12 decimals, a currency, a tag, a date), taken here as the
+numbers of their values (agent.bills.totals sums them by those numbers) with the cost as an exact decimal;
+and the other rows, left as text for `agent.bills.convert`, which accepts or rejects each one with its reason.
 
 Bills repeat a few values over millions of lines, so every column but the cost is handled as a dictionary:
 convert.py's own cell functions judge each distinct value once, and the verdicts are spread over the rows
@@ -12,7 +12,6 @@ by index. A row therefore gives the same line item whichever way it goes; only t
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -60,12 +59,38 @@ class Encoded:
 
 
 @dataclass(frozen=True)
-class CleanRows:
-    """A chunk split: line items of the clean rows (in and out of the period), and the other rows' text."""
+class Lines:
+    """Clean rows of a chunk as the judges' value numbers (`numbers[field]`, see `Numbering`), with each row's
+    exact cost as the two little-endian 64-bit words of its COST_TYPE (`cost`, one pair per row), the decimals
+    its cost was written with, and its row number."""
 
-    items: pa.Table
-    outside: pa.Table
-    others: pd.DataFrame
+    numbers: dict[str, np.ndarray]
+    cost: np.ndarray
+    places: np.ndarray
+    rows: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class Numbering:
+    """What the value numbers of one chunk's `Lines` stand for: each field's count of numbers (`sizes`) and its
+    text for a number (`text`). `generation` changes when a judge starts its numbers afresh."""
+
+    sizes: dict[str, int]
+    generation: tuple[int, ...]
+    text: Callable[[str, int], str | None]
+
+
+@dataclass(frozen=True)
+class CleanRows:
+    """A chunk split: the clean rows (in and out of the period), and the other rows' text (None if none)."""
+
+    inside: Lines
+    outside: Lines
+    numbering: Numbering
+    others: pd.DataFrame | None
 
 
 @dataclass(frozen=True)
@@ -148,24 +173,41 @@ class Judges:
         self.text = {name: _Judge(getattr(columns, name), lambda frame, name=name: (
             convert.text_cells(frame, getattr(columns, name)), None)) for name in TEXT_FIELDS}
 
+    def numbering(self) -> Numbering:
+        """What the numbers of `_Fields` stand for now: a period number indexes the billing values, then the
+        charge values, then the requested period; a dimension of the tag group (`tag_sub_account`, ...) is the
+        field's number, or one past its last for a tagged line. The values lists only grow until a judge starts
+        afresh with new ones, so the numbering stays true for the numbers it was taken with."""
+        billing, charge = self.billing.values, self.charge.values
+        bills, charges = len(billing), len(charge)
+        plain = {"currency": self.currency.values, "tag": self.tag.values,
+                 **{name: self.text[name].values for name in TEXT_FIELDS}}
+        sizes = {"period": bills + charges + 1, **{field: max(len(values), 1) for field, values in plain.items()},
+                 **{f"tag_{name}": len(self.text[name].values) + 1 for name in TEXT_FIELDS}}
+
+        def text(field: str, number: int) -> str | None:
+            if field == "period":
+                return billing[number] if number < bills else charge[number - bills] if number < bills + charges \
+                    else self.options.period
+            if field in plain:
+                return plain[field][number]
+            values = plain[field.removeprefix("tag_")]
+            return values[number] if number < sizes[field] - 1 else None
+
+        judges = [self.currency, self.tag, self.billing, self.charge, *self.text.values()]
+        return Numbering(sizes=sizes, generation=tuple(judge.generation for judge in judges), text=text)
+
 
 def clean_rows(chunk: Chunk, *, judges: Judges) -> CleanRows:
     """Split one chunk."""
     fields = _Fields(chunk, judges=judges)
     clean = chunk.plain_cost & fields.clean
-    table = pa.table({
-        "period": fields.period,
-        "currency": fields.currency,
-        "tag": fields.tag,
-        **fields.text,
-        "cost": chunk.cost,
-        "places": chunk.places,
-        "row": pa.array(chunk.rows, pa.int64()),
-        **fields.group_codes(),
-    })
-    inside = clean & ~fields.outside
-    return CleanRows(items=table.filter(inside), outside=table.filter(clean & fields.outside),
-                     others=_text_frame(chunk.table.filter(~clean), chunk.rows[~clean]))
+    lines = Lines(numbers=fields.numbers, cost=_cost_words(chunk.cost), places=np.asarray(chunk.places),
+                  rows=chunk.rows)
+    unclean = ~clean
+    return CleanRows(inside=_taken(lines, clean & ~fields.outside), outside=_taken(lines, clean & fields.outside),
+                     numbering=judges.numbering(),
+                     others=_text_frame(chunk.table.filter(unclean), chunk.rows[unclean]) if unclean.any() else None)
 
 
 class _Judge:
@@ -175,37 +217,35 @@ class _Judge:
     def __init__(self, name: str | None, judge: Callable[[pd.DataFrame], tuple[pd.Series, object]]):
         self._name = name
         self._judge = judge
+        self.generation = 0
         self._start()
 
     def _start(self) -> None:
+        self.generation += 1
         self.values: list[str | None] = []
-        self._dictionary = pa.array([], pa.string())
         self._numbers: dict[str | None, int] = {}
         self._known: dict[str, int] = {}
         # An absent cell is judged as the value of an absent column.
         self.absent = self._number(pd.Series([None], dtype="str"))[0]
 
-    def codes(self, encoded: Encoded | None, length: int) -> np.ndarray:
-        """Each row's value number, REJECTED where convert.py would reject the row for this field; `encoded` is
-        None for a column the bill does not have."""
+    def numbers(self, encoded: Encoded | None, length: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each row's value number (0 where rejected), and which rows convert.py would reject for this field (None
+        if none); `encoded` is None for a column the bill does not have."""
         if encoded is None:
-            return np.full(length, self.absent, dtype=np.int64)
-        if len(self._known) > KNOWN_TEXTS:
-            self._start()
-        new = [text for text in encoded.values if text not in self._known]
-        if new:
-            self._known.update(zip(new, self._number(pd.Series(new, dtype="str"))))
-        per_text = np.array([*(self._known[text] for text in encoded.values), self.absent], dtype=np.int64)
-        return per_text[encoded.codes]
-
-    def take(self, codes: np.ndarray) -> pa.DictionaryArray:
-        """The values of value numbers, as indices into `values` (no text is copied); null where the value is
-        missing or REJECTED."""
-        missing = (codes == REJECTED) | (codes == self._numbers.get(None, REJECTED))
-        indices = pa.array(np.where(missing, 0, codes).astype(np.int32), mask=missing)
-        if len(self._dictionary) != len(self.values):
-            self._dictionary = pa.array(self.values, pa.string())
-        return pa.DictionaryArray.from_arrays(indices, self._dictionary)
+            per_text = np.array([self.absent], dtype=np.int64)
+            codes = np.zeros(length, dtype=np.int64)
+        else:
+            if len(self._known) > KNOWN_TEXTS:
+                self._start()
+            new = [text for text in encoded.values if text not in self._known]
+            if new:
+                self._known.update(zip(new, self._number(pd.Series(new, dtype="str"))))
+            per_text = np.array([*(self._known[text] for text in encoded.values), self.absent], dtype=np.int64)
+            codes = encoded.codes
+        refused = per_text == REJECTED
+        if not refused.any():
+            return per_text[codes], None
+        return np.where(refused, 0, per_text)[codes], refused[codes]
 
     def _number(self, texts: pd.Series) -> list[int]:
         frame = pd.DataFrame({self._name: texts}) if self._name else pd.DataFrame(index=pd.RangeIndex(len(texts)))
@@ -226,58 +266,88 @@ class _Judge:
 
 
 class _Fields:
-    """The chunk's fields other than the cost, as judged by `Judges`.
-
-    Each field also keeps its value numbers (`codes[name]`, with how many numbers it can take), from which
-    `group_codes` numbers the chunk's groups without comparing text.
-    """
+    """The chunk's fields other than the cost, as judged by `Judges`: each row's value numbers (`numbers`, as
+    `Judges.numbering` tells them), whether it is clean (no field rejected, a period known) and whether its period
+    is other than the requested one (`outside`)."""
 
     def __init__(self, chunk: Chunk, *, judges: Judges):
         self._chunk = chunk
         self.clean = np.ones(len(chunk.rows), dtype=bool)
-        self.codes: dict[str, tuple[np.ndarray, int]] = {}
-        columns, period = judges.columns, judges.options.period
-        self.currency = self._field("currency", columns.currency, judges.currency)
-        self.tag = self._field("tag", columns.tag, judges.tag)
-        billing = self._field("billing", columns.billing_period, judges.billing).dictionary_decode()
-        charge = self._field("charge", columns.charge_period, judges.charge).dictionary_decode()
-        self.period = pc.coalesce(billing, charge, pa.scalar(period, pa.string()))
-        self.clean &= np.asarray(pc.is_valid(self.period))
-        self.outside = _outside(self.period, period=period)
-        self.text = {name: self._field(name, getattr(columns, name), judges.text[name]) for name in TEXT_FIELDS}
+        self.numbers: dict[str, np.ndarray] = {}
+        columns = judges.columns
+        self._field("currency", columns.currency, judges.currency)
+        self._field("tag", columns.tag, judges.tag)
+        billing = self._field("billing", columns.billing_period, judges.billing)
+        charge = self._field("charge", columns.charge_period, judges.charge)
+        for name in TEXT_FIELDS:
+            self._field(name, getattr(columns, name), judges.text[name])
+        self._period(billing, charge, judges=judges)
+        untagged = _per_value([value is None for value in judges.tag.values], self.numbers["tag"])
+        for name in TEXT_FIELDS:
+            self.numbers[f"tag_{name}"] = np.where(untagged, self.numbers[name], len(judges.text[name].values))
 
-    def group_codes(self) -> dict[str, np.ndarray]:
-        """Per row, a number for its tag group and one for its split group (see agent.bills.totals); none when
-        the numbers could overflow."""
-        untagged = np.asarray(pc.is_null(self.tag))
-        period = [self.codes["billing"], self.codes["charge"]]
-        dimensions = [self.codes[name] for name in TEXT_FIELDS]
-        tag_dimensions = [(np.where(untagged, codes, size), size + 1) for codes, size in dimensions]
-        groups = {"tag_group": [*period, self.codes["currency"], self.codes["tag"], *tag_dimensions],
-                  "split_group": [*period, self.codes["currency"], *dimensions]}
-        return {name: code for name, parts in groups.items() if (code := _mixed_radix(parts)) is not None}
+    def _field(self, field: str, name: str | None, judge: _Judge) -> np.ndarray:
+        """The field's value numbers; rows whose value convert.py would reject are marked unclean (number 0)."""
+        numbers, rejected = judge.numbers(self._chunk.encoded.get(name), len(self._chunk.rows))
+        if rejected is not None:
+            self.clean &= ~rejected
+        if field not in ("billing", "charge"):
+            self.numbers[field] = numbers
+        return numbers
 
-    def _field(self, field: str, name: str | None, judge: _Judge) -> pa.DictionaryArray:
-        """The field's value per row; rows whose value convert.py would reject are marked unclean."""
-        codes = judge.codes(self._chunk.encoded.get(name), len(self._chunk.rows))
-        rejected = codes == REJECTED
-        self.clean &= ~rejected
-        self.codes[field] = (np.where(rejected, 0, codes), max(len(judge.values), 1))
-        return judge.take(codes)
+    def _period(self, billing: np.ndarray, charge: np.ndarray, *, judges: Judges) -> None:
+        """The period is the billing month, else the charge month, else the requested period (convert.py's
+        order); a row without any is unclean."""
+        period, bills, charges = judges.options.period, judges.billing.values, judges.charge.values
+        if bills and None not in bills:
+            # Every row has its billing month (a rejected one is unclean anyway).
+            self.numbers["period"] = billing
+            others = [value != period for value in bills] if period is not None else []
+            self.outside = _per_value(others, billing) if any(others) else np.zeros(len(billing), dtype=bool)
+            return
+        billed = _per_value([value is not None for value in bills], billing)
+        charged = _per_value([value is not None for value in charges], charge)
+        self.numbers["period"] = np.where(billed, billing, np.where(charged, len(bills) + charge,
+                                                                     len(bills) + len(charges)))
+        if period is None:
+            self.clean &= billed | charged
+            self.outside = np.zeros(len(billing), dtype=bool)
+            return
+        other_billed = _per_value([value not in (None, period) for value in bills], billing)
+        other_charged = _per_value([value not in (None, period) for value in charges], charge)
+        self.outside = other_billed | (~billed & other_charged)
 
 
-def _mixed_radix(parts: list[tuple[np.ndarray, int]]) -> np.ndarray | None:
-    """One int64 per row from several codes, each below its size; None if the product of sizes overflows."""
-    if math.prod(size for _, size in parts) >= 2**62:
-        return None
-    combined = np.zeros(len(parts[0][0]), dtype=np.int64)
-    for codes, size in parts:
-        combined = combined * size + codes
-    return combined
+def _per_value(verdicts: list[bool], numbers: np.ndarray) -> np.ndarray:
+    """Each row's verdict from one per value number (False past them, for the 0 of a rejected row)."""
+    return np.append(np.asarray(verdicts, dtype=bool), False)[numbers]
+
+
+def _taken(lines: Lines, rows: np.ndarray) -> Lines:
+    """The lines of the rows selected."""
+    if rows.all():
+        return lines
+    return Lines(numbers={field: numbers[rows] for field, numbers in lines.numbers.items()}, cost=lines.cost[rows],
+                 places=lines.places[rows], rows=lines.rows[rows])
+
+
+def _cost_words(cost: pa.Array) -> np.ndarray:
+    """A COST_TYPE array's values as pairs of little-endian 64-bit words, low word first (anything where null)."""
+    data = cost.buffers()[1]
+    if data is None:
+        return np.zeros((len(cost), 2), dtype="<u8")
+    words = np.frombuffer(data, dtype="<u8")
+    return words[2 * cost.offset:2 * (cost.offset + len(cost))].reshape(-1, 2)
 
 
 def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     """Exact costs, their written decimals, and which rows' costs are plain decimals."""
+    if pa.types.is_decimal(column.type):
+        try:
+            return _decimal_costs(column)
+        except pa.ArrowInvalid:
+            # Past COST_TYPE's digits before the point: taken as text, where such a cost goes to convert.py.
+            column = pc.cast(column, pa.string())
     text = trimmed(column)
     # An exponent changes the decimals a cost is written with: 5.6E-05 has 6, not 4.
     exponents = ((_text_bytes(text) | 0x20) == ord("e")).any()
@@ -300,11 +370,18 @@ def _costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
     return cost, pc.fill_null(places, 0).cast(pa.int32()), np.asarray(pc.fill_null(clean, False))
 
 
-def _outside(line_period: pa.Array, *, period: str | None) -> np.ndarray:
-    """Rows whose own period is another than the requested one (as convert.py decides)."""
-    if period is None:
-        return np.zeros(len(line_period), dtype=bool)
-    return np.asarray(pc.fill_null(pc.not_equal(line_period, pa.scalar(period)), False))
+def _decimal_costs(column: pa.ChunkedArray) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """A Parquet decimal cost (agent.bills.reader.is_exact_decimal), taken as its text would be: written with as
+    many decimals as its scale; with a scale over 6, a cost below 10**-6 in magnitude (0 included) is printed in
+    scientific notation (0E-12, 1.5E-7), so it goes to convert.py."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    cost = pc.cast(array, COST_TYPE)
+    size = pc.abs(cost)
+    clean = pc.and_(pc.is_valid(cost), pc.less(size, pa.scalar(Decimal(10) ** FAST_DIGITS, COST_TYPE)))
+    if array.type.scale > 6:
+        clean = pc.and_(clean, pc.greater_equal(size, pa.scalar(Decimal("0.000001"), COST_TYPE)))
+    places = pa.array(np.full(len(array), array.type.scale, dtype=np.int32))
+    return cost, places, np.asarray(pc.fill_null(clean, False))
 
 
 def _text_frame(chunk: pa.Table, rows: np.ndarray) -> pd.DataFrame:

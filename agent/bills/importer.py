@@ -75,8 +75,8 @@ def _totals(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMap
     judges = Judges(columns=columns, options=options, tag_reader=tag_reader)
     for chunk in reader.prefetched(prepared(chunks, columns=columns)):
         split = clean_rows(chunk, judges=judges)
-        totals.add_table(split.items, outside=split.outside)
-        if len(split.others):
+        totals.add_lines(split)
+        if split.others is not None:
             result = convert_chunk(split.others, columns=columns, options=options, source=source,
                                    tag_reader=tag_reader)
             totals.add_items(result.items, outside=result.out_of_period)

@@ -10,6 +10,7 @@ import itertools
 import json
 import queue
 import secrets
+import sys
 import threading
 import zipfile
 import zlib
@@ -17,25 +18,25 @@ from collections.abc import Callable, Collection, Generator, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from xml.etree.ElementTree import ParseError
 
 import numpy as np
-import openpyxl
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from openpyxl.utils import get_column_letter
-from openpyxl.utils.exceptions import InvalidFileException
-from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
 from agent.bills.bounds import BoundedCsv, check_frame_cells, check_table_cells, check_xlsx
-from agent.bills.fast import blank_records
+from agent.bills.fast import DECIMALS, blank_records
 from agent.core.bill_limits import BillLimits
 from agent.core.text import one_line
 from agent.errors import BillFormatError, FastReadError, InvalidTextError
+
+if TYPE_CHECKING:
+    import openpyxl
+    from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
 CHUNK_ROWS = 100_000
 # Bytes of CSV text Arrow parses at a time (about 10 000 lines of a typical bill). Arrow reads ahead a fixed
@@ -46,9 +47,16 @@ _END = object()
 _DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 # What the CSV, gzip, Parquet and XLSX libraries raise on a file they cannot read (openpyxl: KeyError for a
 # zip archive that holds no workbook, ElementTree's ParseError for malformed XML inside it; zlib's error for a
-# gzip stream that is corrupt, rather than truncated).
-_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, InvalidFileException, pa.ArrowException, KeyError,
-                ParseError, csv.Error, zlib.error)
+# gzip stream that is corrupt, rather than truncated); openpyxl's own exception is added by `_read_errors`.
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, pa.ArrowException, KeyError, ParseError, csv.Error,
+                zlib.error)
+
+
+def _read_errors() -> tuple[type[Exception], ...]:
+    """_READ_ERRORS, and openpyxl's InvalidFileException once openpyxl is loaded (only XLSX bills load it, when
+    they are read: it takes a tenth of a second to import)."""
+    exceptions = sys.modules.get("openpyxl.utils.exceptions")
+    return _READ_ERRORS if exceptions is None else (*_READ_ERRORS, exceptions.InvalidFileException)
 
 
 def file_identity(path: Path) -> tuple[int, int, int]:
@@ -67,7 +75,7 @@ def read_header(path: Path, *, source: str, limits: BillLimits) -> list[str]:
     """The column names of the bill, in file order."""
     try:
         return _HEADER_READERS[file_kind(path)](path, limits=limits, source=source)
-    except _READ_ERRORS as e:
+    except _read_errors() as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
 
@@ -84,7 +92,7 @@ def read_chunks(path: Path, *, columns: list[str], source: str, limits: BillLimi
             yield chunk
     except InvalidTextError as e:
         raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
-    except _READ_ERRORS as e:
+    except _read_errors() as e:
         raise BillFormatError(f"cannot read the file: {e}", source=source) from e
 
 
@@ -104,7 +112,8 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str], sour
     `prefetched` to read on a thread of their own); a file it cannot parse the way `read_chunks` would (invalid
     UTF-8, ragged rows, repeated column names, a quoted cell left open at the end) raises FastReadError, and the
     caller reads it again with `read_chunks`. Columns are read as dictionaries, except those in `plain` (the cost,
-    and columns whose values rarely repeat); the first of `columns` must be the cost."""
+    and columns whose values rarely repeat); the first of `columns` must be the cost. A Parquet cost stored as a
+    decimal whose text agent.bills.fast can tell from its value (`is_exact_decimal`) is kept as the decimal."""
     kind = file_kind(path)
     if kind in (".csv", ".gz"):
         for table, rows in _arrow_csv_batches(path, columns, plain=plain, limits=limits, source=source,
@@ -115,12 +124,12 @@ def read_batches(path: Path, *, columns: list[str], plain: Collection[str], sour
     if kind == ".parquet":
         try:
             for table, rows in _parquet_batches(path, columns, plain=plain, limits=limits, source=source,
-                                                position=position):
+                                                position=position, decimal=columns[0]):
                 check_table_cells(table, rows, limits=limits, source=source)
                 yield table, rows
         except InvalidTextError as e:
             raise BillFormatError("the text is not valid UTF-8", source=source, row=e.row, column=e.column) from e
-        except _READ_ERRORS as e:
+        except _read_errors() as e:
             raise BillFormatError(f"cannot read the file: {e}", source=source) from e
         return
     for chunk in read_chunks(path, columns=columns, source=source, limits=limits):
@@ -267,7 +276,9 @@ def _gathered(batches: Iterator[pa.RecordBatch], *, rows: int) -> Iterator[list[
 
 
 def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], limits: BillLimits,
-                     source: str, position: ReadPosition | None) -> Iterator[tuple[pa.Table, np.ndarray]]:
+                     source: str, position: ReadPosition | None,
+                     decimal: str | None = None) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """The columns as text, but for the column `decimal` if it holds an exact decimal (`is_exact_decimal`)."""
     # pre_buffer=False: with it, the reader keeps every column chunk it has read until the file is closed.
     first_row = 1
     # Only text columns are read as dictionaries: Arrow refuses a nested one (CUR 2.0's resource_tags is a map).
@@ -278,11 +289,21 @@ def _parquet_batches(path: Path, columns: list[str], *, plain: Collection[str], 
     if position is not None:
         total_rows = max(bill.metadata.num_rows, 1)
         position.done = lambda: position.total * min(first_row - 1, total_rows) // total_rows
+    kept = decimal if decimal is not None and is_exact_decimal(schema.field(decimal).type, limits=limits) else None
     for batch in bill.iter_batches(batch_size=CHUNK_ROWS, columns=columns):
         rows = np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)
-        yield pa.table({name: _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))
+        yield pa.table({name: batch.column(name) if name == kept else
+                        _arrow_strings(_utf8(batch.column(name), column=name, first_row=first_row))
                         for name in columns}), rows
         first_row += batch.num_rows
+
+
+def is_exact_decimal(kind: pa.DataType, *, limits: BillLimits) -> bool:
+    """Whether a Parquet column of this type can be left as decimals for agent.bills.fast, which takes the text
+    Arrow would print from the value: as many decimals as the scale (none for 0), plain down to 10**-6 and in
+    scientific notation below when the scale is over 6; a text never longer than a cell may be (digits, sign,
+    point, and an exponent of at most `E-12`), so no cell the text would refuse is taken."""
+    return pa.types.is_decimal(kind) and 0 <= kind.scale <= DECIMALS and kind.precision + 6 <= limits.max_cell_chars
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -404,6 +425,8 @@ def _arrow_strings(array: pa.Array) -> pa.Array:
 
 
 def _xlsx_header(path: Path, *, limits: BillLimits, source: str) -> list[str]:
+    import openpyxl
+
     check_xlsx(str(path), limits=limits, source=source)
     workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     try:
@@ -442,6 +465,8 @@ def _xlsx_chunks(path: Path, columns: list[str], *, limits: BillLimits, source: 
 @contextmanager
 def _sheet_rows(path: Path, *, data_only: bool) -> Iterator[Iterator[tuple]]:
     """The first sheet's rows as values: the values the writer computed (`data_only`), or the formulas."""
+    import openpyxl
+
     workbook = openpyxl.load_workbook(path, read_only=True, data_only=data_only)
     try:
         yield _first_sheet(workbook).iter_rows(values_only=True)
@@ -467,6 +492,8 @@ def _check_xlsx_row(number: int, row: tuple, *, limits: BillLimits, source: str)
     if number > limits.max_xlsx_rows:
         raise BillFormatError("the sheet has " + limits.more_than("max_xlsx_rows", "rows"), source=source, row=number)
     if len(row) > limits.max_xlsx_columns:
+        from openpyxl.utils import get_column_letter
+
         raise BillFormatError("the row reaches " + limits.more_than("max_xlsx_columns", "columns"), source=source,
                               row=number, column=get_column_letter(len(row)))
 

@@ -16,7 +16,7 @@ decimals of its most precise line, as a plain sum of the lines' Decimals would.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agent.bills.fast import SUM_ROWS
+from agent.bills.fast import DECIMALS, SUM_ROWS, CleanRows, Lines, Numbering
 from agent.core.model import RejectedRow
 
 # The rows kept per group to show where its cost came from; a group of contiguous rows is shown whole.
@@ -121,9 +121,9 @@ class BillTotals:
     outside: dict[OutsideKey, GroupTotal] = field(default_factory=dict)
     # The first out-of-period lines: (row, period).
     outside_rows: list[tuple[int, str]] = field(default_factory=list)
-    _fast_tags: _RunningSums = field(default_factory=lambda: _RunningSums(_TAG_COLUMNS, sample=True), repr=False)
-    _fast_splits: _RunningSums = field(default_factory=lambda: _RunningSums(_SPLIT_COLUMNS), repr=False)
-    _fast_outside: _RunningSums = field(default_factory=lambda: _RunningSums(["period", "currency"]), repr=False)
+    _fast_tags: _Sums = field(default_factory=lambda: _Sums(_TAG_COLUMNS, sample=True), repr=False)
+    _fast_splits: _Sums = field(default_factory=lambda: _Sums(_SPLIT_COLUMNS), repr=False)
+    _fast_outside: _Sums = field(default_factory=lambda: _Sums(["period", "currency"]), repr=False)
     _unsettled_rows: int = field(default=0, repr=False)
 
     @property
@@ -168,132 +168,163 @@ class BillTotals:
         self.tag_rows.setdefault(tag_key, RowSample())
         self.split_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
 
-    def add_table(self, table: pa.Table, *, outside: pa.Table) -> None:
-        """Add line items held as Arrow columns (agent.bills.fast): `cost` a decimal, `places` its decimals,
-        `row` its row, and where known `tag_group` and `split_group`, integer codes of the groups in the chunk.
-        Summed in Arrow, settled every SUM_ROWS lines so that no sum wraps around; call `settle` before
-        reading the groups."""
-        if self._unsettled_rows + table.num_rows + outside.num_rows > SUM_ROWS:
+    def add_lines(self, clean: CleanRows) -> None:
+        """Add a chunk's clean rows (agent.bills.fast), summed as integers; settled every SUM_ROWS lines so that
+        no sum wraps around. Call `settle` before reading the groups."""
+        inside, outside = clean.inside, clean.outside
+        if self._unsettled_rows + len(inside) + len(outside) > SUM_ROWS:
             self.settle()
-        self._unsettled_rows += table.num_rows + outside.num_rows
-        if table.num_rows:
-            self._fast_tags.add(_with_tag_dimensions_arrow(table), codes=_column(table, "tag_group"))
-            self._fast_splits.add(table, codes=_column(table, "split_group"))
-        if outside.num_rows:
-            self._fast_outside.add(outside, codes=None)
-            if len(self.outside_rows) < ROW_SAMPLE:
-                head = outside.slice(0, ROW_SAMPLE)
-                self._sample_outside(zip(head["row"].to_pylist(), head["period"].to_pylist()))
+        self._unsettled_rows += len(inside) + len(outside)
+        self._fast_tags.add(inside, clean.numbering)
+        self._fast_splits.add(inside, clean.numbering)
+        self._fast_outside.add(outside, clean.numbering)
+        if len(outside) and len(self.outside_rows) < ROW_SAMPLE:
+            periods = [clean.numbering.text("period", number) for number in outside.numbers["period"][:ROW_SAMPLE]]
+            self._sample_outside(zip(outside.rows[:ROW_SAMPLE].tolist(), periods))
 
     def settle(self) -> None:
-        """Fold the Arrow sums into the groups."""
-        for record in self._fast_tags.records():
-            key = tuple(record[name] for name in _TAG_COLUMNS)
-            self.tag_groups.setdefault(key, GroupTotal()).add(record["cost"], record["lines"], record["places"])
-            self.tag_rows.setdefault(key, RowSample()).add(record["first"], low=record["low"], high=record["high"],
-                                                          count=record["lines"])
-        for record in self._fast_splits.records():
-            key = tuple(record[name] for name in _SPLIT_COLUMNS)
-            self.split_groups.setdefault(key, GroupTotal()).add(record["cost"], record["lines"], record["places"])
-        for record in self._fast_outside.records():
-            key = (record["period"], record["currency"])
-            self.outside.setdefault(key, GroupTotal()).add(record["cost"], record["lines"], record["places"])
+        """Fold the integer sums into the groups."""
+        for key, amount, lines, places, low, high, first in self._fast_tags.groups():
+            self.tag_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
+            self.tag_rows.setdefault(key, RowSample()).add(first, low=low, high=high, count=lines)
+        for key, amount, lines, places, *_ in self._fast_splits.groups():
+            self.split_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
+        for key, amount, lines, places, *_ in self._fast_outside.groups():
+            self.outside.setdefault(key, GroupTotal()).add(amount, lines, places)
         self._fast_tags, self._fast_splits, self._fast_outside = (
-            _RunningSums(_TAG_COLUMNS, sample=True), _RunningSums(_SPLIT_COLUMNS), _RunningSums(["period", "currency"]))
+            _Sums(_TAG_COLUMNS, sample=True), _Sums(_SPLIT_COLUMNS), _Sums(["period", "currency"]))
         self._unsettled_rows = 0
 
     def _sample_outside(self, rows: Iterable[tuple[int, str]]) -> None:
         self.outside_rows = sorted([*self.outside_rows, *rows])[:ROW_SAMPLE]
 
 
-class _RunningSums:
-    """Group sums of Arrow chunks, kept as one small Arrow table re-aggregated with each chunk.
+class _Sums:
+    """Exact sums of clean lines (agent.bills.fast.Lines) per group of `fields`, in integer arrays indexed by group.
 
-    A chunk is first reduced by its integer group codes (cheap) when it has them, by its key columns
-    otherwise. With `sample`, the first ROW_SAMPLE rows of each group are kept too: chunks arrive in row
-    order, so a group's first rows are taken from the chunks that come before it has ROW_SAMPLE lines.
+    A chunk's rows are grouped by their value numbers, hashed together; each distinct key of numbers is looked up
+    once per numbering, and groups are kept by their text, so that keys whose texts read the same fall in one
+    group. A cost, a 128-bit integer of 10**-DECIMALS, is summed in three int64 parts: its two low 32-bit words
+    and its signed high 64-bit word, the last below 2**36 in magnitude (costs here are below 10**FAST_DIGITS):
+    none wraps around over SUM_ROWS lines. With `sample`, the first ROW_SAMPLE rows of each group are kept too:
+    chunks arrive in row order, and rows in order within a chunk.
     """
 
-    def __init__(self, keys: list[str], *, sample: bool = False) -> None:
-        self._keys = keys
+    def __init__(self, fields: list[str], *, sample: bool = False) -> None:
+        self._fields = fields
         self._sample = sample
-        self._table: pa.Table | None = None
-        self._lines_seen: dict[tuple, int] = {}
-        self._samples: dict[tuple, list[int]] = {}
+        self._keys: list[tuple] = []
+        self._by_text: dict[tuple, int] = {}
+        self._by_numbers: dict[tuple, int] = {}
+        self._generation: tuple[int, ...] | None = None
+        self._parts = np.zeros((3, 0), dtype=np.int64)
+        self._lines = np.zeros(0, dtype=np.int64)
+        self._places = np.zeros(0, dtype=np.int64)
+        self._low = np.zeros(0, dtype=np.int64)
+        self._high = np.zeros(0, dtype=np.int64)
+        self._samples: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def add(self, chunk: pa.Table, *, codes: pa.ChunkedArray | None) -> None:
-        part = self._reduce(chunk, codes)
+    def add(self, lines: Lines, numbering: Numbering) -> None:
+        if not len(lines):
+            return
+        if numbering.generation != self._generation:
+            self._by_numbers = {}
+            self._generation = numbering.generation
+        numbers = [lines.numbers[name] for name in self._fields]
+        local, first = _local_groups(numbers, [numbering.sizes[name] for name in self._fields])
+        keys = zip(*(column[first].tolist() for column in numbers))
+        known = self._by_numbers
+        groups = np.array([group if (group := known.get(key)) is not None else self._group(key, numbering)
+                           for key in keys], dtype=np.int64)[local]
+        self._grow()
+        low_words = lines.cost[:, 0]
+        np.add.at(self._parts[0], groups, (low_words & 0xFFFFFFFF).view(np.int64))
+        np.add.at(self._parts[1], groups, (low_words >> 32).view(np.int64))
+        np.add.at(self._parts[2], groups, lines.cost[:, 1].view(np.int64))
+        np.maximum.at(self._places, groups, lines.places.astype(np.int64, copy=False))
         if self._sample:
-            self._take_samples(part)
-            part = part.drop_columns(["first"])
-        self._table = part if self._table is None else self._regroup(pa.concat_tables([self._table, part]))
+            np.minimum.at(self._low, groups, lines.rows)
+            np.maximum.at(self._high, groups, lines.rows)
+            self._take_samples(groups, lines.rows)
+        self._lines += np.bincount(groups, minlength=len(self._lines))
 
-    def records(self) -> list[dict]:
-        """One dict per group: its keys, cost, places, lines, low and high rows, and `first` rows if sampled."""
-        records = [] if self._table is None else self._table.to_pylist()
-        if self._sample:
-            for record in records:
-                sample = self._samples.get(tuple(record[name] for name in self._keys), ())
-                record["first"] = sorted(sample)[:ROW_SAMPLE]
-        return records
+    def groups(self) -> Iterator[tuple[tuple, Decimal, int, int, int, int, list[int]]]:
+        """Each group's key, exact total, lines, most decimals, lowest and highest row, and first rows (those
+        two and the rows only if sampled)."""
+        first = self._first_rows()
+        parts = self._parts.tolist()
+        for group, key in enumerate(self._keys):
+            value = parts[0][group] + (parts[1][group] << 32) + (parts[2][group] << 64)
+            yield (key, Decimal(value).scaleb(-DECIMALS, _EXACT), int(self._lines[group]), int(self._places[group]),
+                   int(self._low[group]), int(self._high[group]), first.get(group, []))
 
-    def _reduce(self, chunk: pa.Table, codes: pa.ChunkedArray | None) -> pa.Table:
-        aggregates = [("cost", "sum"), ("places", "max"), ("row", "count"), ("row", "min"), ("row", "max")]
-        if self._sample:
-            aggregates.append(("row", "list"))
-        if codes is None:
-            chunk = pa.table({name: _decoded(chunk[name]) if name in self._keys else chunk[name]
-                              for name in chunk.column_names})
-            groups = chunk.group_by(self._keys, use_threads=False).aggregate(aggregates)
-            keys = groups.select(self._keys)
-        else:
-            coded = pa.table({"code": codes, "cost": chunk["cost"], "places": chunk["places"], "row": chunk["row"],
-                              "index": pa.array(np.arange(len(chunk)))})
-            groups = coded.group_by("code", use_threads=False).aggregate([*aggregates, ("index", "min")])
-            taken = chunk.select(self._keys).take(groups["index_min"])
-            keys = {name: _decoded(taken[name]) for name in self._keys}
-        columns = {"cost": groups["cost_sum"], "places": groups["places_max"], "lines": groups["row_count"],
-                   "low": groups["row_min"], "high": groups["row_max"]}
-        if self._sample:
-            columns["first"] = pc.list_slice(groups["row_list"], 0, ROW_SAMPLE)
-        return pa.table({**{name: keys[name] for name in self._keys}, **columns})
+    def _group(self, numbers: tuple, numbering: Numbering) -> int:
+        """The group of a key of value numbers not met in this numbering yet."""
+        text = tuple(numbering.text(name, number) for name, number in zip(self._fields, numbers))
+        group = self._by_text.setdefault(text, len(self._keys))
+        if group == len(self._keys):
+            self._keys.append(text)
+        self._by_numbers[numbers] = group
+        return group
 
-    def _take_samples(self, part: pa.Table) -> None:
-        """The rows of the groups that had fewer than ROW_SAMPLE lines before this chunk. A group can have
-        several entries in `part` (one per code that reads the same): their first rows are all taken."""
-        keys = list(zip(*(part[name].to_pylist() for name in self._keys)))
-        wanted = [position for position, key in enumerate(keys) if self._lines_seen.get(key, 0) < ROW_SAMPLE]
-        for key, lines in zip(keys, part["lines"].to_pylist()):
-            self._lines_seen[key] = self._lines_seen.get(key, 0) + lines
-        for position, rows in zip(wanted, part["first"].take(pa.array(wanted, pa.int64())).to_pylist()):
-            sample = self._samples.setdefault(keys[position], [])
-            sample.extend(rows)
-            if len(sample) > 4 * ROW_SAMPLE:
-                sample[:] = sorted(sample)[:ROW_SAMPLE]
+    def _grow(self) -> None:
+        """Room in the arrays for every group."""
+        more = len(self._keys) - len(self._lines)
+        if more <= 0:
+            return
+        more = max(more, len(self._lines))
+        self._parts = np.concatenate([self._parts, np.zeros((3, more), dtype=np.int64)], axis=1)
+        self._lines = np.concatenate([self._lines, np.zeros(more, dtype=np.int64)])
+        self._places = np.concatenate([self._places, np.zeros(more, dtype=np.int64)])
+        self._low = np.concatenate([self._low, np.full(more, np.iinfo(np.int64).max)])
+        self._high = np.concatenate([self._high, np.full(more, -1)])
 
-    def _regroup(self, table: pa.Table) -> pa.Table:
-        groups = table.group_by(self._keys, use_threads=False).aggregate(
-            [("cost", "sum"), ("places", "max"), ("lines", "sum"), ("low", "min"), ("high", "max")])
-        return pa.table({**{name: groups[name] for name in self._keys}, "cost": groups["cost_sum"],
-                         "places": groups["places_max"], "lines": groups["lines_sum"], "low": groups["low_min"],
-                         "high": groups["high_max"]})
+    def _take_samples(self, groups: np.ndarray, rows: np.ndarray) -> None:
+        """Keep the rows of the chunk that are among the first ROW_SAMPLE of their group."""
+        seen = self._lines[groups]
+        wanted = seen < ROW_SAMPLE
+        if not wanted.any():
+            return
+        groups, rows, seen = groups[wanted], rows[wanted], seen[wanted]
+        order = np.argsort(groups, kind="stable")
+        groups, rows, seen = groups[order], rows[order], seen[order]
+        starts = np.flatnonzero(np.diff(groups, prepend=-1))
+        rank = np.arange(len(groups)) - np.repeat(starts, np.diff(starts, append=len(groups)))
+        kept = rank + seen < ROW_SAMPLE
+        self._samples.append((groups[kept], rows[kept]))
 
-
-def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Text columns of agent.bills.fast come as dictionaries: their plain text."""
-    return column.cast(pa.string()) if pa.types.is_dictionary(column.type) else column
-
-
-def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
-    return table[name] if name in table.column_names else None
+    def _first_rows(self) -> dict[int, list[int]]:
+        if not self._samples:
+            return {}
+        groups = np.concatenate([groups for groups, _ in self._samples])
+        rows = np.concatenate([rows for _, rows in self._samples])
+        order = np.argsort(groups, kind="stable")
+        groups, rows = groups[order], rows[order]
+        starts = np.flatnonzero(np.diff(groups, prepend=-1))
+        return {int(groups[start]): part.tolist() for start, part in zip(starts, np.split(rows, starts[1:]))}
 
 
-def _with_tag_dimensions_arrow(table: pa.Table) -> pa.Table:
-    """The chunk with the tag group's dimensions: sub-account, workspace and API key of untagged lines."""
-    untagged = pc.is_null(table["tag"])
-    for name in ("sub_account", "workspace", "api_key"):
-        table = table.append_column(f"tag_{name}", pc.if_else(untagged, table[name], pa.scalar(None, pa.string())))
-    return table
+def _local_groups(numbers: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group among the distinct keys of the chunk (numbered from 0), and the first row of each group.
+    The numbers, each below its size, are combined into one integer per row, renumbered where the product of
+    sizes would overflow."""
+    code = np.zeros(len(numbers[0]), dtype=np.int64)
+    bound = 1
+    for column, size in zip(numbers, sizes):
+        if bound * size >= 2**62:
+            code, bound = _renumbered(code)
+        code = code * size + column
+        bound *= size
+    local, count = _renumbered(code)
+    first = np.full(count, len(code), dtype=np.int64)
+    np.minimum.at(first, local, np.arange(len(code)))
+    return local, first
+
+
+def _renumbered(code: np.ndarray) -> tuple[np.ndarray, int]:
+    """The integers as their distinct values' numbers (from 0), and how many there are."""
+    encoded = pc.dictionary_encode(pa.array(code))
+    return encoded.indices.to_numpy().astype(np.int64), len(encoded.dictionary)
 
 
 def _with_tag_dimensions(items: pd.DataFrame) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -291,3 +292,12 @@ def test_a_cost_gets_the_same_verdict_and_total_whatever_its_neighbours(tmp_path
         row = 2 + costs.index(cost)
         outcomes.add(next((reject.reason for reject in streamed.rejected if reject.row == row), "accepted"))
     assert len(outcomes) == 1, f"{cost!r}: {outcomes}"
+
+
+def test_chunk_groups_are_found_when_the_product_of_sizes_overflows():
+    # Sizes whose product passes 2**62: the combined numbers are renumbered on the way, the groups stay the same.
+    sizes = [2**40, 3, 2**30, 2**20]
+    numbers = [[2**40 - 1, 0, 2**40 - 1, 5, 0], [1, 2, 1, 0, 2], [7, 7, 7, 2**30 - 1, 7], [0, 1, 0, 2**20 - 1, 1]]
+    local, first = totals._local_groups([np.array(column, dtype=np.int64) for column in numbers], sizes)
+    assert local.tolist() == [0, 1, 0, 2, 1]
+    assert first.tolist() == [0, 1, 3]
