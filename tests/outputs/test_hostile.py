@@ -119,6 +119,11 @@ def test_api_csv_outputs_neutralise_names(run) -> None:
     assert allocations.status_code == 200
     rows = assert_spreadsheet_safe(allocations.text)
     assert "'" + EVIL_COMPANY in {row[1] for row in rows[1:]}
+    by_namespace = client.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "namespace",
+                                                             "format": "csv"})
+    rows = assert_spreadsheet_safe(by_namespace.text)
+    assert {("'" + AT_SERVICE, "'" + CLUSTER, "ns"), ("'" + MINUS_SERVICE, "'" + CLUSTER, "ns2")} <= \
+        {(row[1], row[2], row[3]) for row in rows[1:]}
     split = client.get("/api/v1/split", params={"period": "2026-10", "by": "workspace,apikey", "format": "csv"})
     assert split.status_code == 200
     rows = assert_spreadsheet_safe(split.text)
