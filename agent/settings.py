@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     misfire_grace_seconds: int = Field(default=300, ge=1)
     exposed_periods: int = Field(default=3, ge=1)
     max_series_per_family: int = Field(default=10000, ge=10)
+    # cz_allocation_namespace_cost: series over all exposed periods, the smallest folded into `other`.
+    max_namespace_series: int = Field(default=2000, ge=10)
     # Workspaces and API keys exposed per period (the largest by cost), the rest summed into `other`.
     split_top: int = Field(default=20, ge=1)
     # `::` listens on every IPv6 and IPv4 address (one dual-stack socket), or on 0.0.0.0 without IPv6.

@@ -57,6 +57,23 @@ class ReportRow:
 
 
 @dataclass(frozen=True)
+class NamespaceRow:
+    """The part of a report row that one Kubernetes namespace's memory share brought: a report row's namespace
+    rows add up to its amount. Cost that came through no namespace has namespace "" and no memory share."""
+
+    period: str
+    company: str
+    service: str
+    category: str
+    cluster: str
+    namespace: str
+    amount: Decimal
+    currency: str
+    # The namespace's share of its cluster's memory that was applied (None for namespace "").
+    memory_share: Fraction | None
+
+
+@dataclass(frozen=True)
 class TagLine:
     """The bill lines of one (currency, tag value): their total and where they came from."""
 

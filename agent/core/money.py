@@ -64,18 +64,25 @@ def round_amount(amount: Fraction | Decimal, precision: int) -> Decimal:
         return _amount(_round_half_up(_in_units([amount], precision)[0]), precision)
 
 
-def largest_remainder(amounts: Sequence[Fraction | Decimal], precision: int) -> list[Decimal]:
-    """Round each exact amount to `precision` decimals so that the results add up to the rounded total.
+def largest_remainder(amounts: Sequence[Fraction | Decimal], precision: int, *,
+                      total: Decimal | None = None) -> list[Decimal]:
+    """Round each exact amount to `precision` decimals so that the results add up to the rounded total, or to
+    `total` when given (the rounded row that the amounts are the parts of).
 
-    Each amount is floored to the minor unit; the units still missing to reach the rounded total go one
-    each to the amounts with the largest remainders (ties: the earlier amount; callers sort them).
+    Each amount is floored to the minor unit; the units still missing to reach the total go one each to the
+    amounts with the largest remainders (ties: the earlier amount; callers sort them). A `total` that the floors
+    cannot reach that way (more than one unit per amount away) is a ValueError, never a unit lost or invented.
     Decimals are worked on as Decimals, compared in C: half a million groups take two or three seconds, where
     Fractions took a minute.
     """
     with exact_arithmetic():
         scaled = _in_units(amounts, precision)
         floors = [math.floor(value) for value in scaled]
-        missing = _round_half_up(sum(scaled)) - sum(floors)
+        target = _round_half_up(sum(scaled)) if total is None else _whole_units(total, precision)
+        missing = target - sum(floors)
+        if total is not None and not 0 <= missing <= len(floors):
+            raise ValueError(f"{total} cannot be shared among {len(floors)} amounts summing to {sum(scaled)} "
+                             f"units of {precision} decimals")
         by_remainder = sorted(range(len(scaled)), key=lambda i: (floors[i] - scaled[i], i))
         for position in by_remainder[:missing]:
             floors[position] += 1
@@ -89,6 +96,15 @@ def _in_units(amounts: Sequence[Fraction | Decimal], precision: int) -> list[Dec
         return [amount.scaleb(precision) for amount in amounts]
     scale = 10**precision
     return [Fraction(amount) * scale for amount in amounts]
+
+
+def _whole_units(amount: Decimal, precision: int) -> int:
+    """The amount counted in units of `precision` decimals; ValueError if it has more decimals. Call within
+    exact_arithmetic."""
+    units = amount.scaleb(precision)
+    if units != units.to_integral_value():
+        raise ValueError(f"{amount} has more than {precision} decimals")
+    return int(units)
 
 
 def _round_half_up(value: Fraction | Decimal) -> int:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 
-from agent.core.model import Contribution, ReportRow, StoredRun, TagLine
+from agent.core.model import Contribution, NamespaceRow, ReportRow, StoredRun, TagLine
+from agent.core.namespaces import namespace_rows
 from agent.errors import NoCostError
 
 # A tag line's key in a run: (currency, tag value, attribution rule).
@@ -35,6 +36,10 @@ class Explanation:
         """The bill lines of the row's contributions, by tag value and rule."""
         return [self.lines[(row.currency, tag, rule)]
                 for tag, rule in sorted({(c.tag, c.rule) for c in self.contributions_to(row)})]
+
+    def namespaces(self) -> list[NamespaceRow]:
+        """The rows split by the namespaces behind them, rounded so that each row's add up to it."""
+        return namespace_rows(self.rows, self.contributions)
 
     def bill_lines(self) -> list[TagLine]:
         """The bill lines of every contribution, by currency, tag value and rule."""

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 from agent import __version__
 from agent.core.allocation import CLUSTER_PREFIX, COMMON_PREFIX
 from agent.core.manifest import BillInput, CurrencyTotals
-from agent.core.model import CATEGORIES, Contribution, ReportRow, StoredRun, TagLine
+from agent.core.model import CATEGORIES, Contribution, NamespaceRow, ReportRow, StoredRun, TagLine
 from agent.core.money import round_amount
+from agent.core.namespaces import namespace_rows
 from agent.errors import StatementError
 # csv_safe is re-exported: statements are where users meet formula-looking names.
 from agent.outputs.report import csv_safe as csv_safe
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from agent.store.remote import RemoteRuns
     from agent.store.runs import LocalRuns
 
-CSV_COLUMNS = ("run_id", "period", "company", "service", "category", "cluster", "amount", "currency")
+CSV_COLUMNS = ("run_id", "period", "company", "service", "category", "cluster", "namespace", "amount", "currency")
 _EXACT_PLACES = 6
 _SHARE_PLACES = 4
 _CHART_LABEL_CHARS = 28
@@ -98,6 +99,8 @@ class Statement:
     rows: list[ReportRow]
     by_category: list[Total]
     by_service: list[Total]
+    # The rows split by namespace ("" where cost came through none); each row's add up to it.
+    namespaces: list[NamespaceRow]
     memory_shares: list[MemoryShare]
     ratios: list[AppliedRatio]
     reconciliation: list[Reconciliation]
@@ -141,6 +144,7 @@ def build_statement(stored: StoredRun, *, company: str) -> Statement:
                             order=lambda total: (total.currency, CATEGORIES.index(total.label))),
         by_service=_totals(rows, label=service_label,
                            order=lambda total: (total.currency, -total.amount, total.label)),
+        namespaces=namespace_rows(rows, pieces),
         memory_shares=_memory_shares(pieces, lines),
         ratios=_ratios(pieces, lines),
         reconciliation=_reconciliation(rows, manifest.totals),
@@ -150,7 +154,7 @@ def build_statement(stored: StoredRun, *, company: str) -> Statement:
     )
 
 
-def service_label(row: ReportRow | Contribution) -> str:
+def service_label(row: ReportRow | NamespaceRow | Contribution) -> str:
     if row.service:
         return row.service
     return "(common pool)" if row.category == "common" else "(no service)"
@@ -229,6 +233,7 @@ def render_html(statement: Statement) -> str:
         total_due=_total_due(statement),
         category_section=_totals_section(statement.by_category, name="category", heading="category"),
         service_section=_totals_section(statement.by_service, name="service", heading="service"),
+        namespaces_section=_namespaces_table(statement.namespaces),
         shares_section=_shares_table(statement.memory_shares),
         ratios_section=_ratios_table(statement.ratios),
         reconciliation_section=_reconciliation_table(statement.reconciliation),
@@ -314,6 +319,19 @@ def _short(label: str) -> str:
     return label if len(label) <= _CHART_LABEL_CHARS else label[:_CHART_LABEL_CHARS - 1] + "…"
 
 
+def _namespaces_table(namespaces: Sequence[NamespaceRow]) -> str:
+    shown = sorted((n for n in namespaces if n.namespace),
+                   key=lambda n: (n.currency, n.cluster, n.namespace, CATEGORIES.index(n.category), n.service))
+    if not shown:
+        return '<p class="note">No cluster cost reached this company.</p>'
+    headings = ["currency", "cluster", "namespace", "service", "category", "memory share", "amount"]
+    rows = [f'<tr data-currency="{_e(n.currency)}"><td>{_e(n.currency)}</td><td>{_e(n.cluster)}</td>'
+            f"<td>{_e(n.namespace)}</td><td>{_e(service_label(n))}</td><td>{_e(n.category)}</td>"
+            f'<td class="share">{"" if n.memory_share is None else _percent(n.memory_share)}</td>'
+            f"{_amount_cell(n.amount)}</tr>" for n in shown]
+    return _table("namespaces-table", headings, rows, numeric={"memory share", "amount"})
+
+
 def _shares_table(shares: Sequence[MemoryShare]) -> str:
     if not shares:
         return '<p class="note">No cluster cost reached this company.</p>'
@@ -370,6 +388,8 @@ def _audit(statement: Statement) -> str:
 
 
 def render_statement_csv(statement: Statement) -> bytes:
-    """The company's report rows; they add up to the statement's total per currency."""
+    """The company's report rows, each split by namespace ("" for cost that came through none); they add up to
+    the statement's total per currency."""
     return render_csv(CSV_COLUMNS, ((str(statement.run_id), row.period, row.company, row.service, row.category,
-                                     row.cluster, format(row.amount, "f"), row.currency) for row in statement.rows))
+                                     row.cluster, row.namespace, format(row.amount, "f"), row.currency)
+                                    for row in statement.namespaces))

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.core.manifest import RunManifest
-from agent.core.model import CATEGORIES, RunResult, RunSummary, StoredRun
+from agent.core.model import CATEGORIES, NamespaceRow, RunResult, RunSummary, StoredRun
 from agent.core.rules import Rules
 from agent.errors import AgentError, NoCostError
 from agent.outputs.explain import exact_amount_text, select_explanation
@@ -166,6 +166,21 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
             for source, rows in line.rows_by_source.items():
                 console.print(f"  bill rows of {line.tag or line.rule or '(untagged)'}: {source} rows "
                               f"{_abbreviate(rows)}", highlight=False, markup=False)
+    namespaces = [part for part in explanation.namespaces() if part.namespace]
+    if namespaces:
+        console.print(_namespace_table(namespaces))
+
+
+def _namespace_table(parts: list[NamespaceRow]) -> Table:
+    """The cluster cost by namespace, rounded so that a row's namespaces add up to the row."""
+    table = Table(title="\nCluster cost by namespace", title_justify="left", show_edge=False)
+    for heading in ["cluster", "namespace", "service", "category", "memory share", "amount", "currency"]:
+        table.add_column(heading, justify="right" if heading in ("memory share", "amount") else "left")
+    for part in parts:
+        table.add_row(Text(part.cluster), Text(part.namespace), Text(part.service or "(common pool)"), part.category,
+                      "-" if part.memory_share is None else _share(part.memory_share), _money(part.amount),
+                      part.currency)
+    return table
 
 
 def _share(share: Fraction) -> str:

@@ -29,7 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.grouping import split_bill
-from agent.core.model import Contribution, ReportRow, RunSummary, StoredRun, TagLine
+from agent.core.model import Contribution, NamespaceRow, ReportRow, RunSummary, StoredRun, TagLine
+from agent.core.namespaces import namespace_rows
 from agent.core.periods import PERIOD_PATTERN, Period
 from agent.core.split import parse_dimensions as parse_split_dimensions
 from agent.errors import AgentError, BodyTooLarge, NoCostError, PeriodError, SplitError, StoreError
@@ -42,7 +43,10 @@ from agent.store.runs import list_runs, load_run, run_document
 
 log = logging.getLogger(__name__)
 
-DIMENSIONS = ("company", "service", "category", "cluster")
+REPORT_DIMENSIONS = ("company", "service", "category", "cluster")
+DIMENSIONS = (*REPORT_DIMENSIONS, "namespace")
+# A namespace is named within its cluster and belongs to one service: keeping it keeps them.
+NAMESPACE_KEEPS = ("service", "cluster", "namespace")
 _RATIO_PLACES = Decimal("1e-12")
 
 # The pattern is published in the OpenAPI document (and gives FastAPI's usual 422 message); Period.parse then
@@ -120,7 +124,9 @@ class AllocationsOut(BaseModel):
                                          "window); false: each month's rows with its period")
     runs: list[RunRefOut] = Field(description="the run read for each month of the window (its latest)")
     missing: list[str] = Field(description="months of the window with no stored run, left out of the rows")
-    rows: list[dict[str, str]]
+    rows: list[dict[str, str]] = Field(description="period, the dimensions kept, amount and currency; with "
+                                       "namespace, memory_share and memory_share_ratio too (\"\" where no namespace "
+                                       "or a window's months disagree)")
 
 
 class ShareOut(BaseModel):
@@ -140,6 +146,19 @@ class ContributionOut(BaseModel):
     rule: str
     target_share: ShareOut
     company_share: ShareOut
+    amount: str
+    currency: str
+
+
+class NamespaceOut(BaseModel):
+    """The part of a report row that came through one namespace; its amounts add up to the row's."""
+
+    service: str
+    category: str
+    cluster: str
+    namespace: str = Field(description="\"\" for cost that came through no namespace")
+    memory_share: ShareOut | None = Field(description="the namespace's share of its cluster's memory, applied to "
+                                                      "the cluster's bill lines; null without a namespace")
     amount: str
     currency: str
 
@@ -166,6 +185,7 @@ class ExplanationOut(BaseModel):
     company: str
     service: str | None
     rows: list[dict[str, str]]
+    namespaces: list[NamespaceOut] = Field(description="the rows by namespace, rounded to add up to each row")
     contributions: list[ContributionOut]
     bill_lines: list[BillLinesOut]
 
@@ -189,6 +209,7 @@ class RunReader:
         self._engine = engine
         self._cache_size = cache_size
         self._cache: OrderedDict[int, StoredRun] = OrderedDict()
+        self._namespaces: OrderedDict[int, list[NamespaceRow]] = OrderedDict()
         self._lock = threading.Lock()
 
     def summaries(self, period: str | None = None) -> list[RunSummary]:
@@ -218,6 +239,21 @@ class RunReader:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return stored
+
+    def rows(self, run_id: int, *, by_namespace: bool) -> Sequence[ReportRow] | Sequence[NamespaceRow]:
+        """The run's report rows, or each of them split by namespace."""
+        stored = self.stored(run_id)
+        if not by_namespace:
+            return stored.rows
+        with self._lock:
+            found = self._namespaces.get(run_id)
+        if found is None:
+            found = namespace_rows(stored.rows, stored.contributions)
+            with self._lock:
+                self._namespaces[run_id] = found
+                while len(self._namespaces) > self._cache_size:
+                    self._namespaces.popitem(last=False)
+        return found
 
 
 def chosen_run(reader: RunReader, *, period: str | None, run_id: int | None) -> RunSummary:
@@ -294,7 +330,7 @@ def window_rows(reader: RunReader, window: Window, *, dimensions: tuple[str, ...
     runs = [latest[month] for month in months if month in latest]
     if not runs:
         raise not_found(f"no stored run in {window.label()}")
-    rows = [row for run in runs for row in reader.stored(run.id).rows]
+    rows = [row for run in runs for row in reader.rows(run.id, by_namespace="namespace" in dimensions)]
     if accumulate:
         rows = [replace(row, period=window.label()) for row in rows]
     return AllocationsOut(run_id=runs[0].id if len(months) == 1 else None, period=window.label(),
@@ -307,31 +343,50 @@ def window_rows(reader: RunReader, window: Window, *, dimensions: tuple[str, ...
 
 
 def parse_dimensions(aggregate: str | None) -> tuple[str, ...]:
-    """The report dimensions to keep; None keeps them all."""
+    """The dimensions to keep; None keeps the report's. `namespace` keeps its service and cluster too."""
     if aggregate is None:
-        return DIMENSIONS
-    asked = [name.strip() for name in aggregate.split(",") if name.strip()]
-    unknown = [name for name in asked if name not in DIMENSIONS]
+        return REPORT_DIMENSIONS
+    asked = {name.strip() for name in aggregate.split(",") if name.strip()}
+    unknown = sorted(asked - set(DIMENSIONS))
     if unknown:
         raise bad_parameter("aggregate", f"unknown aggregate dimension(s) {', '.join(unknown)}; "
                             f"choose from {', '.join(DIMENSIONS)}")
+    if "namespace" in asked:
+        asked.update(NAMESPACE_KEEPS)
     return tuple(name for name in DIMENSIONS if name in asked)
 
 
-def aggregate_rows(rows: Sequence[ReportRow], dimensions: tuple[str, ...]) -> list[dict[str, str]]:
-    """Exact sums of the report rows over the dimensions not kept; period and currency are always kept."""
+def aggregate_rows(rows: Sequence[ReportRow] | Sequence[NamespaceRow],
+                   dimensions: tuple[str, ...]) -> list[dict[str, str]]:
+    """Exact sums of the rows over the dimensions not kept; period and currency are always kept. Namespace rows
+    also carry the namespace's memory share, where the rows summed agree on one."""
     sums: dict[tuple[str, ...], Decimal] = {}
+    shares: dict[tuple[str, ...], set[Fraction | None]] = defaultdict(set)
     for row in rows:
         key = (row.period, *(getattr(row, name) for name in dimensions), row.currency)
         sums[key] = sums[key] + row.amount if key in sums else row.amount
+        if isinstance(row, NamespaceRow):
+            shares[key].add(row.memory_share)
     names = ("period", *dimensions)
-    return [{**dict(zip(names, key[:-1])), "amount": format(amount, "f"), "currency": key[-1]}
+    return [{**dict(zip(names, key[:-1])), **(_memory_share(shares[key]) if key in shares else {}),
+             "amount": format(amount, "f"), "currency": key[-1]}
             for key, amount in sums.items()]
+
+
+def _memory_share(shares: set[Fraction | None]) -> dict[str, str]:
+    """The namespace's memory share as ShareOut gives it; "" for cost that came through no namespace, and for a
+    window's months summed, whose shares differ."""
+    share = next(iter(shares)) if len(shares) == 1 else None
+    if share is None:
+        return {"memory_share": "", "memory_share_ratio": ""}
+    shown = share_out(share)
+    return {"memory_share": shown.fraction, "memory_share_ratio": shown.ratio}
 
 
 def allocations_csv(rows: list[dict[str, str]], *, dimensions: tuple[str, ...], label: str,
                     run_id: int | None) -> Response:
-    columns = ("period", *dimensions, "amount", "currency")
+    shares = ("memory_share", "memory_share_ratio") if "namespace" in dimensions else ()
+    columns = ("period", *dimensions, *shares, "amount", "currency")
     body = render_csv(columns, ([row[name] for name in columns] for row in rows))
     name = f"allocations-{label}" + ("" if run_id is None else f"-run{run_id}")
     disposition = f'attachment; filename="{name}.csv"'
@@ -349,7 +404,8 @@ def explanation(stored: StoredRun, *, company: str, service: str | None) -> Expl
         raise not_found(str(e)) from e
     return ExplanationOut(
         run_id=stored.summary.id, period=stored.summary.period, company=company, service=service,
-        rows=aggregate_rows(found.rows, DIMENSIONS),
+        rows=aggregate_rows(found.rows, REPORT_DIMENSIONS),
+        namespaces=[namespace_out(row) for row in found.namespaces()],
         contributions=[contribution_out(c) for c in found.contributions],
         bill_lines=[bill_lines_out(line) for line in found.bill_lines()],
     )
@@ -360,6 +416,12 @@ def contribution_out(c: Contribution) -> ContributionOut:
                            namespace=c.namespace, tag=c.tag, reason=c.reason, rule=c.rule, target_share=share_out(c.target_share),
                            company_share=share_out(c.company_share), amount=exact_amount_text(c.amount),
                            currency=c.currency)
+
+
+def namespace_out(row: NamespaceRow) -> NamespaceOut:
+    return NamespaceOut(service=row.service, category=row.category, cluster=row.cluster, namespace=row.namespace,
+                        memory_share=None if row.memory_share is None else share_out(row.memory_share),
+                        amount=format(row.amount, "f"), currency=row.currency)
 
 
 def bill_lines_out(line: TagLine) -> BillLinesOut:
@@ -414,7 +476,11 @@ def api_router(reader: RunReader) -> APIRouter:
         accumulate: Annotated[bool, Query(description="sum a window's months (true) or list each month's rows "
                                           "(false)")] = False,
         aggregate: Annotated[str | None, Query(description="dimensions to keep, comma-separated, from "
-                                               + ",".join(DIMENSIONS))] = None,
+                                               + ",".join(DIMENSIONS) + " (default: every one but namespace). "
+                                               "namespace splits each row by the Kubernetes namespaces whose "
+                                               "memory share brought its cost (\"\" for cost that came through "
+                                               "none), keeps the namespace's service and cluster, and adds its "
+                                               "memory_share (exact fraction) and memory_share_ratio")] = None,
         report_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
     ) -> AllocationsOut | Response:
         dimensions = parse_dimensions(aggregate)
@@ -425,7 +491,8 @@ def api_router(reader: RunReader) -> APIRouter:
             summary = chosen_run(reader, period=period, run_id=run)
             found = AllocationsOut(run_id=summary.id, period=summary.period, accumulate=accumulate,
                                    runs=[RunRefOut(period=summary.period, run_id=summary.id)], missing=[],
-                                   rows=aggregate_rows(reader.stored(summary.id).rows, dimensions))
+                                   rows=aggregate_rows(reader.rows(summary.id, by_namespace="namespace" in dimensions),
+                                                       dimensions))
         else:
             found = window_rows(reader, months, dimensions=dimensions, accumulate=accumulate)
         if report_format == "csv":

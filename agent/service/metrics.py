@@ -8,7 +8,7 @@ import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -19,6 +19,7 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine
 
 from agent.core.model import RunSummary, StoredRun
+from agent.core.namespaces import namespace_rows
 from agent.errors import StoreError
 from agent.store.runs import list_runs, load_run
 
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("success", "failure")
 OTHER = "other"
 ROW_STATUSES = ("accepted", "rejected", "out_of_period")
-# The only contributions the run families read (cz_unallocated_cost): a run's others are not loaded.
-RUN_CATEGORIES = ("unallocated",)
+# The only contributions the run families read (cz_unallocated_cost, cz_allocation_namespace_cost): a run's
+# others are not loaded.
+RUN_CATEGORIES = ("unallocated", "cluster")
+NAMESPACE_FAMILY = "cz_allocation_namespace_cost"
 
 # label tuple -> exact value; converted to float only when the family is emitted.
 Samples = dict[tuple[str, ...], Fraction]
@@ -108,6 +111,8 @@ class FamilySpec:
     labels: tuple[str, ...]
     # High-cardinality labels set to `other` when the family is over its series budget.
     foldable: tuple[str, ...] = ()
+    # Labels folded alone first; the whole of `foldable` only when that is still over the budget.
+    fold_first: tuple[str, ...] = ()
 
 
 # No label here or in job_families is one the scrape attaches to its target (job, namespace, service, pod,
@@ -116,6 +121,10 @@ class FamilySpec:
 SPECS = (
     FamilySpec("cz_allocation_cost", "Allocated cost of a report row of the period's latest run.",
                ("period", "company", "service_code", "category", "cluster", "currency"), ("company", "service_code")),
+    FamilySpec(NAMESPACE_FAMILY, "Cluster cost (category cluster) of a report row of the period's latest run, "
+               "by the namespace whose memory share brought it; rounded so that a row's namespaces add up to it.",
+               ("period", "company", "service_code", "cluster", "cluster_namespace", "currency"),
+               ("company", "service_code", "cluster_namespace"), fold_first=("cluster_namespace",)),
     FamilySpec("cz_bill_cost", "Report amounts of the period's latest run summed by category.",
                ("period", "category", "currency")),
     FamilySpec("cz_bill_total_cost", "The period's accepted bill, rounded (= allocated + unallocated).",
@@ -156,6 +165,7 @@ def run_samples(stored: StoredRun) -> dict[str, Samples]:
     return {
         "cz_allocation_cost": {_interned(period, r.company, r.service, r.category, r.cluster, r.currency):
                                Fraction(r.amount) for r in stored.rows},
+        NAMESPACE_FAMILY: _namespace_costs(stored),
         "cz_bill_cost": _summed(((period, r.category, r.currency), r.amount) for r in stored.rows),
         **_reconciliation(summary),
         "cz_unallocated_cost": _summed(((period, c.reason, c.currency), c.amount)
@@ -184,6 +194,13 @@ def _summed(pairs: Iterable[tuple[tuple[str, ...], Decimal | Fraction]]) -> Samp
     return dict(sums)
 
 
+def _namespace_costs(stored: StoredRun) -> Samples:
+    cluster_rows = [row for row in stored.rows if row.category == "cluster"]
+    cluster_pieces = (c for c in stored.contributions if c.category == "cluster")
+    return {_interned(r.period, r.company, r.service, r.cluster, r.namespace, r.currency): Fraction(r.amount)
+            for r in namespace_rows(cluster_rows, cluster_pieces)}
+
+
 def _reconciliation(summary: RunSummary) -> dict[str, Samples]:
     parts = {"cz_bill_total_cost": "bill_rounded", "cz_allocated_total_cost": "allocated",
              "cz_unallocated_total_cost": "unallocated"}
@@ -210,9 +227,14 @@ def _timestamp(created_at: str) -> float:
 
 def fold(samples: Samples, *, spec: FamilySpec, limit: int) -> Samples:
     """At most `limit` series (when the non-foldable labels allow it): the largest by absolute value are
-    kept, the rest summed into series whose foldable labels are `other`, so the family's sum is unchanged."""
+    kept, the rest summed into series whose foldable labels are `other`, so the family's sum is unchanged. A
+    spec's `fold_first` labels are folded alone when that is enough."""
     if len(samples) <= limit or not spec.foldable:
         return samples
+    if spec.fold_first:
+        folded = fold(samples, spec=replace(spec, foldable=spec.fold_first, fold_first=()), limit=limit)
+        if len(folded) <= limit:
+            return folded
     ranked = sorted(samples.items(), key=lambda item: (-abs(item[1]), item[0]))
     positions = [spec.labels.index(name) for name in spec.foldable]
     kept = limit - 1
@@ -234,7 +256,11 @@ def _folded_key(key: tuple[str, ...], positions: list[int]) -> tuple[str, ...]:
 
 def _gauge(spec: FamilySpec, samples: Samples, *, limit: int) -> RunFamily:
     help_text = spec.help
-    if spec.foldable:
+    if spec.fold_first:
+        help_text += (f" At most {limit} series: the smallest by absolute value are summed into series whose "
+                      f"{' and '.join(spec.fold_first)} labels are {OTHER!r}, or, when that is still too many, whose "
+                      f"{', '.join(spec.foldable)} labels are.")
+    elif spec.foldable:
         help_text += (f" At most {limit} series: the smallest by absolute value are summed into series whose "
                       f"{' and '.join(spec.foldable)} labels are {OTHER!r}.")
     family = RunFamily(spec.name, help_text, labels=list(spec.labels))
@@ -300,10 +326,10 @@ class AllocationCollector:
     """Exposes the latest run of each of the last `periods` periods, read from the store at each scrape."""
 
     def __init__(self, *, engine: Engine, job_stats: JobStats, periods: int = 3,
-                 max_series_per_family: int = 10000, split_top: int = 20,
+                 max_series_per_family: int = 10000, max_namespace_series: int = 2000, split_top: int = 20,
                  exposes_runs: Callable[[], bool] = lambda: True) -> None:
-        if periods < 1 or max_series_per_family < 1:
-            raise ValueError("periods and max_series_per_family must be at least 1")
+        if periods < 1 or max_series_per_family < 1 or max_namespace_series < 1:
+            raise ValueError("periods, max_series_per_family and max_namespace_series must be at least 1")
         # With several replicas only the leader exposes the store's figures: a dashboard or alert that sums
         # over pods then counts the bill once. Every replica exposes its own jobs.
         self._exposes_runs = exposes_runs
@@ -311,6 +337,7 @@ class AllocationCollector:
         self._job_stats = job_stats
         self._periods = periods
         self._limit = max_series_per_family
+        self._limits = {NAMESPACE_FAMILY: max_namespace_series}
         self._split_top = split_top
         self._lock = threading.Lock()
         self._cache: dict[int, dict[str, Samples]] = {}
@@ -347,7 +374,7 @@ class AllocationCollector:
         families = []
         for spec in SPECS:
             merged = {key: value for per_run in exposed for key, value in per_run[spec.name].items()}
-            families.append(_gauge(spec, merged, limit=self._limit))
+            families.append(_gauge(spec, merged, limit=self._limits.get(spec.name, self._limit)))
         for spec in SPLIT_SPECS:
             # Top N per period plus `other`: each run's series are folded on their own.
             family = RunFamily(spec.name, f"{spec.help} The largest {self._split_top} per period; the rest summed "

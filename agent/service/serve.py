@@ -254,6 +254,7 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
     registry = CollectorRegistry()
     registry.register(AllocationCollector(engine=engine, job_stats=stats, periods=settings.exposed_periods,
                                           max_series_per_family=settings.max_series_per_family,
+                                          max_namespace_series=settings.max_namespace_series,
                                           split_top=settings.split_top, exposes_runs=leadership.is_leading))
     registry.register(LeaderCollector(leadership))
     scheduler = _scheduler(settings, service)

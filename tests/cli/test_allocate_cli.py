@@ -180,6 +180,24 @@ def test_explain_shows_tags_namespaces_shares_and_bill_rows(store, tmp_path, cap
     assert "no cost for company 'nobody'" in capsys.readouterr().err
 
 
+def test_explain_shows_the_namespaces_behind_the_cluster_cost(store, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    assert allocate(store, out, "--usage", str(DEMO / "usage-2026-10.csv"), bill=DEMO / "bill-2026-10.csv",
+                    rules=DEMO / "rules.yaml") == 0
+    capsys.readouterr()
+    assert main(["--store", store, "explain", "--period", "2026-10", "--company", "acme", "--service",
+                 "payments"]) == 0
+    explained = capsys.readouterr().out
+    table = explained[explained.index("Cluster cost by namespace"):]
+    shown = {tuple(cells[:2]): cells[5] for cells in (line.replace("│", " ").split() for line in table.splitlines())
+             if len(cells) == 7 and cells[-1] == "USD"}
+    prod = next(row for row in read_rows(out) if (row["company"], row["service"], row["category"], row["cluster"])
+                == ("acme", "payments", "cluster", "prod"))
+    assert set(shown) == {("prod", "payments-api"), ("prod", "payments-legacy"), ("stage", "payments-api")}
+    assert Decimal(shown[("prod", "payments-api")].replace(",", "")) + \
+        Decimal(shown[("prod", "payments-legacy")].replace(",", "")) == Decimal(prod["amount"])
+
+
 @pytest.mark.parametrize(("options", "cost_column"), [((), "EffectiveCost"), (("--cost-column", "BilledCost"), "BilledCost")])
 def test_real_focus_sample_excludes_the_next_period_row_and_reconciles(store, tmp_path, capsys, options, cost_column):
     rules = tmp_path / "rules.yaml"

@@ -202,10 +202,36 @@ def test_statement_csv_beside_the_html_adds_up_to_the_company_total(store, tmp_p
     statement(store, tmp_path, "beta")
     with (tmp_path / "statement.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["run_id", "period", "company", "service", "category", "cluster", "amount", "currency"]
+    assert list(rows[0]) == ["run_id", "period", "company", "service", "category", "cluster", "namespace", "amount",
+                             "currency"]
     assert {row["company"] for row in rows} == {"beta"}
+    assert {(row["category"], row["cluster"], row["namespace"]): row["amount"] for row in rows if row["namespace"]} == {
+        ("cluster", "prod", "mobile-api"): "180.00", ("common", "prod", "kube-system"): "30.00"}
     assert sum(Decimal(row["amount"]) for row in rows) == company_figures(report, "beta")["total"][("USD", "Total")]
     assert sum(Decimal(row["amount"]) for row in rows) == Decimal("345.00")
+
+
+def test_statement_lists_the_cluster_cost_per_namespace_adding_up_to_each_row(store, tmp_path):
+    demo = ROOT / "demo"
+    report = allocate(store, tmp_path, bill=demo / "bill-2026-10.csv", rules=demo / "rules.yaml",
+                      usage=demo / "usage-2026-10.csv")
+    dom = parse(statement(store, tmp_path, "acme").read_text())
+    shown = [[cell.text() for cell in row.find_all("td")] for row in dom.find_all("table", id="namespaces-table")[0]
+             .find_all("tbody")[0].find_all("tr")]
+    with (tmp_path / "statement.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # The page lists the CSV's rows that have a namespace.
+    on_page = sorted([cells[0], cells[1], cells[2], cells[4], cells[6].replace(",", "")] for cells in shown)
+    assert on_page == sorted([r["currency"], r["cluster"], r["namespace"], r["category"], r["amount"]]
+                             for r in rows if r["namespace"])
+    assert ["USD", "prod", "payments-legacy", "payments", "cluster"] == next(
+        cells[:5] for cells in shown if cells[2] == "payments-legacy")
+    summed: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    for row in rows:
+        summed[(row["service"], row["category"], row["cluster"], row["currency"])] += Decimal(row["amount"])
+    with report.open(newline="") as handle:
+        assert summed == {(r["service"], r["category"], r["cluster"], r["currency"]): Decimal(r["amount"])
+                          for r in csv.DictReader(handle) if r["company"] == "acme"}
 
 
 def test_csv_option_and_run_option(store, tmp_path, capsys):

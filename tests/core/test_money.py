@@ -117,3 +117,12 @@ def test_round_amount_is_half_away_from_zero_for_decimals_and_fractions(value, p
         expected = exact.quantize(Decimal(1).scaleb(-precision), rounding=ROUND_HALF_UP)
     assert round_amount(value, precision) == expected
     assert round_amount(value, precision).as_tuple().exponent == -precision
+
+
+def test_largest_remainder_reaches_a_given_total_or_refuses_it():
+    thirds = [Fraction(10, 3)] * 3
+    assert largest_remainder(thirds, 2, total=Decimal("10.01")) == [Decimal("3.34"), Decimal("3.34"), Decimal("3.33")]
+    assert largest_remainder(thirds, 2, total=Decimal("9.99")) == [Decimal("3.33")] * 3
+    for unreachable in (Decimal("9.98"), Decimal("10.03"), Decimal("10.005")):
+        with pytest.raises(ValueError):
+            largest_remainder(thirds, 2, total=unreachable)

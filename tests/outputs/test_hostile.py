@@ -106,7 +106,8 @@ def test_statement_csv_neutralises_and_html_escapes(run) -> None:
     directory = run["directory"]
     rows = assert_spreadsheet_safe((directory / "statement-evil.csv").read_bytes().decode())
     assert {row[2] for row in rows[1:]} == {"'" + EVIL_COMPANY}
-    assert any(row[6].startswith("-") for row in rows[1:]), "the credit stays a negative number"
+    amount = rows[0].index("amount")
+    assert any(row[amount].startswith("-") for row in rows[1:]), "the credit stays a negative number"
     page = (directory / "statement-script.html").read_text()
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
@@ -119,6 +120,11 @@ def test_api_csv_outputs_neutralise_names(run) -> None:
     assert allocations.status_code == 200
     rows = assert_spreadsheet_safe(allocations.text)
     assert "'" + EVIL_COMPANY in {row[1] for row in rows[1:]}
+    by_namespace = client.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "namespace",
+                                                             "format": "csv"})
+    rows = assert_spreadsheet_safe(by_namespace.text)
+    assert {("'" + AT_SERVICE, "'" + CLUSTER, "ns"), ("'" + MINUS_SERVICE, "'" + CLUSTER, "ns2")} <= \
+        {(row[1], row[2], row[3]) for row in rows[1:]}
     split = client.get("/api/v1/split", params={"period": "2026-10", "by": "workspace,apikey", "format": "csv"})
     assert split.status_code == 200
     rows = assert_spreadsheet_safe(split.text)

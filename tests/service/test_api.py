@@ -133,6 +133,74 @@ def test_the_latest_run_of_the_period_or_the_run_given(worked, stores):
     assert both["run_id"] == first
 
 
+# ------------------------------------------------------------------------------------------ by namespace
+
+
+def test_namespace_rows_add_up_to_each_report_row_of_the_demo(demo, stores):
+    every = ",".join((*DIMENSIONS, "namespace"))
+    rows = demo.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": every}).json()["rows"]
+    assert {row["namespace"] for row in rows if row["category"] == "cluster"} >= {"payments-api", "payments-legacy"}
+    assert all(row["namespace"] == row["memory_share"] == "" for row in rows if not row["cluster"])
+    summed: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    for row in rows:
+        summed[(row["period"], *(row[name] for name in DIMENSIONS), row["currency"])] += Decimal(row["amount"])
+        assert row["amount"] == format(Decimal(row["amount"]).quantize(Decimal("0.01")), "f")
+    assert summed == expected_sums(stores.demo_report, DIMENSIONS)
+
+
+def test_aggregate_namespace_keeps_service_and_cluster_with_the_memory_share(worked):
+    body = worked.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "namespace"}).json()
+    assert body["rows"] == [
+        {"period": "2026-10", "service": service, "cluster": cluster, "namespace": namespace, "memory_share": share,
+         "memory_share_ratio": ratio, "amount": amount, "currency": "USD"}
+        for service, cluster, namespace, share, ratio, amount in (
+            ("mobile", "prod", "mobile-api", "3/5", "0.6", "600.00"),
+            ("mcmp", "prod", "mcmp", "3/10", "0.3", "300.00"),
+            ("mobile", "", "", "", "", "350.00"),
+            ("mcmp", "", "", "", "", "150.00"),
+            ("", "", "", "", "", "100.00"),
+            # kube-system maps to no service: its share went to the common pool.
+            ("", "prod", "kube-system", "1/10", "0.1", "100.00"),
+        )]
+
+
+def test_aggregate_company_namespace_as_csv(demo, stores):
+    response = demo.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "company,namespace",
+                                                       "format": "csv"})
+    assert response.status_code == 200
+    assert response.text.splitlines()[0] == \
+        "period,company,service,cluster,namespace,memory_share,memory_share_ratio,amount,currency"
+    rows = read_rows(response.text)
+    payments = {row["namespace"]: row for row in rows if (row["company"], row["service"], row["cluster"])
+                == ("acme", "payments", "prod")}
+    assert set(payments) == {"payments-api", "payments-legacy"}
+    for row in payments.values():
+        share = Fraction(row["memory_share"])
+        assert abs(Fraction(row["memory_share_ratio"]) - share) <= Fraction(1, 2 * 10**12)
+    summed: dict[tuple[str, ...], Decimal] = defaultdict(Decimal)
+    for row in rows:
+        summed[(row["period"], row["company"], row["currency"])] += Decimal(row["amount"])
+    assert summed == expected_sums(stores.demo_report, ("company",))
+
+
+def test_openapi_describes_the_namespace_drill_down(worked):
+    document = worked.get("/openapi.json").json()
+    parameters = document["paths"]["/api/v1/allocations"]["get"]["parameters"]
+    aggregate = next(parameter for parameter in parameters if parameter["name"] == "aggregate")
+    assert "namespace" in aggregate["description"] and "memory_share" in aggregate["description"]
+    schemas = document["components"]["schemas"]
+    assert "memory_share" in schemas["AllocationsOut"]["properties"]["rows"]["description"]
+    assert schemas["ExplanationOut"]["properties"]["namespaces"]["items"] == {"$ref": "#/components/schemas/NamespaceOut"}
+    assert {"namespace", "memory_share", "amount"} <= set(schemas["NamespaceOut"]["properties"])
+
+
+def test_a_window_of_months_by_namespace(worked):
+    listed = worked.get("/api/v1/allocations", params={"window": "2026-09,2026-10", "aggregate": "namespace"}).json()
+    october = worked.get("/api/v1/allocations", params={"period": "2026-10", "aggregate": "namespace"}).json()
+    assert [row for row in listed["rows"] if row["period"] == "2026-10"] == october["rows"]
+    assert {row["namespace"] for row in listed["rows"] if row["period"] == "2026-09"} == {""}
+
+
 # ------------------------------------------------------------------------------------------------ windows
 
 
@@ -249,6 +317,13 @@ def test_explain_shows_the_worked_example_shares(worked, stores):
     assert amounts == {"cluster": "420.000000", "service_common": "105.000000", "service_exclusive": "140.000000"}
     assert {(r["category"], r["amount"]) for r in body["rows"]} == {
         ("cluster", "420.00"), ("service_common", "105.00"), ("service_exclusive", "140.00")}
+    assert body["namespaces"] == [
+        {"service": "mobile", "category": "cluster", "cluster": "prod", "namespace": "mobile-api",
+         "memory_share": {"fraction": "3/5", "ratio": "0.6"}, "amount": "420.00", "currency": "USD"},
+        {"service": "mobile", "category": "service_common", "cluster": "", "namespace": "", "memory_share": None,
+         "amount": "105.00", "currency": "USD"},
+        {"service": "mobile", "category": "service_exclusive", "cluster": "", "namespace": "", "memory_share": None,
+         "amount": "140.00", "currency": "USD"}]
     lines = {line["tag"]: line for line in body["bill_lines"]}
     assert set(lines) == {"cz_cluster_prod", "cz_common_subcom", "mobile"}
     assert lines["cz_cluster_prod"]["line_count"] == 2
