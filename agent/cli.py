@@ -360,7 +360,8 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, console: Console)
 
     from agent.outputs import summary
     from agent.outputs.report import format_for, render_csv, write_atomically
-    from agent.pipeline import OVERRIDABLE_COLUMNS, RunRequest, import_options_for, run_allocation, table_queries
+    from agent.bills.options import import_options_for
+    from agent.pipeline import OVERRIDABLE_COLUMNS, RunRequest, run_allocation, table_queries
     from agent.sources.rules_file import load_rules
     from agent.sources.usage import read_usage
 
@@ -406,7 +407,7 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, console: Console)
 
 def _push(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     from agent.bills import ImportOptions
-    from agent.pipeline import import_options_for
+    from agent.bills.options import import_options_for
     from agent.service.upload import push_file, upload_file
     from agent.sources.rules_file import load_rules
 

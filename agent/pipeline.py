@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 
 from agent import __version__
 from agent.bills import ImportOptions
+from agent.bills.options import import_options_for
 from agent.bills.taglines import tag_lines_of
 from agent.core.allocation import allocate_lines, report_precision, rounded_bill_totals
 from agent.core.bill_formats import COLUMN_OVERRIDES, column_option
@@ -59,17 +60,6 @@ RowsProgress = Callable[[Path, int, int | None], None]
 StageProgress = Callable[[str], None]
 SPLIT_COLUMNS = ("sub_account", "workspace", "api_key")
 OVERRIDABLE_COLUMNS = ("bill_format", *map(column_option, COLUMN_OVERRIDES))
-
-
-def import_options_for(rules: Rules, *, period: str | None, limits: BillLimits,
-                       overrides: Mapping[str, str | None] | None = None) -> ImportOptions:
-    """The rules' `bill:` settings, where set overridden by `overrides` (the command line's flags), and the
-    settings' size limits."""
-    bill = rules.bill
-    columns = {"bill_format": bill.format, **{column_option(c): getattr(bill, c) for c in COLUMN_OVERRIDES}}
-    columns.update({name: value for name, value in (overrides or {}).items() if value})
-    return ImportOptions(tag_key=rules.tag_key, period=period, default_currency=rules.currency, limits=limits,
-                         untagged=bill.untagged, line_id_column=bill.line_id, duplicates=bill.duplicates, **columns)
 
 
 def import_bills(request: RunRequest, *, on_rows: RowsProgress | None = None,

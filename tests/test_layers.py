@@ -43,3 +43,14 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, state
     assert result.returncode != 0
     for message in broken:
         assert message in result.stdout
+
+
+@pytest.mark.parametrize("module", ["agent.service.serve", "agent.cli"])
+def test_an_idle_agent_and_the_command_line_load_no_data_frames(module: str) -> None:
+    # pandas, numpy and Arrow are most of a process's memory: an idle `cz-agent serve` (under 150 MiB,
+    # bench/serve_footprint.py) and `cz-agent --help` load them only when a bill is read or split.
+    probe = subprocess.run([sys.executable, "-c", f"import sys, {module}; "
+                            "print(sorted({'pandas', 'numpy', 'pyarrow'} & set(sys.modules)))"],
+                           capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]"

@@ -16,6 +16,7 @@ from agent.bills.columns import ColumnMap, resolve_columns
 from agent.bills.convert import convert_chunk
 from agent.bills.detect import SPECS, detect_format
 from agent.bills.fast import Judges, clean_rows, prepared
+from agent.bills.files import file_identity, file_sha256
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
 from agent.bills.totals import BillTotals
@@ -46,7 +47,7 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: RowsRead | None =
     plain = {columns.cost, columns.resource_id, columns.service_name}
     # The file's digest is computed alongside, on a thread of its own.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bill-sha256") as hashing:
-        sha256 = hashing.submit(reader.file_sha256, path)
+        sha256 = hashing.submit(file_sha256, path)
         try:
             batches = reader.read_batches(path, columns=used, plain=plain, source=source, limits=options.limits,
                                           position=position)
@@ -112,7 +113,7 @@ def format_of(header: list[str], *, options: ImportOptions, source: str) -> str:
 
 def _identity(path: Path, *, source: str) -> tuple[int, int, int]:
     try:
-        return reader.file_identity(path)
+        return file_identity(path)
     except OSError as e:
         raise BillFormatError(f"cannot read the file: {e.strerror or e}", source=source) from e
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from agent.core.bill_formats import AUTO_DETECT
+from agent.core.bill_formats import AUTO_DETECT, COLUMN_OVERRIDES, column_option
 from agent.core.bill_limits import BillLimits
+from agent.core.rules import Rules
 
 
 @dataclass(frozen=True)
@@ -34,3 +36,14 @@ class ImportOptions:
     duplicates: str = "refuse"
     # Past these sizes the file is refused (the settings' bill_max_*).
     limits: BillLimits = field(default_factory=BillLimits)
+
+
+def import_options_for(rules: Rules, *, period: str | None, limits: BillLimits,
+                       overrides: Mapping[str, str | None] | None = None) -> ImportOptions:
+    """The rules' `bill:` settings, where set overridden by `overrides` (the command line's flags), and the
+    settings' size limits."""
+    bill = rules.bill
+    columns = {"bill_format": bill.format, **{column_option(c): getattr(bill, c) for c in COLUMN_OVERRIDES}}
+    columns.update({name: value for name, value in (overrides or {}).items() if value})
+    return ImportOptions(tag_key=rules.tag_key, period=period, default_currency=rules.currency, limits=limits,
+                         untagged=bill.untagged, line_id_column=bill.line_id, duplicates=bill.duplicates, **columns)

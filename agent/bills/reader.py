@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import itertools
 import json
@@ -57,18 +56,6 @@ def _read_errors() -> tuple[type[Exception], ...]:
     they are read: it takes a tenth of a second to import)."""
     exceptions = sys.modules.get("openpyxl.utils.exceptions")
     return _READ_ERRORS if exceptions is None else (*_READ_ERRORS, exceptions.InvalidFileException)
-
-
-def file_identity(path: Path) -> tuple[int, int, int]:
-    """What changes when a file is rewritten or replaced: its size, modification time and inode (OSError if it
-    is gone)."""
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns, stat.st_ino
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def read_header(path: Path, *, source: str, limits: BillLimits) -> list[str]:

@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from agent.bills.totals import BillTotals
 from agent.core.money import exact_arithmetic
 from agent.core.model import StoredRun
 from agent.core.split import NO_VALUE, BillSplit
 
+# Annotations only: the API imports this module, and an idle agent does without pandas and Arrow.
 if TYPE_CHECKING:
     import pandas as pd
+
+    from agent.bills.totals import BillTotals
 
 _SHOWN_LINES = 5
 

@@ -28,7 +28,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import __version__
 from agent.bills import ImportOptions
-from agent.bills.grouping import split_bill
 from agent.core.model import Contribution, NamespaceRow, ReportRow, RunSummary, StoredRun, TagLine
 from agent.core.namespaces import namespace_rows
 from agent.core.periods import PERIOD_PATTERN, Period
@@ -509,6 +508,9 @@ def api_router(reader: RunReader) -> APIRouter:
         report_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
     ) -> SplitOut | Response:
         """The run's accepted bill split by sub-account, workspace and API key, as `cz-agent split` does."""
+        # Imported here: pandas is by far the largest part of an idle agent's memory, and only a split needs it.
+        from agent.bills.grouping import split_bill
+
         try:
             columns = parse_split_dimensions(by)
         except SplitError as e:

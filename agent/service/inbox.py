@@ -104,7 +104,7 @@ class Inbox:
     def _deliveries(self, manifests: list[Path]) -> tuple[list[Delivery], dict[str, str]]:
         """The deliveries the manifests describe, and period -> the errors of the broken ones. A manifest is read
         again only when its size, modification time or inode changed."""
-        from agent.bills.reader import file_identity
+        from agent.bills.files import file_identity
 
         deliveries, broken = [], {}
         for path in manifests:
@@ -142,7 +142,7 @@ class Inbox:
         self._superseded = superseded
 
     def _bill(self, path: Path) -> InboxBill:
-        from agent.bills.reader import file_identity, file_sha256
+        from agent.bills.files import file_identity, file_sha256
 
         try:
             identity = file_identity(path)

@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from agent.bills import ImportOptions
+from agent.bills.options import import_options_for
 from agent.core.model import RunSummary
 from agent.core.periods import Period
 from agent.core.rules import Rules, rules_digest
 from agent.errors import AgentError, PeriodError, SettingsError
-from agent.pipeline import RunRequest, import_options_for, run_allocation, table_queries
 from agent.service.api import Uploads, create_app
 from agent.service.inbox import Inbox, InboxScan
 from agent.service.leader import LeaderCollector, Leadership, SoleReplica, leadership_for
@@ -195,6 +195,9 @@ class AgentService:
         return all(Path(bill.path).resolve().is_relative_to(inbox) for bill in run.manifest.bills)
 
     def _allocate_period(self, plan: PeriodPlan, *, rules: Rules) -> None:
+        # Imported here: the import and allocation load pandas and Arrow, which an idle agent does without.
+        from agent.pipeline import RunRequest, run_allocation, table_queries
+
         now = self._clock()
         live = None
         if rules.clusters:

@@ -157,3 +157,17 @@ def client_upload(url: str) -> dict:
                                      headers={**AUTH, "Content-Type": "application/octet-stream"}, method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
+
+
+@pytest.mark.integration
+def test_an_idle_agent_whose_jobs_ran_has_not_loaded_data_frames(tmp_path):
+    # Its first scan and allocation (an empty inbox) leave pandas, numpy and Arrow unloaded: most of the idle
+    # footprint's goal (under 150 MiB, bench/serve_footprint.py).
+    settings = {"CZ_AGENT_RULES_FILE": str(WORKED / "rules.yaml"), "CZ_AGENT_INBOX_DIR": str(tmp_path / "inbox"),
+                "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'runs.db'}"}
+    with served_agent(settings, log_path=tmp_path / "agent.log") as agent:
+        wait_for(lambda: agent.runs("import", "success") and agent.runs("allocate", "success"),
+                 what="the first import and allocation jobs", process=agent.process, logs=agent.log_path)
+        maps = Path(f"/proc/{agent.process.pid}/maps").read_text()
+    loaded = {name for name in ("pandas", "numpy", "pyarrow") if f"/site-packages/{name}" in maps}
+    assert not loaded
