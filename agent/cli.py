@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from agent.bills import ImportOptions
     from agent.core.bill_limits import BillLimits
     from agent.core.rules import Rules
+    from agent.core.model import StoredRun
     from agent.core.split import BillSplit
     from agent.pipeline import RowsProgress, StageProgress
     from agent.settings import Settings
@@ -247,6 +248,16 @@ def _stored_runs(args: argparse.Namespace, *, settings: Settings) -> LocalRuns |
     return RemoteRuns(args.remote, token=_api_token(args.remote_token_file, settings=settings))
 
 
+def _chosen_run(args: argparse.Namespace, *, settings: Settings) -> StoredRun:
+    """The run a reading command reads: --run, else the latest of --period; a --run of another period than the
+    --period also given is refused."""
+    runs = _stored_runs(args, settings=settings)
+    stored = runs.load_run(args.run if args.run is not None else runs.latest_run_id(period=args.period))
+    if args.period is not None and stored.summary.period != args.period:
+        raise PeriodError(f"run {stored.summary.id} is of period {stored.summary.period}, not {args.period}")
+    return stored
+
+
 def _api_token(token_file: Path | None, *, settings: Settings) -> str | None:
     """The agent's API token: from the file given, else the settings' (CZ_AGENT_API_TOKEN, _FILE)."""
     from agent.settings import Settings
@@ -259,8 +270,8 @@ def _statement(args: argparse.Namespace, *, settings: Settings, console: Console
     from agent.outputs.statement import write_statement
 
     csv_path = args.csv or args.out.with_suffix(".csv")
-    statement = write_statement(_stored_runs(args, settings=settings), period=args.period, company=args.company,
-                                run_id=args.run, html_path=args.out, csv_path=csv_path)
+    statement = write_statement(_chosen_run(args, settings=settings), company=args.company, html_path=args.out,
+                                csv_path=csv_path)
     console.print(f"statement of {args.company} for {args.period} (run {statement.run_id}) written to "
                   f"{args.out} and {csv_path}", highlight=False, markup=False)
     return 0
@@ -320,9 +331,8 @@ def _runs(args: argparse.Namespace, *, settings: Settings, console: Console) -> 
 def _explain(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
     from agent.outputs import summary
 
-    runs = _stored_runs(args, settings=settings)
-    run_id = args.run if args.run is not None else runs.latest_run_id(period=args.period)
-    summary.print_explanation(runs.load_run(run_id), company=args.company, service=args.service, console=console)
+    summary.print_explanation(_chosen_run(args, settings=settings), company=args.company, service=args.service,
+                              console=console)
     return 0
 
 
@@ -332,9 +342,8 @@ def _report(args: argparse.Namespace, *, settings: Settings, console: Console) -
     from agent.outputs.focus import render_focus
     from agent.outputs.report import format_for, render_report, write_atomically
 
-    runs = _stored_runs(args, settings=settings)
-    run_id = args.run if args.run is not None else runs.latest_run_id(period=args.period)
-    stored = runs.load_run(run_id)
+    stored = _chosen_run(args, settings=settings)
+    run_id = stored.summary.id
     report_format = format_for(args.out, args.format)
     if report_format == FOCUS_FORMAT:
         write_atomically(args.out, render_focus(stored, parquet=args.out.suffix.lower() == ".parquet"))
@@ -454,10 +463,7 @@ def _split_stored(args: argparse.Namespace, *, settings: Settings, console: Cons
     from agent.bills.grouping import split_bill
     from agent.outputs.split_summary import split_items, stored_summary_lines
 
-    runs = _stored_runs(args, settings=settings)
-    stored = runs.load_run(args.run if args.run is not None else runs.latest_run_id(period=args.period))
-    if stored.summary.period != args.period:
-        raise SplitError(f"run {stored.summary.id} is of period {stored.summary.period}, not {args.period}")
+    stored = _chosen_run(args, settings=settings)
     result = split_bill(split_items(stored), columns=args.by, precision=args.precision)
     return _written_split(result, args=args, console=console,
                           lines=stored_summary_lines(result, stored=stored, out=str(args.out)))

@@ -16,7 +16,6 @@ from fractions import Fraction
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import TYPE_CHECKING
 
 from agent import __version__
 from agent.core.allocation import CLUSTER_PREFIX, COMMON_PREFIX
@@ -28,10 +27,6 @@ from agent.errors import StatementError
 # csv_safe is re-exported: statements are where users meet formula-looking names.
 from agent.outputs.report import csv_safe as csv_safe
 from agent.outputs.report import render_csv, write_atomically
-
-if TYPE_CHECKING:
-    from agent.store.remote import RemoteRuns
-    from agent.store.runs import LocalRuns
 
 CSV_COLUMNS = ("run_id", "period", "company", "service", "category", "cluster", "namespace", "amount", "currency")
 _EXACT_PLACES = 6
@@ -109,14 +104,10 @@ class Statement:
     usage_digest: str | None
 
 
-def write_statement(runs: LocalRuns | RemoteRuns, *, period: str, company: str, run_id: int | None,
-                    html_path: Path, csv_path: Path) -> Statement:
-    """Build the statement from the run (default: the period's latest) and write both files atomically."""
+def write_statement(stored: StoredRun, *, company: str, html_path: Path, csv_path: Path) -> Statement:
+    """Build the statement from the run and write both files atomically."""
     if html_path.resolve() == csv_path.resolve():
         raise StatementError(f"{html_path}: the HTML statement and its CSV would be the same file; give --csv")
-    stored = runs.load_run(run_id if run_id is not None else runs.latest_run_id(period=period))
-    if stored.summary.period != period:
-        raise StatementError(f"run {stored.summary.id} is of period {stored.summary.period}, not {period}")
     statement = build_statement(stored, company=company)
     write_atomically(html_path, render_html(statement).encode())
     write_atomically(csv_path, render_statement_csv(statement))
