@@ -23,6 +23,7 @@ from agent.bills import ImportOptions
 from agent.core.periods import Period
 from agent.errors import UploadError
 from agent.service.inbox import BILL_SUFFIXES
+from agent.store.remote import error_detail
 
 if TYPE_CHECKING:
     from agent.bills.totals import BillTotals
@@ -98,17 +99,10 @@ def upload_file(source: Path, *, server: str, token: str | None, name: str | Non
             with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
                 answer = json.load(response)
     except urllib.error.HTTPError as e:
-        raise UploadError(f"{url}: refused ({e.code}): {_detail(e)}") from e
+        raise UploadError(f"{url}: refused ({e.code}): {error_detail(e)}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise UploadError(f"cannot upload {source} to {server}: {getattr(e, 'reason', None) or e}") from e
     return PlacedBill(**answer)
-
-
-def _detail(error: urllib.error.HTTPError) -> str:
-    try:
-        return str(json.loads(error.read(64 * 1024))["detail"])
-    except (ValueError, KeyError, TypeError, OSError):
-        return error.reason
 
 
 def place(staged: Path, *, inbox_dir: Path, name: str, period: str | None, options: ImportOptions) -> PlacedBill:

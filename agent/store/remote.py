@@ -9,10 +9,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from agent.core.manifest import RunManifest
 from agent.core.model import RunSummary, StoredRun
 from agent.errors import StoreError
-from agent.store.runs import run_from_document
+from agent.store.runs import run_from_document, summary_from_document
 
 
 class RemoteRuns:
@@ -28,7 +27,7 @@ class RemoteRuns:
 
     def list_runs(self, *, period: str | None = None) -> list[RunSummary]:
         listed = self._get("/api/v1/runs", {"period": period} if period else {})["runs"]
-        return [_summary(self._get(f"/api/v1/runs/{run['id']}")) for run in listed]
+        return [summary_from_document(self._get(f"/api/v1/runs/{run['id']}")) for run in listed]
 
     def latest_run_id(self, *, period: str) -> int:
         listed = self._get("/api/v1/runs", {"period": period})["runs"]
@@ -53,18 +52,16 @@ class RemoteRuns:
             raise StoreError(f"cannot read runs from {self._url}: {getattr(e, 'reason', None) or e}") from e
 
 
-def _summary(detail: dict[str, Any]) -> RunSummary:
-    return RunSummary(id=detail["id"], period=detail["period"], created_at=detail["created_at"],
-                      tool_version=detail["tool_version"], report_sha256=detail["report_sha256"],
-                      manifest=RunManifest.from_json(detail["manifest"]))
-
-
 def _refusal(error: urllib.error.HTTPError) -> str:
-    """The agent's reason for an error answer: its `detail`, else the HTTP reason."""
-    try:
-        detail = json.loads(error.read(64 * 1024))["detail"]
-    except (ValueError, KeyError, TypeError, OSError):
-        detail = error.reason
+    """The agent's reason for an error answer, with a hint where the token is missing."""
     if error.code == 401:
-        return f"refused (401): {detail}; give the agent's API token with --token-file"
-    return f"refused ({error.code}): {detail}"
+        return f"refused (401): {error_detail(error)}; give the agent's API token with --token-file"
+    return f"refused ({error.code}): {error_detail(error)}"
+
+
+def error_detail(error: urllib.error.HTTPError) -> str:
+    """The `detail` of the agent's error answer (FastAPI's), else the HTTP reason."""
+    try:
+        return str(json.loads(error.read(64 * 1024))["detail"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return error.reason

@@ -448,15 +448,19 @@ def run_document(stored: StoredRun) -> dict[str, Any]:
 
 
 def run_from_document(document: Mapping[str, Any]) -> StoredRun:
-    summary = document["summary"]
-    run = RunSummary(id=summary["id"], period=summary["period"], created_at=summary["created_at"],
-                     tool_version=summary["tool_version"], report_sha256=summary["report_sha256"],
-                     manifest=RunManifest.from_json(summary["manifest"]))
+    run = summary_from_document(document["summary"])
     return StoredRun(summary=run, rows=[_row(r, period=run.period) for r in document["rows"]],
                      contributions=[_contribution(r) for r in document["contributions"]],
                      tag_lines=[_tag_line(r) for r in document["tag_lines"]],
                      rejected=[_reject(r) for r in document["rejected"]],
                      splits=[_split(r) for r in document["splits"]])
+
+
+def summary_from_document(summary: Mapping[str, Any]) -> RunSummary:
+    """A run's summary from its JSON form (the document's, or the API's run detail, which has the same fields)."""
+    return RunSummary(id=summary["id"], period=summary["period"], created_at=summary["created_at"],
+                      tool_version=summary["tool_version"], report_sha256=summary["report_sha256"],
+                      manifest=RunManifest.from_json(summary["manifest"]))
 
 
 def _row(r: Any, *, period: str) -> ReportRow:
