@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +41,7 @@ from agent.service.upload import place, staging
 from agent.store.runs import list_runs, load_run, run_document
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REPORT_DIMENSIONS = ("company", "service", "category", "cluster")
 DIMENSIONS = (*REPORT_DIMENSIONS, "namespace")
@@ -227,32 +228,31 @@ class RunReader:
         return found[-1]
 
     def stored(self, run_id: int) -> StoredRun:
-        with self._lock:
-            if run_id in self._cache:
-                self._cache.move_to_end(run_id)
-                return self._cache[run_id]
-        self.summary(run_id)
-        stored = load_run(self._engine, run_id)
-        with self._lock:
-            self._cache[run_id] = stored
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return stored
+        def load() -> StoredRun:
+            self.summary(run_id)
+            return load_run(self._engine, run_id)
+
+        return self._cached(self._cache, run_id, load)
 
     def rows(self, run_id: int, *, by_namespace: bool) -> Sequence[ReportRow] | Sequence[NamespaceRow]:
         """The run's report rows, or each of them split by namespace."""
         stored = self.stored(run_id)
         if not by_namespace:
             return stored.rows
+        return self._cached(self._namespaces, run_id, lambda: namespace_rows(stored.rows, stored.contributions))
+
+    def _cached(self, cache: OrderedDict[int, T], run_id: int, make: Callable[[], T]) -> T:
+        """The run's entry in `cache`, made once (outside the lock) and kept among the most recently used."""
         with self._lock:
-            found = self._namespaces.get(run_id)
-        if found is None:
-            found = namespace_rows(stored.rows, stored.contributions)
-            with self._lock:
-                self._namespaces[run_id] = found
-                while len(self._namespaces) > self._cache_size:
-                    self._namespaces.popitem(last=False)
-        return found
+            if run_id in cache:
+                cache.move_to_end(run_id)
+                return cache[run_id]
+        value = make()
+        with self._lock:
+            cache[run_id] = value
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
+        return value
 
 
 def chosen_run(reader: RunReader, *, period: str | None, run_id: int | None) -> RunSummary:
