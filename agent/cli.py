@@ -387,7 +387,7 @@ def _allocate(args: argparse.Namespace, *, settings: Settings, console: Console)
         bills=args.bill,
         period=args.period,
         rules=rules,
-        usage=read_usage(args.usage) if args.usage else live.usage,
+        usage=read_usage(args.usage, rules=rules) if args.usage else live.usage,
         import_options=import_options_for(rules, period=args.period, limits=settings.bill_limits(), overrides={
             name: getattr(args, name) for name in OVERRIDABLE_COLUMNS}),
         report_format=format_for(args.out, args.format),

@@ -23,7 +23,7 @@ from agent.core.allocation import allocate_lines, report_precision, rounded_bill
 from agent.core.bill_formats import COLUMN_OVERRIDES, column_option
 from agent.core.bill_limits import BillLimits
 from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
-from agent.core.model import Allocation, NamespaceUsage, RunResult, RunSummary, SplitTotal
+from agent.core.model import NO_COMPANY, Allocation, NamespaceUsage, RunResult, RunSummary, SplitTotal
 from agent.core.rules import Rules, rules_digest
 from agent.errors import PeriodError, RejectedRowsError, SettingsError
 from agent.outputs.report import render_report
@@ -238,7 +238,7 @@ def _totals(imports: list[BillTotals], allocation: Allocation, rules: Rules) -> 
     allocated: dict[str, Decimal] = defaultdict(Decimal)
     unallocated: dict[str, Decimal] = defaultdict(Decimal)
     for row in allocation.rows:
-        (unallocated if row.category == "unallocated" else allocated)[row.currency] += row.amount
+        (unallocated if row.company == NO_COMPANY else allocated)[row.currency] += row.amount
     out_of_period: dict[str, Decimal] = defaultdict(Decimal)
     for bill in imports:
         for currency, amount in bill.out_of_period_totals().items():

@@ -36,7 +36,11 @@ class Settings(BaseSettings):
     prometheus_ca_file: Path | None = None
     prometheus_timeout_seconds: float = Field(default=60, gt=0)
     prometheus_retries: int = Field(default=3, ge=0)
+    # How memory is measured: what containers use, what they request, or the larger of the two.
     usage_basis: Literal["usage", "request", "max"] = "usage"
+    # The prefix of the pod labels on the DCGM exporter's GPU series: `exported_` where Prometheus scrapes it without
+    # honor_labels (its default), "" where the scrape honors them.
+    gpu_label_prefix: Literal["exported_", ""] = "exported_"
     usage_step_seconds: int = Field(default=60, ge=1, le=3600)
     # Below this fraction of the period with usage data, the run summary warns about a cluster.
     coverage_warning_threshold: float = Field(default=0.9, ge=0, le=1)

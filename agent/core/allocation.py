@@ -13,7 +13,8 @@ from decimal import Decimal
 from fractions import Fraction
 
 from agent.core.attribution import rule_by_label
-from agent.core.model import CATEGORIES, Allocation, Contribution, NamespaceUsage, ReportRow, TagLine
+from agent.core.model import (CATEGORIES, IDLE_NAMESPACE, NO_COMPANY, Allocation, Contribution, NamespaceUsage,
+                              ReportRow, TagLine)
 from agent.core.money import largest_remainder, minor_unit, round_amount
 from agent.core.rules import AttributionRule, Rules
 
@@ -45,7 +46,7 @@ def allocate_lines(
     cluster -> namespace -> service map."""
     usage = list(usage)
     namespace_map = resolve_namespace_map(usage, rules=rules, namespace_labels=namespace_labels or {})
-    weights = cluster_weights(usage)
+    shares = cluster_shares(usage, rules=rules)
     rule_targets = rule_by_label(rules)
     contributions: list[Contribution] = []
     for line in tag_lines:
@@ -53,7 +54,7 @@ def allocate_lines(
         if rule is not None:
             targets = [_attributed(rule)]
         else:
-            targets = classify(line.tag, rules=rules, weights=weights, namespace_map=namespace_map)
+            targets = classify(line.tag, rules=rules, shares=shares, namespace_map=namespace_map)
         contributions += split_to_companies(line, targets, rules=rules,
                                             direct_company=rule.company if rule is not None else None)
     return Allocation(
@@ -62,7 +63,7 @@ def allocate_lines(
         contributions=contributions,
         tag_lines=tag_lines,
         namespace_map=namespace_map,
-        namespace_shares={cluster: _shares(ns_weights) for cluster, ns_weights in weights.items()},
+        namespace_shares={name: cluster.shares for name, cluster in shares.items()},
         bill_totals=_bill_totals(tag_lines),
     )
 
@@ -82,18 +83,44 @@ def resolve_namespace_map(
     return {cluster: dict(sorted(namespaces.items())) for cluster, namespaces in sorted(resolved.items())}
 
 
-def cluster_weights(usage: list[NamespaceUsage]) -> dict[str, dict[str, Decimal]]:
-    weights: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+@dataclass(frozen=True)
+class ClusterShares:
+    """A cluster's namespaces' shares of its cost, and the part no usage could share out."""
+
+    shares: dict[str, Fraction]  # namespace -> share; they add up to 1 less the missing part
+    missing: dict[str, Fraction]  # resource of the usage basis -> its weight, where the cluster used none of it
+
+
+def cluster_shares(usage: list[NamespaceUsage], *, rules: Rules) -> dict[str, ClusterShares]:
+    """Each cluster's namespace shares under its usage basis: a namespace's share of each resource, weighted by
+    the resource's weight in the blend. The idle capacity row counts as a namespace unless `idle: spread`."""
+    records: dict[str, list[NamespaceUsage]] = defaultdict(list)
     for record in usage:
-        weights[record.cluster][record.namespace] += record.memory_byte_seconds
-    return {cluster: dict(sorted(ns.items())) for cluster, ns in sorted(weights.items())}
+        if record.namespace != IDLE_NAMESPACE or rules.idle != "spread":
+            records[record.cluster].append(record)
+    result = {}
+    for cluster, cluster_records in sorted(records.items()):
+        shares: dict[str, Fraction] = defaultdict(Fraction)
+        missing: dict[str, Fraction] = {}
+        for resource, weight in rules.usage_basis(cluster).items():
+            used: dict[str, Decimal] = defaultdict(Decimal)
+            for record in cluster_records:
+                used[record.namespace] += record.used(resource) or 0
+            total = sum(used.values(), Decimal(0))
+            if total <= 0:
+                missing[resource] = weight
+                continue
+            for namespace, amount in used.items():
+                shares[namespace] += weight * Fraction(amount) / Fraction(total)
+        result[cluster] = ClusterShares(shares=dict(sorted(shares.items())), missing=missing)
+    return result
 
 
 def classify(
     tag: str,
     *,
     rules: Rules,
-    weights: Mapping[str, Mapping[str, Decimal]],
+    shares: Mapping[str, ClusterShares],
     namespace_map: Mapping[str, Mapping[str, str | None]],
 ) -> list[Target]:
     """Where each fraction of a line with this tag value goes (before the split to companies)."""
@@ -101,7 +128,7 @@ def classify(
         return [Target(category="common", fraction=Fraction(1))]
     if tag.startswith(CLUSTER_PREFIX):
         cluster = tag.removeprefix(CLUSTER_PREFIX)
-        return _cluster_targets(cluster, rules=rules, weights=weights.get(cluster, {}),
+        return _cluster_targets(cluster, rules=rules, shares=shares.get(cluster),
                                 services=namespace_map.get(cluster, {}))
     if tag.startswith(COMMON_PREFIX):
         group = tag.removeprefix(COMMON_PREFIX)
@@ -123,26 +150,35 @@ def _cluster_targets(
     cluster: str,
     *,
     rules: Rules,
-    weights: Mapping[str, Decimal],
+    shares: ClusterShares | None,
     services: Mapping[str, str | None],
 ) -> list[Target]:
-    total = sum(weights.values())
     if not cluster:
         return [_unattributable(rules, reason="cluster tag without a cluster name")]
-    if total <= 0:
-        return [_unattributable(rules, reason=f"no memory usage for cluster {cluster!r}", cluster=cluster)]
-    mapped = {ns: w for ns, w in weights.items() if services.get(ns)}
+    missing = [] if shares is None else [
+        _unattributable(rules, reason=f"no {resource} usage for cluster {cluster!r}", cluster=cluster, fraction=weight)
+        for resource, weight in shares.missing.items()]
+    if shares is None or not shares.missing.keys() ^ rules.usage_basis(cluster).keys():
+        resources = " or ".join(rules.usage_basis(cluster))
+        return [_unattributable(rules, reason=f"no {resources} usage for cluster {cluster!r}", cluster=cluster)]
+    weights = shares.shares
     if rules.unmapped_namespaces == "proportional":
+        mapped = {ns: w for ns, w in weights.items() if services.get(ns) or ns == IDLE_NAMESPACE}
         mapped_total = sum(mapped.values())
         if mapped_total <= 0:
             return [_unattributable(rules, reason=f"no namespace of cluster {cluster!r} maps to a service",
                                     cluster=cluster)]
-        weights, total = mapped, mapped_total
+        # The mapped namespaces take the unmapped ones' shares; a resource nothing used stays unattributable.
+        scale = sum(weights.values()) / mapped_total
+        weights = {ns: w * scale for ns, w in mapped.items()}
     targets = []
-    for namespace, weight in weights.items():
-        if weight == 0:
+    for namespace, fraction in weights.items():
+        if fraction == 0:
             continue
-        fraction = Fraction(weight) / Fraction(total)
+        if namespace == IDLE_NAMESPACE:
+            targets.append(Target(category="idle", fraction=fraction, cluster=cluster, namespace=namespace,
+                                  reason=f"idle capacity of cluster {cluster!r}"))
+            continue
         service = services.get(namespace) or ""
         if service and service not in rules.services:
             # A mislabelled namespace (usage table or live label): its share is unattributable, the rest of
@@ -155,13 +191,14 @@ def _cluster_targets(
         category = "cluster" if service else "common"
         targets.append(Target(category=category, fraction=fraction, service=service, cluster=cluster,
                               namespace=namespace))
-    return targets
+    return targets + missing
 
 
-def _unattributable(rules: Rules, *, reason: str, service: str = "", cluster: str = "") -> Target:
+def _unattributable(rules: Rules, *, reason: str, service: str = "", cluster: str = "",
+                    fraction: Fraction = Fraction(1)) -> Target:
     if rules.unattributable == "common":
-        return Target(category="common", fraction=Fraction(1), cluster=cluster, reason=reason)
-    return Target(category="unallocated", fraction=Fraction(1), service=service, cluster=cluster, reason=reason)
+        return Target(category="common", fraction=fraction, cluster=cluster, reason=reason)
+    return Target(category="unallocated", fraction=fraction, service=service, cluster=cluster, reason=reason)
 
 
 def split_to_companies(line: TagLine, targets: list[Target], *, rules: Rules,
@@ -172,9 +209,9 @@ def split_to_companies(line: TagLine, targets: list[Target], *, rules: Rules,
     for target in targets:
         if direct_company is not None:
             company_shares = {direct_company: Fraction(1)}
-        elif target.category == "unallocated":
-            company_shares = {"": Fraction(1)}
-        elif target.category == "common":
+        elif target.category == "unallocated" or (target.category == "idle" and rules.idle == "unallocated"):
+            company_shares = {NO_COMPANY: Fraction(1)}
+        elif target.category in ("common", "idle"):
             company_shares = _shares(rules.companies)
         else:
             company_shares = _shares(rules.services[target.service])
@@ -187,7 +224,7 @@ def split_to_companies(line: TagLine, targets: list[Target], *, rules: Rules,
                     tag=line.tag,
                     category=target.category,
                     company=company,
-                    service=target.service if target.category != "common" else "",
+                    service=target.service if target.category not in ("common", "idle") else "",
                     cluster=target.cluster,
                     namespace=target.namespace,
                     reason=target.reason,

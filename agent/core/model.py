@@ -10,17 +10,30 @@ from fractions import Fraction
 
 from agent.core.manifest import RunManifest
 
-CATEGORIES = ("cluster", "service_common", "service_exclusive", "common", "unallocated")
+CATEGORIES = ("cluster", "service_common", "service_exclusive", "common", "idle", "unallocated")
+# The company of cost no company carries: unallocated cost, and idle capacity under `idle: unallocated`.
+NO_COMPANY = ""
+# What each namespace's usage is measured in, per resource a cluster's cost may be weighed by.
+RESOURCE_UNITS = {"memory": "memory_byte_seconds", "cpu": "cpu_core_seconds", "gpu": "gpu_device_seconds"}
+# The usage row of a cluster's idle capacity: its allocatable capacity less what the namespaces used. Kubernetes
+# names namespaces as DNS labels, so no namespace can be called this.
+IDLE_NAMESPACE = "__idle__"
 
 
 @dataclass(frozen=True)
 class NamespaceUsage:
-    """Memory byte-seconds of one namespace of one cluster over the period."""
+    """What one namespace of one cluster used over the period: memory byte-seconds, CPU core-seconds and GPU
+    device-seconds, each None where it was not measured."""
 
     cluster: str
     namespace: str
-    memory_byte_seconds: Decimal
+    memory_byte_seconds: Decimal | None
     service: str | None = None
+    cpu_core_seconds: Decimal | None = None
+    gpu_device_seconds: Decimal | None = None
+
+    def used(self, resource: str) -> Decimal | None:
+        return getattr(self, RESOURCE_UNITS[resource])
 
 
 @dataclass(frozen=True)

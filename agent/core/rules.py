@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Annotated, Literal
 
 import yaml
@@ -12,6 +13,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valid
                       model_validator)
 
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
+from agent.core.model import RESOURCE_UNITS
 from agent.core.money import is_currency_code
 from agent.core.sql import table_parts
 from agent.core.text import one_line
@@ -31,12 +33,41 @@ class _Strict(BaseModel):
 
 
 class ClusterSource(_Strict):
-    """Where a cluster's memory usage lives (live mode)."""
+    """Where a cluster's usage lives (live mode), and what its cost is split by."""
 
     prometheus_url: str | None = None
     selector: str = ""
     # The kubeconfig context of the cluster's API server; None: the agent's own cluster (or current context).
     kube_context: str | None = None
+    # One resource (memory, cpu, gpu), or a blend of the namespaces' shares of several: {memory: 0.5, cpu: 0.5}.
+    usage_basis: str | dict[str, Weight] = "memory"
+
+    @field_validator("usage_basis", mode="before")
+    @classmethod
+    def _known_resources(cls, basis: object) -> object:
+        resources = list(basis) if isinstance(basis, dict) else [basis]
+        unknown = [r for r in resources if not isinstance(r, str) or r not in RESOURCE_UNITS]
+        if unknown or not resources:
+            problem = f"unknown resource {unknown[0]!r}" if resources else "an empty blend"
+            raise ValueError(f"{problem}; expected {', '.join(RESOURCE_UNITS)} or a blend such as "
+                             "{memory: 0.5, cpu: 0.5}")
+        return basis
+
+    @field_validator("usage_basis")
+    @classmethod
+    def _blend_weights(cls, basis: str | dict[str, Decimal]) -> str | dict[str, Decimal]:
+        return basis if isinstance(basis, str) else _check_weights(basis)
+
+    def basis_weights(self) -> dict[str, Fraction]:
+        """Each resource's weight in the blend, adding up to 1."""
+        return blend_weights(self.usage_basis)
+
+
+def blend_weights(basis: str | dict[str, Decimal]) -> dict[str, Fraction]:
+    if isinstance(basis, str):
+        return {basis: Fraction(1)}
+    total = sum(Fraction(w) for w in basis.values())
+    return {resource: Fraction(w) / total for resource, w in basis.items() if w}
 
 
 class BillColumns(_Strict):
@@ -139,9 +170,19 @@ class Rules(_Strict):
     namespaces: dict[str, str] = Field(default_factory=dict)
     unmapped_namespaces: Literal["common", "proportional"] = "common"
     unattributable: Literal["unallocated", "common"] = "unallocated"
+    # A cluster's idle capacity (its allocatable capacity less the namespaces' usage): `spread` over the namespaces
+    # in proportion to their usage, or its own `idle` category, split by the `companies` weights (`common`) or
+    # carried by no company (`unallocated`).
+    idle: Literal["spread", "common", "unallocated"] = "spread"
     clusters: dict[str, ClusterSource] = Field(default_factory=dict)
     attribution: list[AttributionRule] = Field(default_factory=list)
     bill: BillColumns = Field(default_factory=BillColumns)
+
+    def usage_basis(self, cluster: str) -> dict[str, Fraction]:
+        """The resources the cluster's cost is split by, with their weights: memory alone unless the cluster's
+        `clusters:` entry says otherwise."""
+        source = self.clusters.get(cluster)
+        return {"memory": Fraction(1)} if source is None else source.basis_weights()
 
     @field_validator("currency")
     @classmethod

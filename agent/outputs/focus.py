@@ -95,6 +95,8 @@ def service_name(row: ReportRow) -> str:
         return row.service
     if row.category == "common":
         return "Common pool"
+    if row.category == "idle":
+        return "Idle capacity"
     if row.category == "unallocated":
         return "Unallocated"
     return "Direct attribution"

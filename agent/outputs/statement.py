@@ -197,11 +197,13 @@ def basis(ratio: AppliedRatio) -> str:
     """In words, how the tag value's lines reached the company."""
     if ratio.rule:
         return f"attribution rule: {ratio.rule}"
+    if ratio.category == "idle":
+        return f"idle capacity of cluster {ratio.cluster}: its allocatable capacity less the namespaces' usage"
     if ratio.reason:
         return f"unattributable ({ratio.reason}): joined the common pool"
     if ratio.tag.startswith(CLUSTER_PREFIX):
         where = "its service's namespaces" if ratio.category == "cluster" else "namespaces without a service"
-        return f"memory share of {where} in cluster {ratio.cluster}"
+        return f"usage share of {where} in cluster {ratio.cluster}"
     if ratio.category == "service_common":
         return f"equal split of group {ratio.tag.removeprefix(COMMON_PREFIX)}"
     if ratio.category == "common":
@@ -315,12 +317,12 @@ def _namespaces_table(namespaces: Sequence[NamespaceRow]) -> str:
                    key=lambda n: (n.currency, n.cluster, n.namespace, CATEGORIES.index(n.category), n.service))
     if not shown:
         return '<p class="note">No cluster cost reached this company.</p>'
-    headings = ["currency", "cluster", "namespace", "service", "category", "memory share", "amount"]
+    headings = ["currency", "cluster", "namespace", "service", "category", "usage share", "amount"]
     rows = [f'<tr data-currency="{_e(n.currency)}"><td>{_e(n.currency)}</td><td>{_e(n.cluster)}</td>'
             f"<td>{_e(n.namespace)}</td><td>{_e(service_label(n))}</td><td>{_e(n.category)}</td>"
             f'<td class="share">{"" if n.memory_share is None else _percent(n.memory_share)}</td>'
             f"{_amount_cell(n.amount)}</tr>" for n in shown]
-    return _table("namespaces-table", headings, rows, numeric={"memory share", "amount"})
+    return _table("namespaces-table", headings, rows, numeric={"usage share", "amount"})
 
 
 def _shares_table(shares: Sequence[MemoryShare]) -> str:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.core.manifest import RunManifest
-from agent.core.model import CATEGORIES, NamespaceRow, RunResult, RunSummary, StoredRun
+from agent.core.model import CATEGORIES, NO_COMPANY, NamespaceRow, RunResult, RunSummary, StoredRun
 from agent.core.rules import Rules
 from agent.errors import AgentError, NoCostError
 from agent.outputs.explain import exact_amount_text, select_explanation
@@ -50,17 +50,19 @@ def print_run(result: RunResult, *, rules: Rules, out: Path, rejects_path: Path 
 
 def _company_table(result: RunResult) -> Table:
     table = Table(title="Chargeback by company", title_justify="left")
-    for heading in ["currency", "company", *_ALLOCATED, "total"]:
+    # Idle capacity has a column where the rules give it a category of its own.
+    shown = [c for c in _ALLOCATED if c != "idle" or any(r.category == c for r in result.allocation.rows)]
+    for heading in ["currency", "company", *shown, "total"]:
         numeric = heading not in ("currency", "company")
         # Amounts never wrap or truncate; long headings wrap at the underscore instead.
         table.add_column(heading.replace("_", "_\n") if numeric else heading, justify="right" if numeric else "left",
                          no_wrap=numeric)
     cells: dict[tuple[str, str], dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for row in result.allocation.rows:
-        if row.category != "unallocated":
+        if row.company != NO_COMPANY:
             cells[(row.currency, row.company)][row.category] += row.amount
     for (currency, company), by_category in sorted(cells.items()):
-        amounts = [by_category.get(category, Decimal(0)) for category in _ALLOCATED]
+        amounts = [by_category.get(category, Decimal(0)) for category in shown]
         table.add_row(currency, Text(company), *(_money(a) for a in amounts), _money(sum(amounts, Decimal(0))))
     return table
 
@@ -90,7 +92,7 @@ def _unallocated_reasons(result: RunResult) -> list[str]:
     """Why cost was left unallocated, the largest amounts first."""
     reasons: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
     for c in result.allocation.contributions:
-        if c.category == "unallocated":
+        if c.company == NO_COMPANY:
             reasons[(c.currency, c.reason)] += c.amount
     return [f"{currency} {_money(Decimal(amount.numerator) / Decimal(amount.denominator))}: {reason}"
             for (currency, reason), amount in sorted(reasons.items(),
@@ -101,7 +103,7 @@ def print_coverage(coverage: dict[str, float], *, threshold: float, console: Con
     for cluster, fraction in sorted(coverage.items()):
         if fraction < threshold:
             console.print(f"[yellow]warning:[/] cluster {escape(cluster)}: usage data covers {fraction:.1%} of the "
-                          f"period (threshold {threshold:.0%}); its memory shares may be skewed", highlight=False)
+                          f"period (threshold {threshold:.0%}); its usage shares may be skewed", highlight=False)
         else:
             console.print(f"cluster {escape(cluster)}: usage data covers {fraction:.1%} of the period", highlight=False)
 
@@ -174,8 +176,8 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
 def _namespace_table(parts: list[NamespaceRow]) -> Table:
     """The cluster cost by namespace, rounded so that a row's namespaces add up to the row."""
     table = Table(title="\nCluster cost by namespace", title_justify="left", show_edge=False)
-    for heading in ["cluster", "namespace", "service", "category", "memory share", "amount", "currency"]:
-        table.add_column(heading, justify="right" if heading in ("memory share", "amount") else "left")
+    for heading in ["cluster", "namespace", "service", "category", "usage share", "amount", "currency"]:
+        table.add_column(heading, justify="right" if heading in ("usage share", "amount") else "left")
     for part in parts:
         table.add_row(Text(part.cluster), Text(part.namespace), Text(part.service or "(common pool)"), part.category,
                       "-" if part.memory_share is None else _share(part.memory_share), _money(part.amount),

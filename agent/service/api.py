@@ -157,8 +157,9 @@ class NamespaceOut(BaseModel):
     category: str
     cluster: str
     namespace: str = Field(description="\"\" for cost that came through no namespace")
-    memory_share: ShareOut | None = Field(description="the namespace's share of its cluster's memory, applied to "
-                                                      "the cluster's bill lines; null without a namespace")
+    memory_share: ShareOut | None = Field(description="the namespace's share of its cluster's usage (memory, or "
+                                                      "the cluster's usage_basis), applied to the cluster's bill "
+                                                      "lines; null without a namespace")
     amount: str
     currency: str
 

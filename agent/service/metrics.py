@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine
 
-from agent.core.model import RunSummary, StoredRun
+from agent.core.model import NO_COMPANY, RunSummary, StoredRun
 from agent.core.namespaces import namespace_rows
 from agent.errors import StoreError
 from agent.store.runs import list_runs, load_run
@@ -29,8 +29,11 @@ OUTCOMES = ("success", "failure")
 OTHER = "other"
 ROW_STATUSES = ("accepted", "rejected", "out_of_period")
 # The only contributions the run families read (cz_unallocated_cost, cz_allocation_namespace_cost): a run's
-# others are not loaded.
-RUN_CATEGORIES = ("unallocated", "cluster")
+# others are not loaded. Idle capacity is in both: a namespace of its own, carried by no company under
+# `idle: unallocated`.
+RUN_CATEGORIES = ("unallocated", "cluster", "idle")
+# The categories of cluster cost, split by namespace.
+NAMESPACE_CATEGORIES = ("cluster", "idle")
 NAMESPACE_FAMILY = "cz_allocation_namespace_cost"
 
 # label tuple -> exact value; converted to float only when the family is emitted.
@@ -121,21 +124,23 @@ class FamilySpec:
 SPECS = (
     FamilySpec("cz_allocation_cost", "Allocated cost of a report row of the period's latest run.",
                ("period", "company", "service_code", "category", "cluster", "currency"), ("company", "service_code")),
-    FamilySpec(NAMESPACE_FAMILY, "Cluster cost (category cluster) of a report row of the period's latest run, "
-               "by the namespace whose memory share brought it; rounded so that a row's namespaces add up to it.",
+    FamilySpec(NAMESPACE_FAMILY, "Cluster cost (categories cluster and idle) of a report row of the period's "
+               "latest run, by the namespace whose usage share brought it (__idle__ for idle capacity); rounded so "
+               "that a row's namespaces add up to it.",
                ("period", "company", "service_code", "cluster", "cluster_namespace", "currency"),
                ("company", "service_code", "cluster_namespace"), fold_first=("cluster_namespace",)),
     FamilySpec("cz_bill_cost", "Report amounts of the period's latest run summed by category.",
                ("period", "category", "currency")),
     FamilySpec("cz_bill_total_cost", "The period's accepted bill, rounded (= allocated + unallocated).",
                ("period", "currency")),
-    FamilySpec("cz_allocated_total_cost", "Cost of the period allocated to companies (every category but "
-               "unallocated).", ("period", "currency")),
+    FamilySpec("cz_allocated_total_cost", "Cost of the period allocated to companies (all but what no company "
+               "carries).", ("period", "currency")),
     FamilySpec("cz_unallocated_total_cost", "Cost of the period left unallocated.", ("period", "currency")),
     FamilySpec("cz_unallocated_cost", "Exact unallocated cost of the period by reason.",
                ("period", "reason", "currency"), ("reason",)),
-    FamilySpec("cz_namespace_memory_share_ratio", "A namespace's share of its cluster's memory byte-seconds over "
-               "the period; service_code is empty when the namespace maps to none.",
+    FamilySpec("cz_namespace_memory_share_ratio", "A namespace's share of its cluster's usage over the period "
+               "(memory byte-seconds, or the cluster's usage_basis); service_code is empty when the namespace maps "
+               "to none.",
                ("period", "cluster", "cluster_namespace", "service_code"), ("cluster_namespace", "service_code")),
     FamilySpec("cz_usage_coverage_ratio", "Fraction of the period the cluster's usage data covers (live runs).",
                ("period", "cluster")),
@@ -169,7 +174,7 @@ def run_samples(stored: StoredRun) -> dict[str, Samples]:
         "cz_bill_cost": _summed(((period, r.category, r.currency), r.amount) for r in stored.rows),
         **_reconciliation(summary),
         "cz_unallocated_cost": _summed(((period, c.reason, c.currency), c.amount)
-                                       for c in stored.contributions if c.category == "unallocated"),
+                                       for c in stored.contributions if c.company == NO_COMPANY),
         "cz_namespace_memory_share_ratio": _namespace_shares(summary),
         "cz_usage_coverage_ratio": {(period, cluster): Fraction(ratio) for cluster, ratio
                                     in sorted(((manifest.usage and manifest.usage.coverage) or {}).items())},
@@ -195,8 +200,8 @@ def _summed(pairs: Iterable[tuple[tuple[str, ...], Decimal | Fraction]]) -> Samp
 
 
 def _namespace_costs(stored: StoredRun) -> Samples:
-    cluster_rows = [row for row in stored.rows if row.category == "cluster"]
-    cluster_pieces = (c for c in stored.contributions if c.category == "cluster")
+    cluster_rows = [row for row in stored.rows if row.category in NAMESPACE_CATEGORIES]
+    cluster_pieces = (c for c in stored.contributions if c.category in NAMESPACE_CATEGORIES)
     return {_interned(r.period, r.company, r.service, r.cluster, r.namespace, r.currency): Fraction(r.amount)
             for r in namespace_rows(cluster_rows, cluster_pieces)}
 

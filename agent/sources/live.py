@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from agent.core.model import NamespaceUsage
+from agent.core.model import IDLE_NAMESPACE, NamespaceUsage
 from agent.core.periods import Period
 from agent.core.rules import ClusterSource, Rules
 from agent.errors import AgentError
@@ -51,10 +51,12 @@ def collect_live_usage(
                                     context=source.kube_context, timeout_seconds=settings.kube_timeout_seconds)
         measured = query_usage(cluster=cluster, target=prometheus_target(source, settings=settings),
                                start=month.start, end=month.end, basis=settings.usage_basis,
-                               step_seconds=settings.usage_step_seconds, now=now)
-        services = resolve_services(measured.usage, rules=rules, labels=labels,
-                                    previous=previous_maps.get(cluster, {}))
-        usage += [replace(record, service=services[record.namespace]) for record in measured.usage]
+                               resources=tuple(rules.usage_basis(cluster)), idle=rules.idle != "spread",
+                               step_seconds=settings.usage_step_seconds,
+                               gpu_label_prefix=settings.gpu_label_prefix, now=now)
+        namespaces = [record for record in measured.usage if record.namespace != IDLE_NAMESPACE]
+        services = resolve_services(namespaces, rules=rules, labels=labels, previous=previous_maps.get(cluster, {}))
+        usage += [replace(record, service=services.get(record.namespace)) for record in measured.usage]
         coverage[cluster] = measured.coverage
         namespace_map[cluster] = services
         _log_coverage(cluster, measured, threshold=settings.coverage_warning_threshold)
@@ -62,9 +64,9 @@ def collect_live_usage(
 
 
 def _log_coverage(cluster: str, measured: ClusterUsage, *, threshold: float) -> None:
-    """A warning below the threshold: the run is stored, but its memory shares rest on a part of the period."""
+    """A warning below the threshold: the run is stored, but its usage shares rest on a part of the period."""
     if measured.coverage < threshold:
-        log.warning("cluster %s: usage data covers %.1f%% of the period (threshold %.0f%%); its memory shares "
+        log.warning("cluster %s: usage data covers %.1f%% of the period (threshold %.0f%%); its usage shares "
                     "may be skewed", cluster, measured.coverage * 100, threshold * 100)
     else:
         log.info("cluster %s: %d namespaces, coverage %.3f", cluster, len(measured.usage), measured.coverage)

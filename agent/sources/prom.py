@@ -1,9 +1,11 @@
-"""Memory byte-seconds per namespace from Prometheus: the only module that talks to Prometheus.
+"""Usage per namespace from Prometheus (memory byte-seconds, CPU core-seconds, GPU device-seconds, and the
+cluster's idle capacity): the only module that talks to Prometheus.
 
-The integral is computed by the server: the namespace's total memory is sampled at a fixed
-resolution (`step_seconds`) by a subquery and summed, one instant query per day of the period so
-that no query touches more than a day of samples. Step `s` holds the last sample in (s - step, s]
-and counts for [s, s + step); the period's steps are the multiples of the step in [start, end).
+The integrals are computed by the server, one instant query per day of the period so that no query touches
+more than a day of samples. A gauge (memory, GPUs held, a node's allocatable capacity) is sampled at a fixed
+resolution (`step_seconds`) by a subquery and summed: step `s` holds the last sample in (s - step, s] and counts
+for [s, s + step); the period's steps are the multiples of the step in [start, end). CPU is a counter: its
+increase over each day, which counts the seconds between scrapes too.
 
 Each day's per-namespace answer is checked against the cluster total of a second query, and an
 answer carrying warnings (a partial response) is refused: a usage source that answers only in part
@@ -16,6 +18,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -29,13 +32,19 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3.util.retry import Retry
 
-from agent.core.model import NamespaceUsage
+from agent.core.model import IDLE_NAMESPACE, RESOURCE_UNITS, NamespaceUsage
 from agent.errors import UsageQueryError
 
 log = logging.getLogger(__name__)
 
 USAGE_SELECTOR = 'container_memory_working_set_bytes{container!="",pod!=""%s}'
 REQUEST_SELECTOR = 'kube_pod_container_resource_requests{resource="memory"%s}'
+CPU_COUNTER = 'container_cpu_usage_seconds_total{container!="",pod!=""%s}'
+# One series per GPU, carrying the pod that holds it (DCGM exporter with DCGM_EXPORTER_KUBERNETES=true).
+GPU_METRIC = "DCGM_FI_DEV_GPU_UTIL"
+CAPACITY_SELECTOR = 'kube_node_status_allocatable{resource="%s"%s}'
+# kube-state-metrics' names of the resources a node offers.
+CAPACITY_RESOURCES = {"memory": "memory", "cpu": "cpu", "gpu": "nvidia_com_gpu"}
 BASES = ("usage", "request", "max")
 DAY_MS = 86_400_000
 RETRY_ON_STATUS = (429, 500, 502, 503, 504)
@@ -65,11 +74,22 @@ class PrometheusTarget:
 
 @dataclass(frozen=True)
 class ClusterUsage:
-    """One cluster's memory byte-seconds per namespace over the period, and how complete the data was."""
+    """One cluster's usage per namespace over the period, and how complete the data was."""
 
     cluster: str
     usage: list[NamespaceUsage]  # service=None: the namespace map comes from Kubernetes
-    coverage: float  # fraction of the period's resolution steps with any data, 0..1
+    coverage: float  # fraction of the period's resolution steps with any data, 0..1 (the least of the resources)
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How one quantity's use over a window is asked of Prometheus: per namespace, and for the whole cluster (its
+    total and its steps with data, as `cluster_aggregates` answers), in units of `scale` seconds."""
+
+    name: str
+    per_namespace: Callable[[int], str]  # window length in ms -> PromQL
+    aggregates: Callable[[int], str]
+    scale: int
 
 
 @dataclass(frozen=True)
@@ -88,54 +108,113 @@ def query_usage(
     start: datetime,
     end: datetime,
     basis: str = "usage",
+    resources: tuple[str, ...] = ("memory",),
+    idle: bool = False,
     step_seconds: int = 60,
+    gpu_label_prefix: str = "exported_",
     now: datetime | None = None,
 ) -> ClusterUsage:
-    """Memory byte-seconds per namespace of `cluster` over [start, min(end, now))."""
+    """Each of `resources` per namespace of `cluster` over [start, min(end, now)) (memory as `basis` says), and with
+    `idle` a row for the cluster's idle capacity: its allocatable capacity less the namespaces' usage, per day."""
     if basis not in BASES:
         raise ValueError(f"unknown usage basis {basis!r}; expected one of {', '.join(BASES)}")
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("the period's start and end must be timezone-aware (UTC) datetimes")
     start_ms = _milliseconds(start)
     end_ms = max(start_ms, _milliseconds(min(end, now or datetime.now(UTC))))
-    namespace_memory = namespace_memory_promql(basis, selector=target.selector, step_seconds=step_seconds)
+    used: dict[str, dict[str, Decimal]] = {}
+    coverages: list[float] = []
+    step_count = _steps_in(start_ms, end_ms, step_seconds * 1000)
     with requests.Session() as session:
         server = _server(target, session)
-        byte_steps, covered_steps = _sum_windows(server, namespace_memory, start_ms=start_ms, end_ms=end_ms,
-                                                 step_seconds=step_seconds)
-    # Multiplying by the step here, in Decimal, keeps the server's float sums far from 2**53.
+        for resource in resources:
+            measure = resource_measure(resource, basis=basis, selector=target.selector, step_seconds=step_seconds,
+                                       gpu_label_prefix=gpu_label_prefix)
+            capacity = capacity_measure(resource, selector=target.selector, step_seconds=step_seconds) if idle else None
+            amounts, covered_steps = _sum_windows(server, measure, capacity, start_ms=start_ms, end_ms=end_ms)
+            used[resource] = amounts
+            coverages.append(float(covered_steps / step_count) if step_count else 0.0)
+    namespaces = sorted({namespace for amounts in used.values() for namespace in amounts})
+    unmeasured = dict.fromkeys(RESOURCE_UNITS.values())
     usage = [
-        NamespaceUsage(cluster=cluster, namespace=namespace, memory_byte_seconds=total * step_seconds)
-        for namespace, total in sorted(byte_steps.items())
+        NamespaceUsage(cluster=cluster, namespace=namespace,
+                       **{**unmeasured, **{RESOURCE_UNITS[r]: used[r].get(namespace, Decimal(0)) for r in resources}})
+        for namespace in namespaces
     ]
-    step_count = _steps_in(start_ms, end_ms, step_seconds * 1000)
-    coverage = float(covered_steps / step_count) if step_count else 0.0
-    return ClusterUsage(cluster=cluster, usage=usage, coverage=coverage)
+    return ClusterUsage(cluster=cluster, usage=usage, coverage=min(coverages, default=0.0))
 
 
-def _sum_windows(
-    server: _Server, namespace_memory: str, *, start_ms: int, end_ms: int, step_seconds: int
-) -> tuple[dict[str, Decimal], Decimal]:
-    """Per-namespace sums of memory over the period's steps (byte-steps), and how many steps had data."""
-    byte_steps: dict[str, Decimal] = defaultdict(Decimal)
+def resource_measure(resource: str, *, basis: str, selector: str, step_seconds: int,
+                     gpu_label_prefix: str = "exported_") -> Measure:
+    """Memory (byte-steps of `basis`), CPU (core-seconds used) or GPUs (device-steps held) per namespace."""
+    if resource == "memory":
+        return gauge_measure("memory", namespace_memory_promql(basis, selector=selector, step_seconds=step_seconds),
+                             step_seconds=step_seconds)
+    if resource == "gpu":
+        return gauge_measure("gpu", namespace_gpus_promql(selector=selector, step_seconds=step_seconds,
+                                                          label_prefix=gpu_label_prefix), step_seconds=step_seconds)
+    counter = CPU_COUNTER % _matchers(selector)
+    return Measure(
+        name="cpu",
+        per_namespace=lambda window_ms: f"sum by (namespace) (increase({counter}[{window_ms}ms]))",
+        # The steps with a sample tell the coverage; the total is the same increase, summed independently.
+        aggregates=lambda window_ms: cluster_aggregates(
+            steps=window_query("count_over_time", f"sum(last_over_time({counter}{_lookback(step_seconds)}))",
+                               window_ms=window_ms, step_seconds=step_seconds),
+            total=f"sum(increase({counter}[{window_ms}ms]))"),
+        scale=1,
+    )
+
+
+def capacity_measure(resource: str, *, selector: str, step_seconds: int) -> Measure:
+    """The cluster's allocatable capacity of a resource, summed over its nodes (only its aggregates are asked)."""
+    nodes = CAPACITY_SELECTOR % (CAPACITY_RESOURCES[resource], _matchers(selector))
+    return gauge_measure(f"allocatable {resource} ({nodes})",
+                         f"sum(last_over_time({nodes}{_lookback(step_seconds)}))", step_seconds=step_seconds)
+
+
+def gauge_measure(name: str, expression: str, *, step_seconds: int) -> Measure:
+    """A gauge per namespace, held for a step: summed over the window's steps."""
+    return Measure(
+        name=name,
+        per_namespace=lambda window_ms: window_query("sum_over_time", expression, window_ms=window_ms,
+                                                     step_seconds=step_seconds),
+        aggregates=lambda window_ms: cluster_aggregates_promql(expression, window_ms=window_ms,
+                                                               step_seconds=step_seconds),
+        scale=step_seconds,
+    )
+
+
+def _sum_windows(server: _Server, measure: Measure, capacity: Measure | None, *, start_ms: int,
+                 end_ms: int) -> tuple[dict[str, Decimal], Decimal]:
+    """The measure's per-namespace totals over the period (in seconds), and how many steps had data; with a
+    capacity, the idle capacity too (namespace IDLE_NAMESPACE), counted day by day and never below zero."""
+    totals: dict[str, Decimal] = defaultdict(Decimal)
     covered_steps = Decimal(0)
+    capacity_steps = Decimal(0)
     for window in day_windows(start_ms, end_ms):
-        answer = _window_answer(server, namespace_memory, window=window, step_seconds=step_seconds)
+        answer = _window_answer(server, measure, window=window)
         for namespace, value in answer.namespaces.items():
-            byte_steps[namespace] += value
+            totals[namespace] += value * measure.scale
         covered_steps += answer.steps
-    return byte_steps, covered_steps
+        if capacity is not None:
+            offered = server.window_values(capacity.aggregates(window[1] - window[0]), window=window, key="aggregate")
+            capacity_steps += offered.get("steps", Decimal(0))
+            idle = offered.get("total", Decimal(0)) * capacity.scale - answer.total * measure.scale
+            totals[IDLE_NAMESPACE] += max(Decimal(0), idle)
+    if capacity is not None and not capacity_steps:
+        raise UsageQueryError(f"Prometheus {server.url} has no {capacity.name} for the period from "
+                              f"{_iso(start_ms)}: idle capacity needs kube-state-metrics' node metrics")
+    return totals, covered_steps
 
 
-def _window_answer(server: _Server, namespace_memory: str, *, window: tuple[int, int],
-                   step_seconds: int) -> _WindowAnswer:
+def _window_answer(server: _Server, measure: Measure, *, window: tuple[int, int]) -> _WindowAnswer:
     """The window's two queries, checked against each other."""
     window_ms = window[1] - window[0]
-    per_namespace = window_query("sum_over_time", namespace_memory, window_ms=window_ms, step_seconds=step_seconds)
-    aggregates = cluster_aggregates_promql(namespace_memory, window_ms=window_ms, step_seconds=step_seconds)
-    cluster = server.window_values(aggregates, window=window, key="aggregate")
-    answer = _WindowAnswer(namespaces=server.window_values(per_namespace, window=window, key="namespace"),
-                           total=cluster.get("total", Decimal(0)), steps=cluster.get("steps", Decimal(0)))
+    namespaces = server.window_values(measure.per_namespace(window_ms), window=window, key="namespace")
+    cluster = server.window_values(measure.aggregates(window_ms), window=window, key="aggregate")
+    answer = _WindowAnswer(namespaces=namespaces, total=cluster.get("total", Decimal(0)),
+                           steps=cluster.get("steps", Decimal(0)))
     _check_complete(answer, server=server, window=window)
     return answer
 
@@ -151,10 +230,8 @@ def _check_complete(answer: _WindowAnswer, *, server: _Server, window: tuple[int
 
 def namespace_memory_promql(basis: str, *, selector: str, step_seconds: int) -> str:
     """PromQL for each namespace's memory at one resolution step."""
-    matchers = f",{selector}" if selector.strip() else ""
-    # One millisecond short of a step makes the look-back (s - step, s] in both Prometheus 2 (closed
-    # ranges) and 3 (left-open): a pod's last sample is not counted again one step after it vanished.
-    lookback = f"[{step_seconds * 1000 - 1}ms]"
+    matchers = _matchers(selector)
+    lookback = _lookback(step_seconds)
     usage = f"last_over_time({USAGE_SELECTOR % matchers}{lookback})"
     request = f"last_over_time({REQUEST_SELECTOR % matchers}{lookback})"
     if basis == "usage":
@@ -169,14 +246,38 @@ def namespace_memory_promql(basis: str, *, selector: str, step_seconds: int) -> 
     return f"sum by (namespace) ({larger})"
 
 
-def cluster_aggregates_promql(namespace_memory: str, *, window_ms: int, step_seconds: int) -> str:
-    """The cluster's steps with data (`aggregate="steps"`) and its byte-steps (`aggregate="total"`) over a
-    window, in one query: the total is computed independently of the per-namespace answer it checks."""
-    cluster_memory = f"sum({namespace_memory})"
-    steps = window_query("count_over_time", cluster_memory, window_ms=window_ms, step_seconds=step_seconds)
-    total = window_query("sum_over_time", cluster_memory, window_ms=window_ms, step_seconds=step_seconds)
+def namespace_gpus_promql(*, selector: str, step_seconds: int, label_prefix: str) -> str:
+    """PromQL for the GPUs each namespace's pods hold at one resolution step. The DCGM exporter labels a GPU with
+    its pod's `namespace` and `pod`; scraped without honor_labels, Prometheus renames them `exported_namespace` and
+    `exported_pod` (`label_prefix`), and `namespace` is then the exporter's own."""
+    held = f"last_over_time({GPU_METRIC}{{{label_prefix}pod!=\"\"{_matchers(selector)}}}{_lookback(step_seconds)})"
+    if label_prefix:
+        held = f'label_replace({held}, "namespace", "$1", "{label_prefix}namespace", "(.*)")'
+    return f"count by (namespace) ({held})"
+
+
+def cluster_aggregates_promql(namespace_expression: str, *, window_ms: int, step_seconds: int) -> str:
+    """The cluster's steps with data (`aggregate="steps"`) and its sum over the steps (`aggregate="total"`) of a
+    per-namespace gauge, in one query: the total is computed independently of the per-namespace answer it checks."""
+    cluster_expression = f"sum({namespace_expression})"
+    return cluster_aggregates(
+        steps=window_query("count_over_time", cluster_expression, window_ms=window_ms, step_seconds=step_seconds),
+        total=window_query("sum_over_time", cluster_expression, window_ms=window_ms, step_seconds=step_seconds))
+
+
+def cluster_aggregates(*, steps: str, total: str) -> str:
     return (f'label_replace({steps}, "aggregate", "steps", "", "") '
             f'or label_replace({total}, "aggregate", "total", "", "")')
+
+
+def _matchers(selector: str) -> str:
+    return f",{selector}" if selector.strip() else ""
+
+
+def _lookback(step_seconds: int) -> str:
+    # One millisecond short of a step makes the look-back (s - step, s] in both Prometheus 2 (closed
+    # ranges) and 3 (left-open): a pod's last sample is not counted again one step after it vanished.
+    return f"[{step_seconds * 1000 - 1}ms]"
 
 
 def day_windows(start_ms: int, end_ms: int) -> list[tuple[int, int]]:

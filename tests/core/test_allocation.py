@@ -1,3 +1,4 @@
+from collections import defaultdict
 from decimal import Decimal
 from fractions import Fraction
 
@@ -204,3 +205,62 @@ def test_a_namespace_of_an_unknown_service_joins_the_common_pool_when_the_rules_
                           usage=[NamespaceUsage("prod", "web", 1, "ghost")])
     assert table(allocation) == {("alpha", "", "common", "prod"): "50.00", ("beta", "", "common", "prod"): "30.00",
                                  ("gamma", "", "common", "prod"): "20.00"}
+
+
+BASIS_USAGE = [
+    # memory 6:3:1, cpu 1:1:2, gpu 0:4:0, idle capacity 10 of memory, 4 of cpu, 4 of gpu
+    NamespaceUsage("prod", "mobile-api", Decimal(6), "mobile", cpu_core_seconds=Decimal(1), gpu_device_seconds=Decimal(0)),
+    NamespaceUsage("prod", "mcmp", Decimal(3), "mcmp", cpu_core_seconds=Decimal(1), gpu_device_seconds=Decimal(4)),
+    NamespaceUsage("prod", "kube-system", Decimal(1), None, cpu_core_seconds=Decimal(2), gpu_device_seconds=Decimal(0)),
+    NamespaceUsage("prod", "__idle__", Decimal(10), None, cpu_core_seconds=Decimal(4), gpu_device_seconds=Decimal(4)),
+]
+
+
+def cluster_rules(basis: str, idle: str = "spread") -> str:
+    return WORKED_RULES + f"idle: {idle}\nclusters: {{prod: {{usage_basis: {basis}}}}}\n"
+
+
+@pytest.mark.parametrize(("basis", "idle", "expected"), [
+    # cpu alone, idle spread: 1:1:2 of the namespaces, the idle row ignored
+    ("cpu", "spread", {("mobile", "cluster"): Fraction(1, 4), ("mcmp", "cluster"): Fraction(1, 4),
+                       ("", "common"): Fraction(1, 2)}),
+    # a blend of the namespaces' shares: memory 6/10,3/10,1/10 and cpu 1/4,1/4,2/4, half each
+    ("'{memory: 1, cpu: 1}'", "spread", {("mobile", "cluster"): Fraction(17, 40), ("mcmp", "cluster"): Fraction(11, 40),
+                                         ("", "common"): Fraction(12, 40)}),
+    # idle capacity as a namespace of its own: memory 6:3:1:10
+    ("memory", "common", {("mobile", "cluster"): Fraction(6, 20), ("mcmp", "cluster"): Fraction(3, 20),
+                          ("", "common"): Fraction(1, 20), ("", "idle"): Fraction(10, 20)}),
+    # gpu: 0:4:0:4
+    ("gpu", "unallocated", {("mcmp", "cluster"): Fraction(1, 2), ("", "idle"): Fraction(1, 2)}),
+])
+def test_cluster_cost_follows_the_usage_basis_and_the_idle_choice(basis, idle, expected):
+    rules = parse_rules(cluster_rules(basis.strip("'"), idle))
+    allocation = allocate(line_items([("cz_cluster_prod", "4000")]), rules=rules, period="2026-10",
+                          usage=BASIS_USAGE)
+
+    shares = defaultdict(Fraction)
+    for c in allocation.contributions:
+        shares[(c.service, c.category)] += c.amount / 4000
+    assert dict(shares) == expected
+    idle_companies = {c.company for c in allocation.contributions if c.category == "idle"}
+    assert idle_companies == ({"alpha", "beta", "gamma"} if idle == "common" else
+                              {""} if idle == "unallocated" else set())
+
+
+def test_a_resource_of_the_blend_nothing_used_is_unattributable_and_the_rest_allocated():
+    usage = [NamespaceUsage(r.cluster, r.namespace, r.memory_byte_seconds, r.service, r.cpu_core_seconds)
+             for r in BASIS_USAGE if r.namespace != "__idle__"]
+    rules = parse_rules(cluster_rules("{memory: 3, gpu: 1}"))
+    allocation = allocate(line_items([("cz_cluster_prod", "1000")]), rules=rules, period="2026-10", usage=usage)
+
+    unallocated = [c for c in allocation.contributions if c.category == "unallocated"]
+    assert [(c.reason, c.amount) for c in unallocated] == [("no gpu usage for cluster 'prod'", 250)]
+    assert table(allocation)[("gamma", "mcmp", "cluster", "prod")] == "225.00"  # 3/4 of 3/10 of 1000
+
+
+def test_a_cluster_without_any_usage_of_its_basis_is_unattributable_naming_the_resources():
+    rules = parse_rules(cluster_rules("{memory: 1, cpu: 1}"))
+    usage = [NamespaceUsage("prod", "web", Decimal(0), "mobile", cpu_core_seconds=Decimal(0))]
+    allocation = allocate(line_items([("cz_cluster_prod", "10")]), rules=rules, period="2026-10", usage=usage)
+
+    assert [c.reason for c in allocation.contributions] == ["no memory or cpu usage for cluster 'prod'"]

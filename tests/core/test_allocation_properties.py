@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from agent.bills.taglines import allocate
 from agent.core.allocation import report_precision
-from agent.core.model import NamespaceUsage
+from agent.core.model import IDLE_NAMESPACE, NamespaceUsage
 from agent.core.money import round_amount
-from agent.core.rules import Rules
+from agent.core.rules import ClusterSource, Rules
 from tests.support.factories import line_items
 
 COMPANIES = ["alpha", "beta", "gamma", "delta"]
@@ -22,6 +22,11 @@ TAGS = [None, "mobile", "mcmp", "search", "unknown-svc", "cz_common_all", "cz_co
 CURRENCIES = ["USD", "KRW", "KWD", "JPY", "EUR"]
 
 weights = st.integers(min_value=0, max_value=1000).map(Decimal)
+# One resource, or a blend (its weights not all zero).
+usage_bases = st.one_of(
+    st.sampled_from(["memory", "cpu", "gpu"]),
+    st.dictionaries(st.sampled_from(["memory", "cpu", "gpu"]), weights, min_size=1).filter(
+        lambda blend: sum(blend.values()) > 0))
 amounts = st.decimals(min_value=Decimal("-1000"), max_value=Decimal("100000"), places=6, allow_nan=False)
 
 
@@ -39,6 +44,8 @@ def rules_strategy(draw) -> Rules:
         common_groups={"all": SERVICES},
         unmapped_namespaces=draw(st.sampled_from(["common", "proportional"])),
         unattributable=draw(st.sampled_from(["unallocated", "common"])),
+        idle=draw(st.sampled_from(["spread", "common", "unallocated"])),
+        clusters={"prod": ClusterSource(usage_basis=draw(usage_bases))},
     )
 
 
@@ -51,12 +58,17 @@ def bill_strategy(draw) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+measures = st.one_of(st.none(), st.integers(min_value=0, max_value=10**15).map(Decimal))
 usage_strategy = st.lists(
-    st.builds(NamespaceUsage, cluster=st.just("prod"), namespace=st.sampled_from(["a", "b", "c", "kube-system"]),
-              memory_byte_seconds=st.integers(min_value=0, max_value=10**15).map(Decimal),
+    st.builds(NamespaceUsage, cluster=st.just("prod"),
+              namespace=st.sampled_from(["a", "b", "c", "kube-system", IDLE_NAMESPACE]),
+              memory_byte_seconds=measures, cpu_core_seconds=measures, gpu_device_seconds=measures,
               service=st.sampled_from([None, *SERVICES])),
     max_size=6,
-)
+    unique_by=lambda record: record.namespace,
+).map(lambda records: [record if record.namespace != IDLE_NAMESPACE else
+                       NamespaceUsage(record.cluster, record.namespace, record.memory_byte_seconds, None,
+                                      record.cpu_core_seconds, record.gpu_device_seconds) for record in records])
 
 
 @settings(max_examples=150, deadline=None)
@@ -88,3 +100,37 @@ def test_each_row_is_within_one_minor_unit_of_its_exact_amount(items, rules, usa
         unit = Fraction(1, 10 ** report_precision(rules, row.currency))
         assert abs(Fraction(row.amount) - exact[row.key()]) < unit
         assert row.amount.as_tuple().exponent == -report_precision(rules, row.currency)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rules=rules_strategy(), usage=usage_strategy,
+       amount=st.decimals(min_value=Decimal("0.01"), max_value=Decimal("100000"), places=2))
+def test_a_cluster_line_goes_to_each_namespace_and_to_idle_capacity_by_the_blended_usage_shares(rules, usage, amount):
+    allocation = allocate(line_items([("cz_cluster_prod", str(amount))]), rules=rules, period="2026-10", usage=usage)
+
+    counted = [r for r in usage if r.namespace != IDLE_NAMESPACE or rules.idle != "spread"]
+    expected: dict[str, Fraction] = defaultdict(Fraction)
+    missing = Fraction(0)
+    blend = rules.clusters["prod"].usage_basis
+    blend = {blend: Decimal(1)} if isinstance(blend, str) else blend
+    for resource, weight in blend.items():
+        weight = Fraction(weight) / sum(Fraction(w) for w in blend.values())
+        total = sum(Fraction(r.used(resource) or 0) for r in counted)
+        if not total:
+            missing += weight
+        for record in counted:
+            if total:
+                expected[record.namespace] += weight * Fraction(record.used(resource) or 0) / total
+    through = defaultdict(Fraction)
+    for c in allocation.contributions:
+        through[c.namespace] += c.amount
+    if rules.unmapped_namespaces == "common" and missing < 1:
+        for namespace, share in expected.items():
+            assert through[namespace] == Fraction(amount) * share
+    idle = sum((c.amount for c in allocation.contributions if c.category == "idle"), Fraction(0))
+    assert idle == (0 if rules.idle == "spread" or missing == 1 else
+                    through[IDLE_NAMESPACE] if rules.unmapped_namespaces == "proportional" else
+                    Fraction(amount) * expected[IDLE_NAMESPACE])
+    assert all((c.company == "") == (rules.idle == "unallocated")
+               for c in allocation.contributions if c.category == "idle")
+    assert sum((c.amount for c in allocation.contributions), Fraction(0)) == Fraction(amount)

@@ -246,7 +246,7 @@ def test_prometheus_missing_days_completes_with_a_stated_coverage_warning(rig: R
     manifest = json.loads(http_get(f"{rig.agent.url}/api/v1/runs/{latest['id']}"))["manifest"]
     assert manifest["usage"]["coverage"]["prod"] == pytest.approx(20 / 30)
     warnings = [e["message"] for e in rig.log()[logged_before:] if e["level"] == "warning"]
-    assert "cluster prod: usage data covers 66.7% of the period (threshold 90%); its memory shares may be skewed" \
+    assert "cluster prod: usage data covers 66.7% of the period (threshold 90%); its usage shares may be skewed" \
         in warnings
 
 

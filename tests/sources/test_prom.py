@@ -72,8 +72,8 @@ def test_selector_separates_the_clusters(prometheus_server: PrometheusServer) ->
     stage = month_usage(prometheus_server, cluster="stage")
     both = month_usage(prometheus_server, cluster="all", selector="")
 
-    assert set(by_namespace(stage)) == {"mcmp", "mobile-api"}
-    assert set(by_namespace(prod)) == {"batch", "kube-system", "legacy", "mcmp", "mobile-api"}
+    assert set(by_namespace(stage)) == {"mcmp", "ml", "mobile-api"}
+    assert set(by_namespace(prod)) == {"batch", "kube-system", "legacy", "mcmp", "ml", "mobile-api"}
     assert by_namespace(both)["mobile-api"] == by_namespace(prod)["mobile-api"] + by_namespace(stage)["mobile-api"]
     assert by_namespace(prod)["mobile-api"] != by_namespace(stage)["mobile-api"]
 

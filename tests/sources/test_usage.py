@@ -3,7 +3,8 @@ from decimal import Decimal
 import pytest
 
 from agent.errors import UsageError
-from agent.sources.usage import parse_usage, usage_digest
+from agent.core.rules import parse_rules
+from agent.sources.usage import format_usage, parse_usage, read_usage, usage_digest
 
 
 def test_usage_rows_parse_with_optional_service():
@@ -52,3 +53,54 @@ def test_the_same_namespace_in_two_clusters_is_two_namespaces():
     usage = parse_usage("cluster,namespace,service,memory_byte_seconds\nprod,web,mobile,6\nstage,web,mobile,3\n",
                         source="u.csv")
     assert [(u.cluster, u.memory_byte_seconds) for u in usage] == [("prod", Decimal(6)), ("stage", Decimal(3))]
+
+
+def test_cpu_and_gpu_columns_are_read_where_given_and_written_back_only_then():
+    text = ("cluster,namespace,service,memory_byte_seconds,cpu_core_seconds,gpu_device_seconds\n"
+            "prod,web,mobile,10,2.5,\nprod,__idle__,,30,7,0\n")
+    usage = parse_usage(text, source="u.csv")
+    assert [(u.namespace, u.memory_byte_seconds, u.cpu_core_seconds, u.gpu_device_seconds) for u in usage] == [
+        ("web", Decimal(10), Decimal("2.5"), None), ("__idle__", Decimal(30), Decimal(7), Decimal(0))]
+    assert format_usage(usage) == ("cluster,namespace,service,memory_byte_seconds,cpu_core_seconds,gpu_device_seconds\n"
+                                   "prod,__idle__,,30,7,0\nprod,web,mobile,10,2.5,\n")
+    memory_only = "cluster,namespace,service,memory_byte_seconds\nprod,web,mobile,10\n"
+    assert format_usage(parse_usage(memory_only, source="u.csv")) == memory_only
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("cluster,namespace,service,memory_byte_seconds,cpu_core_seconds\nprod,web,,,\n",
+     "u.csv, row 2, column 'memory_byte_seconds': empty; give the namespace's usage"),
+    ("cluster,namespace,service,memory_byte_seconds,cpu_core_seconds\nprod,web,,1,-2\n",
+     "u.csv, row 2, column 'cpu_core_seconds': must be >= 0"),
+    ("cluster,namespace,service,memory_byte_seconds,gpu_device_seconds\nprod,web,,1,two\n",
+     "u.csv, row 2, column 'gpu_device_seconds'"),
+    ("cluster,namespace,service,memory_byte_seconds\nprod,__idle__,mobile,1\n",
+     "u.csv, row 2, column 'service': the idle capacity row (__idle__) belongs to no service"),
+])
+def test_bad_measures_name_file_row_and_column(text, message):
+    with pytest.raises(UsageError) as refused:
+        parse_usage(text, source="u.csv")
+    assert message in str(refused.value)
+
+
+RULES = "companies: {a: 1}\nservices: {mobile: {a: 1}}\n"
+
+
+@pytest.mark.parametrize(("rules", "text", "message"), [
+    (RULES + "clusters: {prod: {usage_basis: {memory: 1, cpu: 1}}}\n",
+     "cluster,namespace,service,memory_byte_seconds\nprod,web,mobile,10\n",
+     "u.csv: cluster 'prod' is split by cpu usage (its usage_basis), but the table has no cpu_core_seconds for it"),
+    (RULES + "idle: common\n", "cluster,namespace,service,memory_byte_seconds\nprod,web,mobile,10\n",
+     "u.csv: idle: common needs cluster 'prod''s idle capacity: a row with namespace __idle__ and its "
+     "memory_byte_seconds"),
+    (RULES + "idle: unallocated\nclusters: {prod: {usage_basis: gpu}}\n",
+     "cluster,namespace,service,memory_byte_seconds,gpu_device_seconds\nprod,web,mobile,10,1\nprod,__idle__,,5,\n",
+     "needs cluster 'prod''s idle capacity: a row with namespace __idle__ and its gpu_device_seconds"),
+])
+def test_a_table_without_what_the_rules_split_a_cluster_by_is_refused(tmp_path, rules, text, message):
+    path = tmp_path / "u.csv"
+    path.write_text(text)
+    with pytest.raises(UsageError) as refused:
+        read_usage(path, rules=parse_rules(rules))
+    assert str(refused.value).startswith(f"{tmp_path}/u.csv: ")
+    assert message in str(refused.value)
