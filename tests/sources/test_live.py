@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,50 @@ def test_a_service_account_without_namespace_access_is_refused_clearly(
     error = capsys.readouterr().err
     assert "403" in error and "cannot list namespaces" in error
     assert token not in error and "Traceback" not in error
+
+
+def blended_rules(prometheus_url: str, idle: str) -> str:
+    return rules_text(prometheus_url).replace(
+        """selector: 'cluster="prod"'}""", """selector: 'cluster="prod"', usage_basis: {memory: 5, cpu: 3, gpu: 2}}"""
+    ).replace("""selector: 'cluster="stage"'}""", """selector: 'cluster="stage"', usage_basis: cpu}""") + f"idle: {idle}\n"
+
+
+def idle_share(history, *, cluster: str, blend: dict[str, Fraction]) -> Fraction:
+    """The idle capacity's share of the cluster's cost, from the history's true integrals alone."""
+    share = Fraction(0)
+    for resource, weight in blend.items():
+        used = (history.expected(cluster=cluster, basis="usage") if resource == "memory" else
+                history.expected_cpu(cluster=cluster) if resource == "cpu" else history.expected_gpu(cluster=cluster))
+        idle = history.expected_idle(cluster=cluster, resource=resource)
+        share += weight * Fraction(idle) / Fraction(idle + sum(used.values()))
+    return share
+
+
+@pytest.mark.parametrize("idle", ["common", "unallocated"])
+def test_cpu_gpu_blend_and_idle_capacity_end_to_end(prometheus_server: PrometheusServer, agent_env: Path,
+                                                    idle: str, capsys: pytest.CaptureFixture):
+    bill, rules = write_inputs(agent_env, prometheus_server)
+    rules.write_text(blended_rules(prometheus_server.url, idle))
+    usage = agent_env / "usage.csv"
+    assert main(["usage", "--rules", str(rules), "--period", "2026-09", "--out", str(usage)]) == 0
+    assert allocate(bill, rules, agent_env / "live.csv") == 0
+    assert allocate(bill, rules, agent_env / "offline.csv", "--usage", str(usage)) == 0
+
+    assert (agent_env / "live.csv").read_bytes() == (agent_env / "offline.csv").read_bytes()
+    with (agent_env / "live.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sum(Decimal(r["amount"]) for r in rows) == Decimal("1323.33")
+    idle_rows = [r for r in rows if r["category"] == "idle"]
+    assert {r["company"] for r in idle_rows} == ({"alpha", "beta"} if idle == "common" else {""})
+    history = prometheus_server.history
+    for cluster, cost, blend in (("prod", 1000, {"memory": Fraction(1, 2), "cpu": Fraction(3, 10),
+                                                 "gpu": Fraction(1, 5)}),
+                                 ("stage", 250, {"cpu": Fraction(1)})):
+        reported = sum(Decimal(r["amount"]) for r in idle_rows if r["cluster"] == cluster)
+        expected = cost * idle_share(history, cluster=cluster, blend=blend)
+        assert abs(Fraction(reported) - expected) <= expected / 1000 + Fraction(1, 100), cluster
+    with usage.open(newline="") as handle:
+        dumped = {(r["cluster"], r["namespace"]): r for r in csv.DictReader(handle)}
+    assert dumped[("prod", "ml")]["gpu_device_seconds"] == str(history.expected_gpu(cluster="prod")["ml"])
+    assert dumped[("stage", "__idle__")]["gpu_device_seconds"] == ""
+    assert "reconciled" in capsys.readouterr().out

@@ -342,7 +342,7 @@ def month_history() -> History:
         # A node that joins on the 10th at noon: capacity steps up mid-month.
         Node("prod", "prod-c", 16 * GIB, 8, 0, joined=_at(10, 12)),
         # Its allocatable memory is cut below what the namespaces use for a day: idle never goes negative.
-        Node("stage", "stage-a", 4 * GIB, 2, 0, shrunk=(_at(7, 0), _at(8, 6)), shrunk_bytes=GIB),
+        Node("stage", "stage-a", 4 * GIB, 4, 0, shrunk=(_at(7, 0), _at(8, 6)), shrunk_bytes=GIB),
     )
     return History(containers=containers, decoys=decoys, gaps=gaps, nodes=nodes,
                    gpu_label_prefixes=(("prod", "exported_"), ("stage", "")))
