@@ -13,6 +13,12 @@ from agent.errors import NoCostError
 
 # A tag line's key in a run: (currency, tag value, attribution rule).
 TagLineKey = tuple[str, str, str]
+# What a row without a service holds, by its category.
+NO_SERVICE_LABELS = {"common": "(common pool)", "idle": "(idle capacity)"}
+
+
+def service_label(row: ReportRow | NamespaceRow | Contribution) -> str:
+    return row.service or NO_SERVICE_LABELS.get(row.category, "(no service)")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from agent.core.model import CATEGORIES, Contribution, NamespaceRow, ReportRow, 
 from agent.core.money import round_amount
 from agent.core.namespaces import namespace_rows
 from agent.errors import StatementError
+from agent.outputs.explain import service_label
 # csv_safe is re-exported: statements are where users meet formula-looking names.
 from agent.outputs.report import csv_safe as csv_safe
 from agent.outputs.report import render_csv, write_atomically
@@ -143,12 +144,6 @@ def build_statement(stored: StoredRun, *, company: str) -> Statement:
         rules_digest=manifest.rules_digest,
         usage_digest=None if manifest.usage is None else manifest.usage.digest,
     )
-
-
-def service_label(row: ReportRow | NamespaceRow | Contribution) -> str:
-    if row.service:
-        return row.service
-    return "(common pool)" if row.category == "common" else "(no service)"
 
 
 def _totals(rows: Sequence[ReportRow], *, label: Callable[[ReportRow], str],

@@ -18,7 +18,7 @@ from agent.core.manifest import RunManifest
 from agent.core.model import CATEGORIES, NO_COMPANY, NamespaceRow, RunResult, RunSummary, StoredRun
 from agent.core.rules import Rules
 from agent.errors import AgentError, NoCostError
-from agent.outputs.explain import exact_amount_text, select_explanation
+from agent.outputs.explain import exact_amount_text, select_explanation, service_label
 
 _SHOWN_REJECTS = 10
 _ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]
@@ -94,7 +94,9 @@ def _unallocated_reasons(result: RunResult) -> list[str]:
     for c in result.allocation.contributions:
         if c.company == NO_COMPANY:
             reasons[(c.currency, c.reason)] += c.amount
-    return [f"{currency} {_money(Decimal(amount.numerator) / Decimal(amount.denominator))}: {reason}"
+    # At most six decimals, as explanations show them: an idle share is a long quotient.
+    return [f"{currency} {_money(round(Decimal(amount.numerator) / Decimal(amount.denominator), 6).normalize())}: "
+            f"{reason}"
             for (currency, reason), amount in sorted(reasons.items(),
                                                      key=lambda item: (item[0][0], -abs(item[1]), item[0][1]))]
 
@@ -151,7 +153,7 @@ def print_explanation(stored: StoredRun, *, company: str, service: str | None, c
     except NoCostError as e:
         raise AgentError(f"{e}; companies: {', '.join(e.companies)}") from e
     for row in explanation.rows:
-        heading = (f"{row.company or '(unallocated)'} · {row.service or '(common pool)'} · {row.category}"
+        heading = (f"{row.company or '(unallocated)'} · {service_label(row)} · {row.category}"
                    f"{' · cluster ' + row.cluster if row.cluster else ''}: {row.amount} {row.currency}")
         console.print(Text("\n" + heading, style="bold"), highlight=False)
         table = Table(show_edge=False)
@@ -179,7 +181,7 @@ def _namespace_table(parts: list[NamespaceRow]) -> Table:
     for heading in ["cluster", "namespace", "service", "category", "usage share", "amount", "currency"]:
         table.add_column(heading, justify="right" if heading in ("usage share", "amount") else "left")
     for part in parts:
-        table.add_row(Text(part.cluster), Text(part.namespace), Text(part.service or "(common pool)"), part.category,
+        table.add_row(Text(part.cluster), Text(part.namespace), Text(service_label(part)), part.category,
                       "-" if part.memory_share is None else _share(part.memory_share), _money(part.amount),
                       part.currency)
     return table
