@@ -298,8 +298,14 @@ unmapped_namespaces: common
 # `unallocated` reports it on its own with the reason; `common` adds it to the common pool.
 unattributable: unallocated
 
-# cz_cluster_<name> -> where that cluster's memory usage is queried in live mode. With a usage
-# file (demo/usage-2026-10.csv) these are not contacted.
+# A cluster's idle capacity (allocatable less what the namespaces used): `spread` over the namespaces
+# by their usage, or the category `idle`, split by the company weights (`common`) or carried by no
+# company (`unallocated`). The usage table then needs each cluster's `__idle__` row.
+idle: spread
+
+# cz_cluster_<name> -> where that cluster's usage is queried in live mode. With a usage file
+# (demo/usage-2026-10.csv) these are not contacted. `usage_basis` weighs a cluster's cost by memory
+# (default), cpu, gpu or a blend of the namespaces' shares, e.g. {memory: 0.5, cpu: 0.5}.
 clusters:
 {clusters}
 """
