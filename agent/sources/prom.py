@@ -19,6 +19,7 @@ import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -55,6 +56,8 @@ TOTAL_TOLERANCE = Decimal("1e-9")
 # An instant vector per namespace is a few hundred bytes; far more than this is not a usage answer.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
+# Days queried at once. Prometheus evaluates a query on one core and runs up to 20 at a time by default.
+WINDOW_CONCURRENCY = 2
 
 
 @dataclass(frozen=True)
@@ -149,10 +152,13 @@ def resource_measure(resource: str, *, basis: str, selector: str, step_seconds: 
     """Memory (byte-steps of `basis`), CPU (core-seconds used) or GPUs (device-steps held) per namespace."""
     if resource == "memory":
         return gauge_measure("memory", namespace_memory_promql(basis, selector=selector, step_seconds=step_seconds),
+                             cluster_memory_promql(basis, selector=selector, step_seconds=step_seconds),
                              step_seconds=step_seconds)
     if resource == "gpu":
-        return gauge_measure("gpu", namespace_gpus_promql(selector=selector, step_seconds=step_seconds,
-                                                          label_prefix=gpu_label_prefix), step_seconds=step_seconds)
+        held = gpus_held_promql(selector=selector, step_seconds=step_seconds, label_prefix=gpu_label_prefix)
+        return gauge_measure("gpu", f"count by (namespace) ({held})",
+                             f"count({gpus_held_promql(selector=selector, step_seconds=step_seconds, label_prefix=gpu_label_prefix, relabel=False)})",
+                             step_seconds=step_seconds)
     counter = CPU_COUNTER % _matchers(selector)
     return Measure(
         name="cpu",
@@ -169,17 +175,18 @@ def resource_measure(resource: str, *, basis: str, selector: str, step_seconds: 
 def capacity_measure(resource: str, *, selector: str, step_seconds: int) -> Measure:
     """The cluster's allocatable capacity of a resource, summed over its nodes (only its aggregates are asked)."""
     nodes = CAPACITY_SELECTOR % (CAPACITY_RESOURCES[resource], _matchers(selector))
-    return gauge_measure(f"allocatable {resource} ({nodes})",
-                         f"sum(last_over_time({nodes}{_lookback(step_seconds)}))", step_seconds=step_seconds)
+    offered = f"sum(last_over_time({nodes}{_lookback(step_seconds)}))"
+    return gauge_measure(f"allocatable {resource} ({nodes})", offered, offered, step_seconds=step_seconds)
 
 
-def gauge_measure(name: str, expression: str, *, step_seconds: int) -> Measure:
-    """A gauge per namespace, held for a step: summed over the window's steps."""
+def gauge_measure(name: str, per_namespace: str, cluster: str, *, step_seconds: int) -> Measure:
+    """A gauge per namespace, held for a step: summed over the window's steps. `cluster` is the same gauge for the
+    whole cluster, computed without grouping by namespace (which is most of a query's cost)."""
     return Measure(
         name=name,
-        per_namespace=lambda window_ms: window_query("sum_over_time", expression, window_ms=window_ms,
+        per_namespace=lambda window_ms: window_query("sum_over_time", per_namespace, window_ms=window_ms,
                                                      step_seconds=step_seconds),
-        aggregates=lambda window_ms: cluster_aggregates_promql(expression, window_ms=window_ms,
+        aggregates=lambda window_ms: cluster_aggregates_promql(cluster, window_ms=window_ms,
                                                                step_seconds=step_seconds),
         scale=step_seconds,
     )
@@ -188,20 +195,29 @@ def gauge_measure(name: str, expression: str, *, step_seconds: int) -> Measure:
 def _sum_windows(server: _Server, measure: Measure, capacity: Measure | None, *, start_ms: int,
                  end_ms: int) -> tuple[dict[str, Decimal], Decimal]:
     """The measure's per-namespace totals over the period (in seconds), and how many steps had data; with a
-    capacity, the idle capacity too (namespace IDLE_NAMESPACE), counted day by day and never below zero."""
+    capacity, the idle capacity too (namespace IDLE_NAMESPACE), counted day by day and never below zero. A few days
+    are asked at once: each query is single-threaded on the server."""
     totals: dict[str, Decimal] = defaultdict(Decimal)
     covered_steps = Decimal(0)
     capacity_steps = Decimal(0)
-    for window in day_windows(start_ms, end_ms):
+    windows = day_windows(start_ms, end_ms)
+
+    def ask(window: tuple[int, int]) -> tuple[_WindowAnswer, dict[str, Decimal]]:
         answer = _window_answer(server, measure, window=window)
-        for namespace, value in answer.namespaces.items():
-            totals[namespace] += value * measure.scale
-        covered_steps += answer.steps
-        if capacity is not None:
-            offered = server.window_values(capacity.aggregates(window[1] - window[0]), window=window, key="aggregate")
-            capacity_steps += offered.get("steps", Decimal(0))
-            idle = offered.get("total", Decimal(0)) * capacity.scale - answer.total * measure.scale
-            totals[IDLE_NAMESPACE] += max(Decimal(0), idle)
+        offered = {} if capacity is None else server.window_values(capacity.aggregates(window[1] - window[0]),
+                                                                   window=window, key="aggregate")
+        return answer, offered
+
+    with ThreadPoolExecutor(max_workers=min(WINDOW_CONCURRENCY, max(len(windows), 1))) as pool:
+        # In window order whatever order they finish in: the sums are the same for every run.
+        for answer, offered in pool.map(ask, windows):
+            for namespace, value in answer.namespaces.items():
+                totals[namespace] += value * measure.scale
+            covered_steps += answer.steps
+            if capacity is not None:
+                capacity_steps += offered.get("steps", Decimal(0))
+                idle = offered.get("total", Decimal(0)) * capacity.scale - answer.total * measure.scale
+                totals[IDLE_NAMESPACE] += max(Decimal(0), idle)
     if capacity is not None and not capacity_steps:
         raise UsageQueryError(f"Prometheus {server.url} has no {capacity.name} for the period from "
                               f"{_iso(start_ms)}: idle capacity needs kube-state-metrics' node metrics")
@@ -246,20 +262,27 @@ def namespace_memory_promql(basis: str, *, selector: str, step_seconds: int) -> 
     return f"sum by (namespace) ({larger})"
 
 
-def namespace_gpus_promql(*, selector: str, step_seconds: int, label_prefix: str) -> str:
-    """PromQL for the GPUs each namespace's pods hold at one resolution step. The DCGM exporter labels a GPU with
-    its pod's `namespace` and `pod`; scraped without honor_labels, Prometheus renames them `exported_namespace` and
-    `exported_pod` (`label_prefix`), and `namespace` is then the exporter's own."""
+def cluster_memory_promql(basis: str, *, selector: str, step_seconds: int) -> str:
+    """PromQL for the cluster's memory at one resolution step, without grouping by namespace where the basis allows."""
+    if basis == "max":
+        return f"sum({namespace_memory_promql(basis, selector=selector, step_seconds=step_seconds)})"
+    series = USAGE_SELECTOR if basis == "usage" else REQUEST_SELECTOR
+    return f"sum(last_over_time({series % _matchers(selector)}{_lookback(step_seconds)}))"
+
+
+def gpus_held_promql(*, selector: str, step_seconds: int, label_prefix: str, relabel: bool = True) -> str:
+    """PromQL for the GPUs pods hold at one resolution step, one series each, labelled with the pod's namespace. The
+    DCGM exporter labels a GPU with its pod's `namespace` and `pod`; scraped without honor_labels, Prometheus renames
+    them `exported_namespace` and `exported_pod` (`label_prefix`), and `namespace` is then the exporter's own."""
     held = f"last_over_time({GPU_METRIC}{{{label_prefix}pod!=\"\"{_matchers(selector)}}}{_lookback(step_seconds)})"
-    if label_prefix:
+    if label_prefix and relabel:
         held = f'label_replace({held}, "namespace", "$1", "{label_prefix}namespace", "(.*)")'
-    return f"count by (namespace) ({held})"
+    return held
 
 
-def cluster_aggregates_promql(namespace_expression: str, *, window_ms: int, step_seconds: int) -> str:
+def cluster_aggregates_promql(cluster_expression: str, *, window_ms: int, step_seconds: int) -> str:
     """The cluster's steps with data (`aggregate="steps"`) and its sum over the steps (`aggregate="total"`) of a
-    per-namespace gauge, in one query: the total is computed independently of the per-namespace answer it checks."""
-    cluster_expression = f"sum({namespace_expression})"
+    gauge, in one query: the total is computed independently of the per-namespace answer it checks."""
     return cluster_aggregates(
         steps=window_query("count_over_time", cluster_expression, window_ms=window_ms, step_seconds=step_seconds),
         total=window_query("sum_over_time", cluster_expression, window_ms=window_ms, step_seconds=step_seconds))
