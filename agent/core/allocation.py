@@ -77,6 +77,8 @@ def resolve_namespace_map(
     """cluster -> namespace -> service: the rules' `namespaces:` first, then the live labels, then the usage table."""
     resolved: dict[str, dict[str, str | None]] = defaultdict(dict)
     for record in usage:
+        if record.namespace == IDLE_NAMESPACE:
+            continue
         labelled = namespace_labels.get(record.cluster, {}).get(record.namespace)
         service = rules.namespaces.get(record.namespace) or labelled or record.service or None
         resolved[record.cluster][record.namespace] = service

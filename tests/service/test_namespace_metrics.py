@@ -111,3 +111,37 @@ def test_the_family_passes_promtool_check_metrics(demo, limit):
     assert f"{FAMILY}{{".encode() in exposition
     checked = promtool_check(exposition)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.fixture(scope="module")
+def idle_unallocated(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The demo with each cluster's idle capacity as a namespace carried by no company (`idle: unallocated`)."""
+    directory = tmp_path_factory.mktemp("idle-metrics")
+    rules, usage = directory / "rules.yaml", directory / "usage.csv"
+    rules.write_text((DEMO / "rules.yaml").read_text().replace("\nidle: spread\n", "\nidle: unallocated\n"))
+    usage.write_text((DEMO / "usage-2026-10.csv").read_text()
+                     + "".join(f"{cluster},__idle__,,{10**17}\n" for cluster in ("prod", "stage", "data")))
+    url = f"sqlite:///{directory / 'runs.db'}"
+    allocate_run(url, bill=DEMO / "bill-2026-10.csv", period="2026-10", out=directory / "report.csv", rules=rules,
+                 usage=usage)
+    return url, directory / "report.csv"
+
+
+def test_idle_capacity_is_a_namespace_of_the_family_and_an_unallocated_reason(idle_unallocated):
+    url, report = idle_unallocated
+    with report.open(newline="") as handle:
+        idle_rows = {r["cluster"]: Decimal(r["amount"]) for r in csv.DictReader(handle) if r["category"] == "idle"}
+    found = namespace_samples(url)
+    idle = {dict(key)["cluster"]: Decimal(repr(value)) for key, value in found.items()
+            if dict(key)["cluster_namespace"] == "__idle__"}
+    assert idle == idle_rows and set(idle) == {"prod", "stage", "data"}
+    assert all(dict(key)["company"] == "" for key in found if dict(key)["cluster_namespace"] == "__idle__")
+
+    registry = CollectorRegistry()
+    registry.register(AllocationCollector(engine=open_store(url), job_stats=JobStats()))
+    samples = {s.name: s for family in registry.collect() for s in family.samples
+               if s.labels.get("reason") == "idle capacity of cluster 'prod'"}
+    assert samples["cz_unallocated_cost"].value == pytest.approx(float(idle_rows["prod"]), abs=0.005)
+    unallocated_total = next(s.value for family in registry.collect() for s in family.samples
+                             if s.name == "cz_unallocated_total_cost")
+    assert Decimal(repr(unallocated_total)) >= sum(idle_rows.values())
