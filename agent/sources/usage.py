@@ -34,6 +34,13 @@ def read_usage(path: Path, *, rules: Rules | None = None) -> list[NamespaceUsage
 
 def parse_usage(text: str, *, source: str) -> list[NamespaceUsage]:
     reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _parse_records(reader, source=source)
+    except csv.Error as e:
+        raise UsageError(f"{source}, row {reader.line_num}: not a CSV table: {e}") from e
+
+
+def _parse_records(reader: csv.DictReader, *, source: str) -> list[NamespaceUsage]:
     header = [name.strip() for name in reader.fieldnames or []]
     missing = [name for name in USAGE_COLUMNS if name not in header]
     if missing:

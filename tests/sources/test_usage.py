@@ -1,8 +1,12 @@
+import operator
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.errors import UsageError
+from agent.core.model import IDLE_NAMESPACE, NamespaceUsage
 from agent.core.rules import parse_rules
 from agent.sources.usage import format_usage, parse_usage, read_usage, usage_digest
 
@@ -104,3 +108,30 @@ def test_a_table_without_what_the_rules_split_a_cluster_by_is_refused(tmp_path, 
         read_usage(path, rules=parse_rules(rules))
     assert str(refused.value).startswith(f"{tmp_path}/u.csv: ")
     assert message in str(refused.value)
+
+
+names = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1,
+                max_size=12).filter(lambda name: name != IDLE_NAMESPACE)
+figures = st.one_of(st.none(), st.decimals(min_value=0, max_value=Decimal(10) ** 20, places=6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(names, names, st.one_of(st.none(), names), figures, figures, figures), max_size=8,
+                unique_by=lambda row: (row[0], row[1])))
+def test_a_table_written_out_reads_back_the_same(rows):
+    usage = [NamespaceUsage(cluster, namespace, memory, service, cpu, gpu)
+             for cluster, namespace, service, memory, cpu, gpu in rows if any(f is not None for f in (memory, cpu, gpu))]
+    # A table where no row measures memory has no memory figure at all to write: its cells are empty.
+    read = parse_usage(format_usage(usage), source="u.csv")
+    key = operator.attrgetter("cluster", "namespace")
+    assert sorted(read, key=key) == sorted(usage, key=key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_reads_as_a_table_or_fails_with_a_usage_error(text):
+    header = "cluster,namespace,service,memory_byte_seconds,cpu_core_seconds,gpu_device_seconds\n"
+    try:
+        parse_usage(header + text, source="u.csv")
+    except UsageError as e:
+        assert str(e).startswith("u.csv, row ")
