@@ -160,7 +160,7 @@ def _cluster_targets(
     missing = [] if shares is None else [
         _unattributable(rules, reason=f"no {resource} usage for cluster {cluster!r}", cluster=cluster, fraction=weight)
         for resource, weight in shares.missing.items()]
-    if shares is None or not shares.missing.keys() ^ rules.usage_basis(cluster).keys():
+    if shares is None or shares.missing.keys() == rules.usage_basis(cluster).keys():
         resources = " or ".join(rules.usage_basis(cluster))
         return [_unattributable(rules, reason=f"no {resources} usage for cluster {cluster!r}", cluster=cluster)]
     weights = shares.shares

@@ -155,9 +155,12 @@ def resource_measure(resource: str, *, basis: str, selector: str, step_seconds: 
                              cluster_memory_promql(basis, selector=selector, step_seconds=step_seconds),
                              step_seconds=step_seconds)
     if resource == "gpu":
-        held = gpus_held_promql(selector=selector, step_seconds=step_seconds, label_prefix=gpu_label_prefix)
-        return gauge_measure("gpu", f"count by (namespace) ({held})",
-                             f"count({gpus_held_promql(selector=selector, step_seconds=step_seconds, label_prefix=gpu_label_prefix, relabel=False)})",
+        def held(relabel: bool) -> str:
+            return gpus_held_promql(selector=selector, step_seconds=step_seconds, label_prefix=gpu_label_prefix,
+                                    relabel=relabel)
+
+        # The cluster's count needs no namespace, so no relabelling.
+        return gauge_measure("gpu", f"count by (namespace) ({held(True)})", f"count({held(False)})",
                              step_seconds=step_seconds)
     counter = CPU_COUNTER % _matchers(selector)
     return Measure(

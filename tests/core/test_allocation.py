@@ -209,7 +209,8 @@ def test_a_namespace_of_an_unknown_service_joins_the_common_pool_when_the_rules_
 
 BASIS_USAGE = [
     # memory 6:3:1, cpu 1:1:2, gpu 0:4:0, idle capacity 10 of memory, 4 of cpu, 4 of gpu
-    NamespaceUsage("prod", "mobile-api", Decimal(6), "mobile", cpu_core_seconds=Decimal(1), gpu_device_seconds=Decimal(0)),
+    NamespaceUsage("prod", "mobile-api", Decimal(6), "mobile", cpu_core_seconds=Decimal(1),
+                   gpu_device_seconds=Decimal(0)),
     NamespaceUsage("prod", "mcmp", Decimal(3), "mcmp", cpu_core_seconds=Decimal(1), gpu_device_seconds=Decimal(4)),
     NamespaceUsage("prod", "kube-system", Decimal(1), None, cpu_core_seconds=Decimal(2), gpu_device_seconds=Decimal(0)),
     NamespaceUsage("prod", "__idle__", Decimal(10), None, cpu_core_seconds=Decimal(4), gpu_device_seconds=Decimal(4)),

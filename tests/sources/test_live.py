@@ -115,7 +115,8 @@ def test_a_service_account_without_namespace_access_is_refused_clearly(
 def blended_rules(prometheus_url: str, idle: str) -> str:
     return rules_text(prometheus_url).replace(
         """selector: 'cluster="prod"'}""", """selector: 'cluster="prod"', usage_basis: {memory: 5, cpu: 3, gpu: 2}}"""
-    ).replace("""selector: 'cluster="stage"'}""", """selector: 'cluster="stage"', usage_basis: cpu}""") + f"idle: {idle}\n"
+    ).replace("""selector: 'cluster="stage"'}""", """selector: 'cluster="stage"', usage_basis: cpu}"""
+              ) + f"idle: {idle}\n"
 
 
 def idle_share(history, *, cluster: str, blend: dict[str, Fraction]) -> Fraction:

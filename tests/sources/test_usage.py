@@ -120,7 +120,8 @@ figures = st.one_of(st.none(), st.decimals(min_value=0, max_value=Decimal(10) **
                 unique_by=lambda row: (row[0], row[1])))
 def test_a_table_written_out_reads_back_the_same(rows):
     usage = [NamespaceUsage(cluster, namespace, memory, service, cpu, gpu)
-             for cluster, namespace, service, memory, cpu, gpu in rows if any(f is not None for f in (memory, cpu, gpu))]
+             for cluster, namespace, service, memory, cpu, gpu in rows
+             if any(figure is not None for figure in (memory, cpu, gpu))]
     # A table where no row measures memory has no memory figure at all to write: its cells are empty.
     read = parse_usage(format_usage(usage), source="u.csv")
     key = operator.attrgetter("cluster", "namespace")
