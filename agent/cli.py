@@ -307,6 +307,7 @@ def _diff(args: argparse.Namespace, *, settings: Settings, console: Console) -> 
 
 
 def _usage(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from agent.core.model import IDLE_NAMESPACE
     from agent.outputs import summary
     from agent.outputs.report import write_atomically
     from agent.sources.rules_file import load_rules
@@ -315,7 +316,8 @@ def _usage(args: argparse.Namespace, *, settings: Settings, console: Console) ->
     live = _live_usage(load_rules(args.rules), settings=settings, engine=_store(args, settings=settings),
                        period=args.period)
     write_atomically(args.out, format_usage(live.usage).encode())
-    console.print(f"usage of {len(live.usage)} namespaces in {len(live.coverage)} cluster(s) written to "
+    namespaces = sum(1 for record in live.usage if record.namespace != IDLE_NAMESPACE)
+    console.print(f"usage of {namespaces} namespaces in {len(live.coverage)} cluster(s) written to "
                   f"{args.out}", markup=False)
     summary.print_coverage(live.coverage, threshold=settings.coverage_warning_threshold, console=console)
     return 0

@@ -157,4 +157,5 @@ def test_cpu_gpu_blend_and_idle_capacity_end_to_end(prometheus_server: Prometheu
         dumped = {(r["cluster"], r["namespace"]): r for r in csv.DictReader(handle)}
     assert dumped[("prod", "ml")]["gpu_device_seconds"] == str(history.expected_gpu(cluster="prod")["ml"])
     assert dumped[("stage", "__idle__")]["gpu_device_seconds"] == ""
-    assert "reconciled" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "usage of 9 namespaces in 2 cluster(s)" in printed and "reconciled" in printed
