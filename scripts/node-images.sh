@@ -95,6 +95,8 @@ agent_archive() {
     archive="$images_dir/cz-allocation-agent-$image_id.tar"
     if [[ ! -f $archive ]]; then
         export_archive "$image_id" "$AGENT_IMAGE:test-$image_id" "$archive"
+        # An archive is the size of the image: only the latest is kept.
+        find "$images_dir" -name 'cz-allocation-agent-*.tar' ! -name "${archive##*/}" -delete
     fi
     echo "$AGENT_IMAGE:test-$image_id $archive"
 }

@@ -223,12 +223,26 @@ def test_the_pod_runs_as_the_chart_says_and_serves_the_report_prometheus_scrapes
             (target,) = query(prometheus, f'up{{job="{release.name}"}}')
             assert target["metric"]["pod"] == pod and target["value"][1] == "1"
 
-        client.CoreV1Api(admin).delete_namespaced_pod(pod, release.name)
-        (replacement,) = wait_for(lambda: [p for p in release.ready_pods() if p != pod],
-                                  what="the deleted pod's replacement to be Ready", timeout=POD_READY_SECONDS)
+        replacement = replace_pod(release, pod)
         assert release.report_csv(replacement) == report
         replaced = release.get(replacement, "/metrics")
         assert sample(replaced, "cz_bill_total_cost", period=PERIOD, currency="USD") == float(BILL_TOTAL)
+
+        # A new bill, and the pod deleted while it is imported and allocated: whichever pod finishes the work, the
+        # next one serves it.
+        release.exec(replacement, DROP_BILL, stdin=BILL + f"{PERIOD},mobile,10.00,USD\n")
+        last = replace_pod(release, replacement)
+        wait_for(lambda: sample(release.get(last, "/metrics"), "cz_bill_total_cost", period=PERIOD,
+                                currency="USD") == float(BILL_TOTAL + 10), what="the new bill's figures after the "
+                 "pod was deleted during its run", timeout=POD_READY_SECONDS)
+
+
+def replace_pod(release: PodRelease, pod: str) -> str:
+    """`pod` deleted (SIGTERM, the chart's grace period); the name of its Ready replacement."""
+    client.CoreV1Api(release.admin).delete_namespaced_pod(pod, release.name)
+    (replacement,) = wait_for(lambda: [p for p in release.ready_pods() if p != pod],
+                              what=f"{pod}'s replacement to be Ready", timeout=POD_READY_SECONDS)
+    return replacement
 
 
 def test_two_replicas_on_postgresql_elect_one_leader_and_expose_one_series_per_figure(
