@@ -34,6 +34,7 @@ EXTERNAL_IMAGE_ENV = "CZ_AGENT_TEST_IMAGE"
 EXTERNAL_HOST_ADDRESS_ENV = "CZ_AGENT_TEST_HOST_ADDRESS"
 READY_SECONDS = 120
 DRAIN_SECONDS = 60
+NETNS_SETTLE_SECONDS = 10
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 HOST_CONTAINERD_STATE = Path("/run/containerd")
 # The group the chart's pod runs with (podSecurityContext.fsGroup): what owns the volumes made here.
@@ -89,16 +90,8 @@ class KubeNode:
         Prometheus): on the node started here, the bridge's address, translated to the loopback one, the connection
         seen as from 127.0.0.1; for an external cluster, a TCP relay on $CZ_AGENT_TEST_HOST_ADDRESS."""
         if self.network is None:
-            host = os.environ.get(EXTERNAL_HOST_ADDRESS_ENV)
-            if not host:
-                pytest.fail(f"set {EXTERNAL_HOST_ADDRESS_ENV} to this machine's address as the cluster's pods reach "
-                            "it (kind: docker network inspect kind -f '{{(index .IPAM.Config 0).Gateway}}')",
-                            pytrace=False)
-            relay = TcpFaultProxy(("127.0.0.1", port), host=host)
-            try:
-                yield f"{host}:{relay.port}"
-            finally:
-                relay.stop()
+            with _relay_from_external_pods(port) as address:
+                yield address
             return
         network = self.network
         tcp = ["-p", "tcp", "--dport", str(port), "-m", "comment", "--comment", network.name]
@@ -131,6 +124,19 @@ class KubeNode:
             yield
         finally:
             core.delete_persistent_volume(name)
+
+
+@contextmanager
+def _relay_from_external_pods(port: int) -> Iterator[str]:
+    host = os.environ.get(EXTERNAL_HOST_ADDRESS_ENV)
+    if not host:
+        pytest.fail(f"set {EXTERNAL_HOST_ADDRESS_ENV} to this machine's address as the cluster's pods reach it "
+                    "(kind: docker network inspect kind -f '{{(index .IPAM.Config 0).Gateway}}')", pytrace=False)
+    relay = TcpFaultProxy(("127.0.0.1", port), host=host)
+    try:
+        yield f"{host}:{relay.port}"
+    finally:
+        relay.stop()
 
 
 @pytest.fixture(scope="session")
@@ -219,6 +225,7 @@ def _bridge(network: NodeNetwork) -> Iterator[None]:
     """The bridge made before the CNI plugin finds it: the API server's DNAT to 127.0.0.1 needs route_localnet on
     it from the first pod on. Afterwards the bridge goes, with the masquerading chains of any sandbox the CNI plugin
     never got to delete."""
+    started = time.time()
     _run("ip", "link", "add", network.bridge, "type", "bridge")
     try:
         _run("ip", "addr", "add", f"{network.gateway}/{network.subnet.prefixlen}", "dev", network.bridge)
@@ -226,15 +233,19 @@ def _bridge(network: NodeNetwork) -> Iterator[None]:
         Path(f"/proc/sys/net/ipv4/conf/{network.bridge}/route_localnet").write_text("1")
         yield
     finally:
-        _delete_orphan_netns()
+        _delete_orphan_netns(since=started)
         _delete_cni_chains(network.name)
         subprocess.run(["ip", "link", "del", network.bridge], capture_output=True)
 
 
-def _delete_orphan_netns() -> None:
-    """Network namespaces of sandboxes the kubelet never stopped: a CNI namespace no process is in any more (another
-    session's pods keep theirs)."""
+def _delete_orphan_netns(*, since: float) -> None:
+    """Network namespaces of sandboxes the kubelet never stopped: a CNI namespace made since the node started that
+    no process is in any more. Another session's pods keep theirs (the pause process is in it), and one it is making
+    right now is younger than NETNS_SETTLE_SECONDS."""
     for netns in Path("/run/netns").glob("cni-*"):
+        made = netns.stat().st_mtime
+        if not since <= made < time.time() - NETNS_SETTLE_SECONDS:
+            continue
         pids = subprocess.run(["ip", "netns", "pids", netns.name], capture_output=True, text=True).stdout
         if not pids.strip():
             subprocess.run(["ip", "netns", "del", netns.name], capture_output=True)
