@@ -3,11 +3,14 @@ kube-scheduler) joined to the tests' API server, with the agent's image built fr
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +37,7 @@ EXTERNAL_IMAGE_ENV = "CZ_AGENT_TEST_IMAGE"
 EXTERNAL_HOST_ADDRESS_ENV = "CZ_AGENT_TEST_HOST_ADDRESS"
 READY_SECONDS = 120
 DRAIN_SECONDS = 60
-NETNS_SETTLE_SECONDS = 10
+CNI_RESULTS = Path("/var/lib/cni/results")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 HOST_CONTAINERD_STATE = Path("/run/containerd")
 # The group the chart's pod runs with (podSecurityContext.fsGroup): what owns the volumes made here.
@@ -97,7 +100,8 @@ class KubeNode:
         tcp = ["-p", "tcp", "--dport", str(port), "-m", "comment", "--comment", network.name]
         rules = [["PREROUTING", "-s", str(network.subnet), "-d", network.gateway, *tcp,
                   "-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"],
-                 ["INPUT", "-s", str(network.subnet), "-d", "127.0.0.1", *tcp, "-j", "SNAT", "--to-source", "127.0.0.1"]]
+                 ["INPUT", "-s", str(network.subnet), "-d", "127.0.0.1", *tcp,
+                  "-j", "SNAT", "--to-source", "127.0.0.1"]]
         with _nat_rules(rules):
             yield f"{network.gateway}:{port}"
 
@@ -186,11 +190,12 @@ def started_node(api: KubeApiServer, *, bin_dir: Path, images: dict[str, Path]) 
         undo.enter_context(_bridge(network))
         undo.enter_context(_apiserver_vip(network, api_port=int(api.url.rpartition(":")[2])))
         cgroup_root = undo.enter_context(_cgroup_root(network.name))
-        socket = undo.enter_context(_containerd(workdir, network))
-        _import_images(socket, images, log_path=workdir / "ctr-import.log")
-        kubelet = undo.enter_context(_kubelet(bin_dir, api, workdir=workdir, socket=socket, cgroup_root=cgroup_root))
+        endpoint = undo.enter_context(_containerd(workdir, network))
+        _import_images(endpoint, images, log_path=workdir / "ctr-import.log")
+        kubelet = undo.enter_context(_kubelet(bin_dir, api, workdir=workdir, endpoint=endpoint,
+                                              cgroup_root=cgroup_root))
         # Runs before the kubelet stops: the pods' sandboxes, mounts and network go with them.
-        undo.callback(_drain, admin, socket=socket, kubelet=kubelet)
+        undo.callback(_drain, admin, endpoint=endpoint, kubelet=kubelet)
         _wait_node_ready(admin, credentials.node_name, kubelet=kubelet, logs=workdir / "kubelet.log")
         undo.enter_context(_controllers(bin_dir, api, workdir=workdir))
         (workdir / "volumes").mkdir()
@@ -225,7 +230,6 @@ def _bridge(network: NodeNetwork) -> Iterator[None]:
     """The bridge made before the CNI plugin finds it: the API server's DNAT to 127.0.0.1 needs route_localnet on
     it from the first pod on. Afterwards the bridge goes, with the masquerading chains of any sandbox the CNI plugin
     never got to delete."""
-    started = time.time()
     _run("ip", "link", "add", network.bridge, "type", "bridge")
     try:
         _run("ip", "addr", "add", f"{network.gateway}/{network.subnet.prefixlen}", "dev", network.bridge)
@@ -233,22 +237,18 @@ def _bridge(network: NodeNetwork) -> Iterator[None]:
         Path(f"/proc/sys/net/ipv4/conf/{network.bridge}/route_localnet").write_text("1")
         yield
     finally:
-        _delete_orphan_netns(since=started)
         _delete_cni_chains(network.name)
+        _delete_cni_results(network.name)
         subprocess.run(["ip", "link", "del", network.bridge], capture_output=True)
 
 
-def _delete_orphan_netns(*, since: float) -> None:
-    """Network namespaces of sandboxes the kubelet never stopped: a CNI namespace made since the node started that
-    no process is in any more. Another session's pods keep theirs (the pause process is in it), and one it is making
-    right now is younger than NETNS_SETTLE_SECONDS."""
-    for netns in Path("/run/netns").glob("cni-*"):
-        made = netns.stat().st_mtime
-        if not since <= made < time.time() - NETNS_SETTLE_SECONDS:
-            continue
-        pids = subprocess.run(["ip", "netns", "pids", netns.name], capture_output=True, text=True).stdout
-        if not pids.strip():
-            subprocess.run(["ip", "netns", "del", netns.name], capture_output=True)
+def _delete_cni_results(network_name: str) -> None:
+    """The CNI results cached (host-wide) for the sandboxes of the network that never got their CNI DEL, with those
+    of their loopback."""
+    for result in CNI_RESULTS.glob(f"{network_name}-*"):
+        sandbox = json.loads(result.read_text()).get("containerId", "")
+        for path in (result, CNI_RESULTS / f"cni-loopback-{sandbox}-lo"):
+            path.unlink(missing_ok=True)
 
 
 def _delete_cni_chains(network_name: str) -> None:
@@ -296,8 +296,9 @@ def _remove_empty_directories(top: Path) -> None:
 
 @contextmanager
 def _cgroup_root(name: str) -> Iterator[str]:
-    """The kubelet's cgroup root, its own in every hierarchy (cgroup v1 here): the pods' cgroups under it are
-    removed with it, and another session's kubelet keeps its own."""
+    """The kubelet's cgroup root, its own in every hierarchy (cgroup v1 here): another session's kubelet keeps its
+    own, and any process of this node's pods still alive at the end is found under it, killed, and the pods'
+    cgroups removed with it."""
     made = []
     try:
         for hierarchy in sorted(CGROUP_ROOT.iterdir()):
@@ -306,8 +307,22 @@ def _cgroup_root(name: str) -> Iterator[str]:
                 made.append(hierarchy / name)
         yield f"/{name}"
     finally:
+        _kill_cgroup_processes(made)
         for root in made:
             _remove_empty_directories(root)
+
+
+def _kill_cgroup_processes(roots: list[Path]) -> None:
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while time.monotonic() < deadline:
+        pids = {int(pid) for root in roots for procs in root.rglob("cgroup.procs")
+                for pid in procs.read_text().split()}
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
 
 
 @contextmanager
@@ -317,31 +332,58 @@ def _containerd(workdir: Path, network: NodeNetwork) -> Iterator[Path]:
     cni_dir = workdir / "cni"
     cni_dir.mkdir()
     (cni_dir / "10-bridge.conflist").write_text(json.dumps(_cni_conflist(network, ipam_dir=run_dir / "ipam")))
-    socket = run_dir / "containerd.sock"
+    endpoint = run_dir / "containerd.sock"
     config = workdir / "containerd.toml"
-    config.write_text(_containerd_config(run_dir, socket=socket, cni_dir=cni_dir))
+    config.write_text(_containerd_config(run_dir, endpoint=endpoint, cni_dir=cni_dir))
     log_path = workdir / "containerd.log"
     process = start_logged(["containerd", "--config", str(config)], log_path=log_path)
     try:
-        wait_for(lambda: _ctr(socket, "version").returncode == 0, what="containerd to serve", timeout=30,
+        wait_for(lambda: _ctr(endpoint, "version").returncode == 0, what="containerd to serve", timeout=30,
                  interval=0.1, process=process, logs=log_path)
-        yield socket
+        yield endpoint
     finally:
         stop_process(process)
-        _kill_shims(socket)
-        # containerd 1.6 keeps shim sockets and runc state under /run/containerd whatever its config says: what
-        # is left empty goes (another containerd's files stay).
+        _kill_shims(endpoint)
+        # containerd 1.6 keeps shim sockets and runc state under /run/containerd whatever its config says: this
+        # node's containers that outlived the drain (a dead kubelet) go, then whatever is left unused or empty
+        # (another containerd's files stay).
+        _delete_runc_containers(cgroup_root=network.name)
+        _remove_unserved_sockets(HOST_CONTAINERD_STATE / "s")
         _remove_empty_directories(HOST_CONTAINERD_STATE)
 
 
-def _containerd_config(run_dir: Path, *, socket: Path, cni_dir: Path) -> str:
+def _delete_runc_containers(*, cgroup_root: str) -> None:
+    """`runc delete --force` (kill, then remove its state and cgroups) of each container under the node's cgroup
+    root, and the network namespace a sandbox was given (CNI never deleted it)."""
+    for state_file in (HOST_CONTAINERD_STATE / "runc").glob("*/*/state.json"):
+        state = json.loads(state_file.read_text())
+        if not any(f"/{cgroup_root}/" in path for path in state.get("cgroup_paths", {}).values()):
+            continue
+        subprocess.run(["runc", "--root", str(state_file.parent.parent), "delete", "--force", state_file.parent.name],
+                       capture_output=True)
+        for namespace in state["config"].get("namespaces") or []:
+            if namespace["type"] == "NEWNET" and Path(namespace.get("path") or "/").parent.name == "netns":
+                subprocess.run(["ip", "netns", "del", Path(namespace["path"]).name], capture_output=True)
+
+
+def _remove_unserved_sockets(directory: Path) -> None:
+    """The sockets of shims that are gone: nothing accepts a connection on them any more."""
+    for path in directory.glob("*"):
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink()
+
+
+def _containerd_config(run_dir: Path, *, endpoint: Path, cni_dir: Path) -> str:
     # This VM's root lacks CAP_SYS_RESOURCE: runc fails the pause container when asked for oom_score_adj -998;
     # restrict_oom_score_adj clamps it to containerd's own.
     return f"""version = 2
 root = "{run_dir}/root"
 state = "{run_dir}/state"
 [grpc]
-  address = "{socket}"
+  address = "{endpoint}"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{run_dir}/opt"
 [plugins."io.containerd.grpc.v1.cri"]
@@ -370,21 +412,21 @@ def _cni_conflist(network: NodeNetwork, *, ipam_dir: Path) -> dict:
         {"type": "portmap", "capabilities": {"portMappings": True}}]}
 
 
-def _ctr(socket: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ctr", "--address", str(socket), "--namespace", "k8s.io", *args], capture_output=True,
+def _ctr(endpoint: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ctr", "--address", str(endpoint), "--namespace", "k8s.io", *args], capture_output=True,
                           text=True)
 
 
-def _import_images(socket: Path, images: dict[str, Path], *, log_path: Path) -> None:
+def _import_images(endpoint: Path, images: dict[str, Path], *, log_path: Path) -> None:
     for name, archive in images.items():
-        imported = _ctr(socket, "images", "import", str(archive))
+        imported = _ctr(endpoint, "images", "import", str(archive))
         log_path.open("a").write(imported.stdout + imported.stderr)
-        if imported.returncode != 0 or name not in _ctr(socket, "images", "list", "--quiet").stdout.split():
+        if imported.returncode != 0 or name not in _ctr(endpoint, "images", "list", "--quiet").stdout.split():
             pytest.fail(f"ctr images import {archive} did not load {name}:\n{imported.stderr}", pytrace=False)
 
 
-def _kill_shims(socket: Path) -> None:
-    """containerd's shims outlive it: those serving this socket go too."""
+def _kill_shims(containerd_socket: Path) -> None:
+    """containerd's shims outlive it: those serving this containerd go too."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -392,22 +434,20 @@ def _kill_shims(socket: Path) -> None:
             command = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if command and command[0].endswith(b"containerd-shim-runc-v2") and str(socket).encode() in command:
-            try:
-                os.kill(int(proc.name), 9)
-            except ProcessLookupError:
-                pass
+        if command and command[0].endswith(b"containerd-shim-runc-v2") and str(containerd_socket).encode() in command:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 @contextmanager
-def _kubelet(bin_dir: Path, api: KubeApiServer, *, workdir: Path, socket: Path,
+def _kubelet(bin_dir: Path, api: KubeApiServer, *, workdir: Path, endpoint: Path,
              cgroup_root: str) -> Iterator[subprocess.Popen[bytes]]:
     credentials = api.node_credentials
     assert credentials is not None
     kubeconfig = write_kubeconfig(workdir / "kubelet.kubeconfig", url=api.url, token=credentials.tokens["kubelet"],
                                   ca_file=api.ca_file)
     config = workdir / "kubelet.yaml"
-    config.write_text(yaml.safe_dump(_kubelet_config(credentials, workdir=workdir, socket=socket,
+    config.write_text(yaml.safe_dump(_kubelet_config(credentials, workdir=workdir, endpoint=endpoint,
                                                      cgroup_root=cgroup_root)))
     root = workdir / "kubelet"
     command = [bin_dir / "kubelet", f"--config={config}", f"--kubeconfig={kubeconfig}", f"--root-dir={root}",
@@ -438,12 +478,12 @@ def _delete_kubelet_chains() -> None:
                 subprocess.run([iptables, "-t", table, "-X", chain], capture_output=True)
 
 
-def _kubelet_config(credentials: NodeCredentials, *, workdir: Path, socket: Path, cgroup_root: str) -> dict:
+def _kubelet_config(credentials: NodeCredentials, *, workdir: Path, endpoint: Path, cgroup_root: str) -> dict:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
         # This host has cgroup v1 (v2 only at /sys/fs/cgroup/unified): v1beta1 refuses it by default since 1.35.
         "failCgroupV1": False, "cgroupDriver": "cgroupfs", "cgroupRoot": cgroup_root,
-        "containerRuntimeEndpoint": f"unix://{socket}", "podLogsDir": str(workdir / "pod-logs"),
+        "containerRuntimeEndpoint": f"unix://{endpoint}", "podLogsDir": str(workdir / "pod-logs"),
         "address": "0.0.0.0", "port": free_port(), "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1", "healthzPort": free_port(),
         "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
@@ -501,7 +541,7 @@ def _controllers(bin_dir: Path, api: KubeApiServer, *, workdir: Path) -> Iterato
         yield
 
 
-def _drain(admin: client.ApiClient, *, socket: Path, kubelet: subprocess.Popen) -> None:
+def _drain(admin: client.ApiClient, *, endpoint: Path, kubelet: subprocess.Popen) -> None:
     """Every pod deleted while the kubelet still runs: it stops their containers and sandboxes (CNI DEL, netns,
     mounts). The kubelet and containerd leave running pods behind when they stop."""
     if kubelet.poll() is not None:
@@ -514,7 +554,7 @@ def _drain(admin: client.ApiClient, *, socket: Path, kubelet: subprocess.Popen) 
             pass
     deadline = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < deadline:
-        if not _ctr(socket, "tasks", "list", "--quiet").stdout.strip() and not core.list_pod_for_all_namespaces().items:
+        if not (_ctr(endpoint, "tasks", "list", "--quiet").stdout.strip() or core.list_pod_for_all_namespaces().items):
             return
         time.sleep(0.3)
 
