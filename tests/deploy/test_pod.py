@@ -6,8 +6,6 @@ same figures; two replicas on PostgreSQL expose one series per figure."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import urllib.parse
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ from tests.support.fixtures_pg import PostgresServer
 from tests.support.fixtures_prom import PrometheusServer, running_prometheus
 from tests.support.http import http_get, sample
 from tests.support.processes import setup_script_output
+from tests.support.served import company_totals
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]
@@ -99,19 +98,12 @@ class PodRelease:
         return self.get(pod, f"/api/v1/allocations?period={PERIOD}&format=csv")
 
 
-def company_totals(report_csv: str) -> dict[str, Decimal]:
-    totals: dict[str, Decimal] = {}
-    for row in csv.DictReader(io.StringIO(report_csv)):
-        totals[row["company"]] = totals.get(row["company"], Decimal(0)) + Decimal(row["amount"])
-    return totals
-
-
 @contextmanager
 def installed(chart_tools: ChartTools, node: KubeNode, admin: client.ApiClient, *, name: str, values: dict,
               workdir: Path, access_mode: str = "ReadWriteOnce",
               secrets: dict[str, dict[str, str]] | None = None) -> Iterator[PodRelease]:
-    """helm install --wait into namespace `name` holding `secrets`, the chart's claim bound to a hostPath volume of
-    the node (the cluster's default storage class on an external one); everything deleted afterwards."""
+    """helm install --wait into namespace `name` holding `secrets`, with a real volume (_volume); everything deleted
+    afterwards."""
     core = client.CoreV1Api(admin)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     kubeconfig = ["--kubeconfig", str(node.api.kubeconfig)]
@@ -120,24 +112,32 @@ def installed(chart_tools: ChartTools, node: KubeNode, admin: client.ApiClient, 
         for secret, data in (secrets or {}).items():
             core.create_namespaced_secret(name, client.V1Secret(metadata=client.V1ObjectMeta(name=secret),
                                                                 string_data=data))
-        if node.volumes is not None:
-            values = {**values, "persistence": {"storageClassName": name, "accessModes": [access_mode]}}
-            undo.enter_context(node.host_path_volume(name, storage_class=name, access_mode=access_mode))
-        elif access_mode != "ReadWriteOnce":
-            # An external cluster's default class may have no ReadWriteMany (kind's local-path has not): the
-            # replicas share a ReadWriteOnce claim, which holds as long as they run on one node (kind's).
-            core.create_namespaced_persistent_volume_claim(name, client.V1PersistentVolumeClaim(
-                metadata=client.V1ObjectMeta(name=f"{name}-shared"), spec=client.V1PersistentVolumeClaimSpec(
-                    access_modes=["ReadWriteOnce"], resources=client.V1VolumeResourceRequirements(
-                        requests={"storage": "1Gi"}))))
-            values = {**values, "persistence": {"existingClaim": f"{name}-shared"}}
+        persistence = undo.enter_context(_volume(node, core, name=name, access_mode=access_mode))
         values_file = workdir / f"{name}-values.yaml"
-        values_file.write_text(yaml.safe_dump(values))
+        values_file.write_text(yaml.safe_dump(values | {"persistence": persistence}))
         undo.callback(chart_tools.run_helm, "uninstall", name, "--namespace", name, "--wait", *kubeconfig,
                       check=False)
         chart_tools.run_helm("install", name, str(CHART), "--namespace", name, "--values", str(values_file),
                              "--wait", "--timeout", f"{POD_READY_SECONDS}s", *kubeconfig)
         yield PodRelease(name=name, node=node, admin=admin)
+
+
+@contextmanager
+def _volume(node: KubeNode, core: client.CoreV1Api, *, name: str, access_mode: str) -> Iterator[dict]:
+    """The chart's `persistence` values: its claim bound to a hostPath volume of the node started here, else the
+    cluster's default storage class. That class may have no ReadWriteMany (kind's local-path has not): there the
+    replicas share a ReadWriteOnce claim made here, which holds as long as they run on one node (kind's)."""
+    if node.volumes is not None:
+        with node.host_path_volume(name, storage_class=name, access_mode=access_mode):
+            yield {"storageClassName": name, "accessModes": [access_mode]}
+    elif access_mode == "ReadWriteOnce":
+        yield {}
+    else:
+        core.create_namespaced_persistent_volume_claim(name, client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name=f"{name}-shared"), spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"],
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}))))
+        yield {"existingClaim": f"{name}-shared"}
 
 
 def agent_values(node: KubeNode, *, prometheus: str) -> dict:

@@ -117,17 +117,18 @@ class KubeNode:
         path.mkdir()
         os.chown(path, 0, owner_gid)
         path.chmod(0o2775)
-        core = client.CoreV1Api(_admin(self.api))
-        core.create_persistent_volume(client.V1PersistentVolume(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1PersistentVolumeSpec(
-                capacity={"storage": "2Gi"}, access_modes=[access_mode], storage_class_name=storage_class,
-                persistent_volume_reclaim_policy="Retain",
-                host_path=client.V1HostPathVolumeSource(path=str(path), type="Directory"))))
-        try:
-            yield
-        finally:
-            core.delete_persistent_volume(name)
+        with _admin(self.api) as admin:
+            core = client.CoreV1Api(admin)
+            core.create_persistent_volume(client.V1PersistentVolume(
+                metadata=client.V1ObjectMeta(name=name),
+                spec=client.V1PersistentVolumeSpec(
+                    capacity={"storage": "2Gi"}, access_modes=[access_mode], storage_class_name=storage_class,
+                    persistent_volume_reclaim_policy="Retain",
+                    host_path=client.V1HostPathVolumeSource(path=str(path), type="Directory"))))
+            try:
+                yield
+            finally:
+                core.delete_persistent_volume(name)
 
 
 @contextmanager
@@ -183,9 +184,9 @@ def started_node(api: KubeApiServer, *, bin_dir: Path, images: dict[str, Path]) 
     assert credentials is not None
     workdir = Path(tempfile.mkdtemp(prefix="cz-agent-node-"))
     network = _free_network(workdir)
-    admin = _admin(api)
     with ExitStack() as undo:
         undo.callback(shutil.rmtree, workdir, ignore_errors=True)
+        admin = undo.enter_context(_admin(api))
         undo.callback(_unmount_under, workdir)
         undo.enter_context(_bridge(network))
         undo.enter_context(_apiserver_vip(network, api_port=int(api.url.rpartition(":")[2])))
@@ -532,7 +533,7 @@ def _controllers(bin_dir: Path, api: KubeApiServer, *, workdir: Path) -> Iterato
         for name, args in commands.items():
             process = start_logged([bin_dir / name, *args], log_path=workdir / f"{name}.log")
             running.callback(stop_process, process)
-        admin = client.CoreV1Api(_admin(api))
+        admin = client.CoreV1Api(running.enter_context(_admin(api)))
         wait_for(lambda: admin.read_namespaced_service_account("default", "default")
                  and admin.read_namespaced_config_map("kube-root-ca.crt", "default"),
                  what="kube-controller-manager to make the default ServiceAccount and kube-root-ca.crt",
@@ -548,10 +549,8 @@ def _drain(admin: client.ApiClient, *, endpoint: Path, kubelet: subprocess.Popen
         return
     core = client.CoreV1Api(admin)
     for pod in core.list_pod_for_all_namespaces().items:
-        try:
+        with contextlib.suppress(client.ApiException):
             core.delete_namespaced_pod(pod.metadata.name, pod.metadata.namespace, grace_period_seconds=1)
-        except client.ApiException:
-            pass
     deadline = time.monotonic() + DRAIN_SECONDS
     while time.monotonic() < deadline:
         if not (_ctr(endpoint, "tasks", "list", "--quiet").stdout.strip() or core.list_pod_for_all_namespaces().items):
