@@ -8,8 +8,11 @@
 # sources, not read from the registry: `docker buildx imagetools inspect python:3.11.13-slim-bookworm` shows it.
 #
 # Build: docker build --build-arg REVISION="$(git rev-parse HEAD)" --build-arg SOURCE_URL=<the repository's URL> .
+# BASE_IMAGE replaces that base where the public registry is out of reach: the test node builds on a Debian
+# bookworm rootfs of Debian's python3 (scripts/node-images.sh), with `python` on its PATH as here.
 
-FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1 AS builder
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
+FROM ${BASE_IMAGE} AS builder
 ENV VIRTUAL_ENV=/opt/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -23,7 +26,7 @@ COPY pyproject.toml README.md ./
 COPY agent/ agent/
 RUN "$VIRTUAL_ENV/bin/pip" install --no-deps .
 
-FROM python:3.11.13-slim-bookworm@sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
+FROM ${BASE_IMAGE}
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -50,11 +50,18 @@ demo: venv
 # The real components the integration tests start: Prometheus (Debian package), etcd and kube-apiserver
 # (built from the Go module proxy once, then cached under ~/.cache/cz-agent), the object stores (moto from
 # PyPI in a virtualenv of its own, Azurite from npm, fake-gcs-server from the Go module proxy), and Trino (Maven
-# Central's server tarball, its Hive connector alone extracted; it runs on a Java 24 or later found on the machine).
+# Central's server tarball, its Hive connector alone extracted; it runs on a Java 24 or later found on the machine),
+# and the test node: Debian's containerd, runc and CNI plugins, kubelet, kubectl, kube-controller-manager and
+# kube-scheduler (Go module proxy, cached), the agent's image built from the Dockerfile by buildah on a debootstrap
+# rootfs, and a Prometheus with Kubernetes service discovery (Go module proxy, cached).
 infra:
 	scripts/install-prometheus.sh
 	scripts/install-postgres.sh
+	scripts/install-node.sh
 	scripts/kube-binaries.sh >/dev/null
+	scripts/kube-binaries.sh node >/dev/null
+	scripts/node-images.sh >/dev/null
+	scripts/prometheus-kubernetes.sh >/dev/null
 	scripts/helm-tools.sh >/dev/null
 	scripts/object-stores.sh >/dev/null
 	scripts/trino.sh >/dev/null

@@ -23,32 +23,7 @@ if bin_dir=$(server_bin_dir); then
     exit 0
 fi
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "install-postgres.sh: must run as root to apt-get install postgresql" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-
-# policy-rc.d exit code 101 keeps the postinst from starting the packaged cluster's daemon.
-policy=/usr/sbin/policy-rc.d
-added_policy=false
-if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    added_policy=true
-    trap 'rm -f "$policy"' EXIT
-fi
-
-if ! apt-cache show postgresql >/dev/null 2>&1; then
-    apt-get update -q
-fi
-apt-get install -y -q --no-install-recommends postgresql
-
-if $added_policy; then
-    rm -f "$policy"
-    trap - EXIT
-fi
+"$(dirname "$0")/apt-install.sh" postgresql
 
 # Belt and braces for systems whose postinst ignored the policy: stop the packaged cluster.
 if command -v service >/dev/null && service postgresql status >/dev/null 2>&1; then

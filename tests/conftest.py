@@ -10,13 +10,13 @@ import pytest
 
 pytest_plugins = ["tests.support.fixtures_prom", "tests.support.fixtures_kube",
                   "tests.support.fixtures_live", "tests.support.fixtures_pg", "tests.support.fixtures_objectstore",
-                  "tests.support.fixtures_trino"]
+                  "tests.support.fixtures_trino", "tests.support.fixtures_node"]
 
 TESTS = Path(__file__).resolve().parent
 # Fixtures that start a real server (or need one started): a test using any of them is an integration test.
 SERVER_FIXTURES = {"prometheus_server", "kube_apiserver", "postgres_server", "postgres_url", "admin",
                    "labelled_namespaces", "agent_kubeconfig", "agent", "object_store_tools", "s3_server",
-                   "azure_server", "gcs_server", "trino"}
+                   "azure_server", "gcs_server", "trino", "kube_node"}
 # Every test under these directories carries the marker.
 DIRECTORY_MARKERS = {"deploy": "deploy", "bench": "bench"}
 

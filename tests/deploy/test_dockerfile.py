@@ -64,8 +64,11 @@ class Stage:
 
 
 def stages(text: str) -> list[Stage]:
-    """The Dockerfile's stages, each with its instructions (continuation lines joined, comments dropped)."""
+    """The Dockerfile's stages, each with its instructions (continuation lines joined, comments dropped) and its
+    base with the defaults of the ARGs declared before the first FROM substituted (what a build without
+    --build-arg uses)."""
     found: list[Stage] = []
+    global_args = Stage(base="", name=None)
     logical = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
     for line in logical.splitlines():
         if not line.strip():
@@ -74,9 +77,11 @@ def stages(text: str) -> list[Stage]:
         instruction, arguments = instruction.upper(), " ".join(arguments.split())
         if instruction == "FROM":
             base, _, name = arguments.partition(" AS ")
+            for arg, default in global_args.args().items():
+                base = base.replace(f"${{{arg}}}", default or "")
             found.append(Stage(base=base, name=name or None))
         else:
-            found[-1].instructions.append((instruction, arguments))
+            (found[-1] if found else global_args).instructions.append((instruction, arguments))
     return found
 
 

@@ -4,8 +4,6 @@ figures already served."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import signal
 import urllib.parse
@@ -18,17 +16,10 @@ from agent.cli import main
 from tests.support.fixtures_live import BILL
 from tests.support.fixtures_prom import PrometheusServer, scraping_prometheus
 from tests.support.http import http_get, sample
-from tests.support.served import ServedAgent, drop_bill
+from tests.support.served import ServedAgent, company_totals, drop_bill
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def company_totals(report_csv: str) -> dict[str, Decimal]:
-    totals: dict[str, Decimal] = {}
-    for row in csv.DictReader(io.StringIO(report_csv)):
-        totals[row["company"]] = totals.get(row["company"], Decimal(0)) + Decimal(row["amount"])
-    return totals
 
 
 def test_serve_allocates_dropped_bills_and_keeps_serving_through_a_source_failure(

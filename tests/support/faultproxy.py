@@ -142,12 +142,13 @@ class HttpFaultProxy:
 
 
 class TcpFaultProxy:
-    """A TCP proxy to `upstream` (TLS passes through untouched) on a fixed port that can be `stopped`
+    """A TCP proxy to `upstream` (TLS passes through untouched) on a fixed port of `host` that can be `stopped`
     (connections refused, open ones cut: a stopped server), `hung` (connections accepted, nothing
     forwarded: a frozen server) and resumed on the same port."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], *, host: str = "127.0.0.1") -> None:
         self.upstream = upstream
+        self.host = host
         self.hung = False
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
@@ -157,7 +158,7 @@ class TcpFaultProxy:
     def _listen(self, port: int) -> int:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
+        listener.bind((self.host, port))
         listener.listen(16)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()

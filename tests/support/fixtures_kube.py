@@ -1,4 +1,5 @@
-"""Session fixtures: a real Kubernetes API server (etcd + kube-apiserver, started as envtest does)."""
+"""Session fixtures: a real Kubernetes API server (etcd + kube-apiserver, started as envtest does, plus what a node
+joining it needs: tests/support/fixtures_node.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,14 +19,34 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from tests.support.logs import last_lines
 from tests.support.ports import free_port
-from tests.support.processes import start_logged, stop_process
+from tests.support.processes import setup_script_output, start_logged, stop_process
 from tests.support.waiting import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXTERNAL_KUBECONFIG_ENV = "CZ_AGENT_TEST_KUBECONFIG"
 KUBE_BIN_ENV = "CZ_AGENT_KUBE_BIN"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+NODE_NAME = "cz-test-node"
+# The identities of the node's components, each with its own token: the kubelet as a member of system:nodes (the
+# Node authorizer limits it to its own node's objects), the controller-manager and the scheduler as the users their
+# built-in ClusterRoles are bound to.
+NODE_COMPONENT_USERS = {
+    "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+    "kube-controller-manager": ("system:kube-controller-manager", ""),
+    "kube-scheduler": ("system:kube-scheduler", ""),
+}
+
+
+@dataclass(frozen=True)
+class NodeCredentials:
+    """What the test node needs from the API server it joins: a token per component (NODE_COMPONENT_USERS), the CA
+    the kubelet trusts for the API server's client certificate (logs, exec) and the ServiceAccount signing key."""
+
+    node_name: str
+    tokens: Mapping[str, str]
+    kubelet_client_ca: Path
+    service_account_key: Path
 
 
 @dataclass(frozen=True)
@@ -36,6 +57,8 @@ class KubeApiServer:
     url: str
     token: str | None
     ca_file: Path | None
+    # None for an external cluster: its nodes are its own.
+    node_credentials: NodeCredentials | None = None
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +68,13 @@ def kube_apiserver() -> Iterator[KubeApiServer]:
     if external:
         yield _external_cluster(Path(external))
         return
+    with started_apiserver() as server:
+        yield server
+
+
+@contextmanager
+def started_apiserver() -> Iterator[KubeApiServer]:
+    """etcd and kube-apiserver in a temporary directory, stopped and removed afterwards."""
     bin_dir = _kube_bin_dir()
     with tempfile.TemporaryDirectory(prefix="cz-agent-kube-") as workdir, ExitStack() as processes:
         etcd_url = processes.enter_context(_etcd(bin_dir / "etcd", workdir=Path(workdir)))
@@ -107,12 +137,7 @@ def _kube_bin_dir() -> Path:
     if KUBE_BIN_ENV in os.environ:
         return Path(os.environ[KUBE_BIN_ENV])
     # A cold build takes many minutes; CI runs the script before pytest so this only finds the cache.
-    built = subprocess.run([str(REPO_ROOT / "scripts" / "kube-binaries.sh")], capture_output=True, text=True,
-                           check=False)
-    if built.returncode != 0:
-        pytest.fail(f"scripts/kube-binaries.sh failed ({built.returncode}):\n{last_lines(built.stderr)}",
-                    pytrace=False)
-    return Path(built.stdout.strip())
+    return Path(setup_script_output(REPO_ROOT / "scripts" / "kube-binaries.sh").strip())
 
 
 @contextmanager
@@ -140,15 +165,22 @@ def _apiserver(binary: Path, *, etcd_url: str, workdir: Path) -> Iterator[KubeAp
     token = secrets.token_hex(16)
     cert_dir = workdir / "apiserver-certs"
     service_account_key = _service_account_key(workdir)
+    node = NodeCredentials(node_name=NODE_NAME, tokens={name: secrets.token_hex(16) for name in NODE_COMPONENT_USERS},
+                           kubelet_client_ca=workdir / "kubelet-client-ca.crt", service_account_key=service_account_key)
+    kubelet_client = _kubelet_client_certificate(workdir, ca=node.kubelet_client_ca)
     command = [
         str(binary), f"--etcd-servers={etcd_url}", f"--cert-dir={cert_dir}", f"--secure-port={port}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--service-cluster-ip-range=10.0.0.0/24",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+        f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         # A loopback advertise address is only allowed without the `kubernetes` Service endpoint reconciler.
         "--endpoint-reconciler-type=none",
-        "--authorization-mode=RBAC", f"--token-auth-file={_token_file(workdir, token)}",
+        "--authorization-mode=Node,RBAC", f"--token-auth-file={_token_file(workdir, token, node)}",
         f"--service-account-issuer={url}",
         f"--service-account-key-file={service_account_key}",
         f"--service-account-signing-key-file={service_account_key}",
+        # logs and exec: the API server calls the kubelet at the address it reports, with this certificate.
+        "--kubelet-preferred-address-types=InternalIP,Hostname",
+        f"--kubelet-client-certificate={kubelet_client}.crt", f"--kubelet-client-key={kubelet_client}.key",
     ]
     log_path = workdir / "kube-apiserver.log"
     # The apiserver writes a self-signed serving certificate (with its CA) here at start-up.
@@ -157,13 +189,31 @@ def _apiserver(binary: Path, *, etcd_url: str, workdir: Path) -> Iterator[KubeAp
         wait_for(lambda: _http_ok(f"{url}/readyz", token=token, ca_file=ca_file), what="kube-apiserver to be ready",
                  timeout=120, interval=0.25, process=process, logs=log_path)
         kubeconfig = write_kubeconfig(workdir / "admin.kubeconfig", url=url, token=token, ca_file=ca_file)
-        yield KubeApiServer(kubeconfig=kubeconfig, url=url, token=token, ca_file=ca_file)
+        yield KubeApiServer(kubeconfig=kubeconfig, url=url, token=token, ca_file=ca_file, node_credentials=node)
 
 
-def _token_file(workdir: Path, token: str) -> Path:
+def _token_file(workdir: Path, token: str, node: NodeCredentials) -> Path:
     path = workdir / "tokens.csv"
-    path.write_text(f'{token},admin,admin,"system:masters"\n', encoding="utf-8")
+    lines = [f'{token},admin,admin,"system:masters"']
+    lines += [f'{node.tokens[name]},{user},{name},"{group}"' for name, (user, group) in NODE_COMPONENT_USERS.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _kubelet_client_certificate(workdir: Path, *, ca: Path) -> Path:
+    """A CA (written to `ca`) and the client certificate it signs for the API server's calls to the kubelet, as
+    system:masters; returns the certificate's path without its .crt/.key suffix."""
+    stem = workdir / "apiserver-kubelet-client"
+    ca_key = ca.with_suffix(".key")
+    for command in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+             "-subj", "/CN=cz-test-kubelet-client-ca"],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{stem}.key", "-out", f"{stem}.csr",
+             "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client"],
+            ["x509", "-req", "-in", f"{stem}.csr", "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
+             "-out", f"{stem}.crt"]):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return stem
 
 
 def _service_account_key(workdir: Path) -> Path:

@@ -146,10 +146,11 @@ def scraping_prometheus(target: str, *, workdir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def running_prometheus(scrape_configs: list[dict], *, workdir: Path, name: str) -> Iterator[str]:
-    """A Prometheus with these scrape configs, scraping every second, its files under workdir/name*; yields
-    its URL once ready and stops it afterwards."""
-    prometheus, _ = ensure_prometheus()
+def running_prometheus(scrape_configs: list[dict], *, workdir: Path, name: str,
+                       binary: str | None = None) -> Iterator[str]:
+    """A Prometheus (Debian's unless `binary`) with these scrape configs, scraping every second, its files under
+    workdir/name*; yields its URL once ready and stops it afterwards."""
+    prometheus = binary or ensure_prometheus()[0]
     config = workdir / f"{name}.yml"
     config.write_text(json.dumps({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
                                   "scrape_configs": scrape_configs}))

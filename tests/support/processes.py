@@ -7,6 +7,10 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
+from tests.support.logs import last_lines
+
 
 def start_logged(command: Sequence[str | Path], *, log_path: Path, append: bool = False,
                  env: Mapping[str, str] | None = None, **popen: object) -> subprocess.Popen[bytes]:
@@ -27,3 +31,13 @@ def stop_process(process: subprocess.Popen, *, sig: int = signal.SIGTERM, timeou
             process.kill()
             process.wait()
     return process.returncode
+
+
+def setup_script_output(script: Path, *args: str) -> str:
+    """The stdout of a set-up script of scripts/ (a build or an install, a no-op once done); its failure fails the
+    test with the end of its stderr."""
+    done = subprocess.run(["bash", str(script), *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"{script.relative_to(script.parents[1])} {' '.join(args)} failed ({done.returncode}):\n"
+                    f"{last_lines(done.stderr)}", pytrace=False)
+    return done.stdout

@@ -3,6 +3,8 @@ stopped with SIGTERM (then killed), and its log read. The one place the tests st
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -10,6 +12,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from tests.support.http import http_get, sample
@@ -105,3 +108,11 @@ def drop_bill(inbox: Path, text: str, *, name: str = "bill-2026-09.csv") -> None
     partial = inbox / f".{name}.part"
     partial.write_text(text)
     partial.rename(inbox / name)
+
+
+def company_totals(report_csv: str) -> dict[str, Decimal]:
+    """A report CSV's amounts summed by company."""
+    totals: dict[str, Decimal] = {}
+    for row in csv.DictReader(io.StringIO(report_csv)):
+        totals[row["company"]] = totals.get(row["company"], Decimal(0)) + Decimal(row["amount"])
+    return totals
