@@ -1,4 +1,5 @@
-"""A small run of the usage-fetch benchmark: it still runs, its two sides agree, and it reports the ratios."""
+"""A small run of the usage-fetch benchmark: it still runs for every basis, its two sides agree, and it reports the
+ratios."""
 
 from __future__ import annotations
 
@@ -21,5 +22,10 @@ def test_usage_fetch_benchmark_smoke():
     result = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     report = Path(result.stdout.strip().splitlines()[-1]).read_text()
-    assert "**ratio ours / floor**" in report
     assert "5 namespaces" in report
+    # One results table per basis, each with its floor query and its ratio.
+    assert report.count("**ratio ours / floor**") == 3
+    for basis in ("memory", "cpu", "gpu"):
+        assert f"\n## {basis}\n" in report
+        assert f"- {basis} floor, sent directly" in report
+        assert f"{basis} **" in report.split("\n## Machine")[0]
