@@ -775,8 +775,10 @@ def reading(*, ours: Side, floor: Side, costs: QueryCosts) -> str:
         "server-side and returns one number per namespace. Ours computes the same integral cut into one "
         f"per-namespace query per day plus one cluster aggregates query per day (the steps with data, for the "
         f"coverage, and the cluster total that cross-checks the namespaces), {ours.requests} requests "
-        f"instead of {floor.requests}: the extra time is the aggregates queries and the per-request round trips "
-        "and JSON parsing, and the extra bytes are one result per namespace per day instead of per period. In "
+        f"instead of {floor.requests}, {prom.WINDOW_CONCURRENCY} days at a time (Prometheus evaluates a query on "
+        "one core): the aggregates queries and the per-request round trips and JSON parsing cost time, asking days "
+        "side by side wins some back, and the extra bytes are one result per namespace per day instead of per "
+        "period. In "
         "return no single query touches more than a day of samples, so its cost on the server is bounded "
         f"whatever the period.{_limit_note(costs)}"
     )
