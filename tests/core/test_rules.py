@@ -1,5 +1,6 @@
 import re
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 import yaml
@@ -131,3 +132,27 @@ def test_a_bill_table_needs_its_engine_and_a_whole_name(bill, error):
         BillColumns(**bill)
     assert BillColumns(engine="trino", table="hive.bills.cur").table == "hive.bills.cur"
     assert BillColumns(engine="athena", table="awsdatacatalog.bills.cur").engine == "athena"
+
+
+@pytest.mark.parametrize(("basis", "message"), [
+    ("tpu", "clusters.prod.usage_basis: unknown resource 'tpu'; expected memory, cpu, gpu or a blend such as"),
+    ("{memory: 1, disk: 2}", "clusters.prod.usage_basis: unknown resource 'disk'"),
+    ("{}", "clusters.prod.usage_basis: an empty blend"),
+    ("[cpu]", "clusters.prod.usage_basis: unknown resource ['cpu']"),
+    ("3", "clusters.prod.usage_basis: unknown resource 3"),
+    ("{memory: 0, cpu: 0}", "clusters.prod.usage_basis: weights must not all be 0"),
+    ("{memory: -1, cpu: 2}", "clusters.prod.usage_basis.memory: weight must be >= 0"),
+])
+def test_a_usage_basis_names_known_resources_with_sound_weights(basis, message):
+    with pytest.raises(RulesError) as refused:
+        parse_rules(BASE + f"clusters: {{prod: {{usage_basis: {basis}}}}}\n")
+    assert message in str(refused.value)
+
+
+def test_a_blend_is_normalised_and_zero_weights_dropped_and_a_cluster_without_one_weighs_memory():
+    rules = parse_rules(BASE + "idle: unallocated\nclusters: {prod: {usage_basis: {memory: 3, cpu: 1, gpu: 0}}}\n")
+    assert rules.usage_basis("prod") == {"memory": Fraction(3, 4), "cpu": Fraction(1, 4)}
+    assert rules.usage_basis("stage") == {"memory": Fraction(1)}
+    assert rules.idle == "unallocated"
+    with pytest.raises(RulesError, match="idle: Input should be 'spread', 'common' or 'unallocated'"):
+        parse_rules(BASE + "idle: hidden\n")
