@@ -3,21 +3,15 @@ other's split groups, and the report gives the ratios, the start-up time and the
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.bench import smoke_report
 
 pytestmark = pytest.mark.bench
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bill_import.py"
-
 
 def test_bill_import_benchmark_smoke():
-    result = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = Path(result.stdout.strip().splitlines()[-1]).read_text()
+    report = smoke_report("bill_import.py", timeout=600)
     assert "| bill | lines | ours wall s | floor wall s | ours/floor |" in report
     for shape in ("native", "focus", "cur"):
         assert f"| {shape} | 20,000 | " in report

@@ -4,16 +4,13 @@ services, its idle memory and scrape latency reported, and every period, company
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.bench import smoke_report
+
 # The benchmark starts a real `cz-agent serve`.
 pytestmark = [pytest.mark.bench, pytest.mark.integration]
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_footprint.py"
 
 
 def figure(report: str, label: str, goal: str) -> float:
@@ -25,9 +22,7 @@ def figure(report: str, label: str, goal: str) -> float:
 
 
 def test_serve_footprint_benchmark_smoke():
-    result = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = Path(result.stdout.strip().splitlines()[-1]).read_text()
+    report = smoke_report("serve_footprint.py", timeout=300)
     assert 20 < figure(report, "idle RSS, 1 s after the first answer, MiB", "150") < 2000
     assert 0 < figure(report, "/metrics p99 of 20 scrapes, ms", "100") < 10_000
     assert "2 periods (2025-11 to 2025-12), 3 companies, 4 services" in report

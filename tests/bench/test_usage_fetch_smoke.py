@@ -3,25 +3,18 @@ ratios."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.bench import smoke_report
 from tests.support.fixtures_prom import ensure_prometheus
 
 # The benchmark starts a real Prometheus.
 pytestmark = [pytest.mark.bench, pytest.mark.integration]
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "usage_fetch.py"
-
 
 def test_usage_fetch_benchmark_smoke():
     ensure_prometheus()
-    result = subprocess.run([sys.executable, str(BENCH), "--smoke"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = Path(result.stdout.strip().splitlines()[-1]).read_text()
+    report = smoke_report("usage_fetch.py", timeout=300)
     assert "5 namespaces" in report
     # One results table per basis, each with its floor query and its ratio.
     assert report.count("**ratio ours / floor**") == 3
