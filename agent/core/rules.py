@@ -59,15 +59,11 @@ class ClusterSource(_Strict):
         return basis if isinstance(basis, str) else _check_weights(basis)
 
     def basis_weights(self) -> dict[str, Fraction]:
-        """Each resource's weight in the blend, adding up to 1."""
-        return blend_weights(self.usage_basis)
-
-
-def blend_weights(basis: str | dict[str, Decimal]) -> dict[str, Fraction]:
-    if isinstance(basis, str):
-        return {basis: Fraction(1)}
-    total = sum(Fraction(w) for w in basis.values())
-    return {resource: Fraction(w) / total for resource, w in basis.items() if w}
+        """Each resource's weight in the blend, adding up to 1; a resource of weight 0 is left out."""
+        if isinstance(self.usage_basis, str):
+            return {self.usage_basis: Fraction(1)}
+        total = sum(Fraction(w) for w in self.usage_basis.values())
+        return {resource: Fraction(w) / total for resource, w in self.usage_basis.items() if w}
 
 
 class BillColumns(_Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
@@ -57,9 +58,10 @@ def _parse_records(reader: csv.DictReader, *, source: str) -> list[NamespaceUsag
 def check_usage_measures(usage: list[NamespaceUsage], *, rules: Rules, source: str) -> None:
     """Each cluster's usage must hold every resource its usage basis weighs, and its idle capacity row where the
     rules give idle capacity a category of its own."""
-    clusters = sorted({record.cluster for record in usage})
-    for cluster in clusters:
-        records = [record for record in usage if record.cluster == cluster]
+    by_cluster: dict[str, list[NamespaceUsage]] = defaultdict(list)
+    for record in usage:
+        by_cluster[record.cluster].append(record)
+    for cluster, records in sorted(by_cluster.items()):
         idle = next((record for record in records if record.namespace == IDLE_NAMESPACE), None)
         for resource in rules.usage_basis(cluster):
             column = RESOURCE_UNITS[resource]
