@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 OUTCOMES = ("success", "failure")
 OTHER = "other"
 ROW_STATUSES = ("accepted", "rejected", "out_of_period")
+# The categories of cluster cost, split by namespace.
+NAMESPACE_CATEGORIES = ("cluster", "idle")
 # The only contributions the run families read (cz_unallocated_cost, cz_allocation_namespace_cost): a run's
 # others are not loaded. Idle capacity is in both: a namespace of its own, carried by no company under
 # `idle: unallocated`.
-RUN_CATEGORIES = ("unallocated", "cluster", "idle")
-# The categories of cluster cost, split by namespace.
-NAMESPACE_CATEGORIES = ("cluster", "idle")
+RUN_CATEGORIES = ("unallocated", *NAMESPACE_CATEGORIES)
 NAMESPACE_FAMILY = "cz_allocation_namespace_cost"
 
 # label tuple -> exact value; converted to float only when the family is emitted.
