@@ -155,12 +155,8 @@ def resource_measure(resource: str, *, basis: str, selector: str, step_seconds: 
                              cluster_memory_promql(basis, selector=selector, step_seconds=step_seconds),
                              step_seconds=step_seconds)
     if resource == "gpu":
-        def held(relabel: bool) -> str:
-            return gpus_held_promql(selector=selector, step_seconds=step_seconds, label_prefix=gpu_label_prefix,
-                                    relabel=relabel)
-
-        # The cluster's count needs no namespace, so no relabelling.
-        return gauge_measure("gpu", f"count by (namespace) ({held(True)})", f"count({held(False)})",
+        held = gpus_held_promql(selector=selector, step_seconds=step_seconds, label_prefix=gpu_label_prefix)
+        return gauge_measure("gpu", namespace_gpus_promql(held, label_prefix=gpu_label_prefix), f"count({held})",
                              step_seconds=step_seconds)
     counter = CPU_COUNTER % _matchers(selector)
     return Measure(
@@ -273,14 +269,19 @@ def cluster_memory_promql(basis: str, *, selector: str, step_seconds: int) -> st
     return f"sum(last_over_time({series % _matchers(selector)}{_lookback(step_seconds)}))"
 
 
-def gpus_held_promql(*, selector: str, step_seconds: int, label_prefix: str, relabel: bool = True) -> str:
-    """PromQL for the GPUs pods hold at one resolution step, one series each, labelled with the pod's namespace. The
-    DCGM exporter labels a GPU with its pod's `namespace` and `pod`; scraped without honor_labels, Prometheus renames
-    them `exported_namespace` and `exported_pod` (`label_prefix`), and `namespace` is then the exporter's own."""
-    held = f"last_over_time({GPU_METRIC}{{{label_prefix}pod!=\"\"{_matchers(selector)}}}{_lookback(step_seconds)})"
-    if label_prefix and relabel:
+def gpus_held_promql(*, selector: str, step_seconds: int, label_prefix: str) -> str:
+    """PromQL for the GPUs pods hold at one resolution step, one series each. The DCGM exporter labels a GPU with its
+    pod's `namespace` and `pod`; scraped without honor_labels, Prometheus renames them `exported_namespace` and
+    `exported_pod` (`label_prefix`), and `namespace` is then the exporter's own."""
+    return f"last_over_time({GPU_METRIC}{{{label_prefix}pod!=\"\"{_matchers(selector)}}}{_lookback(step_seconds)})"
+
+
+def namespace_gpus_promql(held: str, *, label_prefix: str) -> str:
+    """PromQL for the GPUs each namespace's pods hold, from `gpus_held_promql`: the pod's namespace label moved back
+    to `namespace` where it arrives prefixed."""
+    if label_prefix:
         held = f'label_replace({held}, "namespace", "$1", "{label_prefix}namespace", "(.*)")'
-    return held
+    return f"count by (namespace) ({held})"
 
 
 def cluster_aggregates_promql(cluster_expression: str, *, window_ms: int, step_seconds: int) -> str:
