@@ -58,6 +58,10 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 # Days queried at once. Prometheus evaluates a query on one core and runs up to 20 at a time by default.
 WINDOW_CONCURRENCY = 2
+# How often a counter's coverage is sampled: whether the cluster had a sample within the step before each such
+# moment. A counter loses nothing between its samples (its increase spans a gap), so its coverage only tells whether
+# the cluster was scraped, and asking it at every step would cost twice the counter's own integral.
+COUNTER_COVERAGE_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -81,18 +85,22 @@ class ClusterUsage:
 
     cluster: str
     usage: list[NamespaceUsage]  # service=None: the namespace map comes from Kubernetes
-    coverage: float  # fraction of the period's resolution steps with any data, 0..1 (the least of the resources)
+    # Fraction of the period with any data, 0..1, counted at each resource's coverage resolution (a gauge's step, a
+    # counter's COUNTER_COVERAGE_SECONDS); the least of the resources.
+    coverage: float
 
 
 @dataclass(frozen=True)
 class Measure:
     """How one quantity's use over a window is asked of Prometheus: per namespace, and for the whole cluster (its
-    total and its steps with data, as `cluster_aggregates` answers), in units of `scale` seconds."""
+    total and its steps with data, as `cluster_aggregates` answers), in units of `scale` seconds; the steps with data
+    are counted every `coverage_seconds`."""
 
     name: str
     per_namespace: Callable[[int], str]  # window length in ms -> PromQL
     aggregates: Callable[[int], str]
     scale: int
+    coverage_seconds: int
 
 
 @dataclass(frozen=True)
@@ -127,16 +135,17 @@ def query_usage(
     end_ms = max(start_ms, _milliseconds(min(end, now or datetime.now(UTC))))
     used: dict[str, dict[str, Decimal]] = {}
     coverages: list[float] = []
-    step_count = _steps_in(start_ms, end_ms, step_seconds * 1000)
+    period_seconds = Decimal(_steps_in(start_ms, end_ms, step_seconds * 1000) * step_seconds)
     with requests.Session() as session:
         server = _server(target, session)
         for resource in resources:
             measure = resource_measure(resource, basis=basis, selector=target.selector, step_seconds=step_seconds,
                                        gpu_label_prefix=gpu_label_prefix)
             capacity = capacity_measure(resource, selector=target.selector, step_seconds=step_seconds) if idle else None
-            amounts, covered_steps = _sum_windows(server, measure, capacity, start_ms=start_ms, end_ms=end_ms)
+            amounts, covered_seconds = _sum_windows(server, measure, capacity, start_ms=start_ms, end_ms=end_ms)
             used[resource] = amounts
-            coverages.append(float(covered_steps / step_count) if step_count else 0.0)
+            # A counter's coarser steps may reach past a period that ends between two of them.
+            coverages.append(float(min(covered_seconds / period_seconds, Decimal(1))) if period_seconds else 0.0)
     namespaces = sorted({namespace for amounts in used.values() for namespace in amounts})
     unmeasured = dict.fromkeys(RESOURCE_UNITS.values())
     usage = [
@@ -159,15 +168,17 @@ def resource_measure(resource: str, *, basis: str, selector: str, step_seconds: 
         return gauge_measure("gpu", namespace_gpus_promql(held, label_prefix=gpu_label_prefix), f"count({held})",
                              step_seconds=step_seconds)
     counter = CPU_COUNTER % _matchers(selector)
+    coverage_seconds = max(step_seconds, COUNTER_COVERAGE_SECONDS)
     return Measure(
         name="cpu",
         per_namespace=lambda window_ms: f"sum by (namespace) (increase({counter}[{window_ms}ms]))",
-        # The steps with a sample tell the coverage; the total is the same increase, summed independently.
+        # The coverage's moments with a sample; the total is the same increase, summed independently.
         aggregates=lambda window_ms: cluster_aggregates(
             steps=window_query("count_over_time", f"sum(last_over_time({counter}{_lookback(step_seconds)}))",
-                               window_ms=window_ms, step_seconds=step_seconds),
+                               window_ms=window_ms, step_seconds=coverage_seconds),
             total=f"sum(increase({counter}[{window_ms}ms]))"),
         scale=1,
+        coverage_seconds=coverage_seconds,
     )
 
 
@@ -188,16 +199,17 @@ def gauge_measure(name: str, per_namespace: str, cluster: str, *, step_seconds: 
         aggregates=lambda window_ms: cluster_aggregates_promql(cluster, window_ms=window_ms,
                                                                step_seconds=step_seconds),
         scale=step_seconds,
+        coverage_seconds=step_seconds,
     )
 
 
 def _sum_windows(server: _Server, measure: Measure, capacity: Measure | None, *, start_ms: int,
                  end_ms: int) -> tuple[dict[str, Decimal], Decimal]:
-    """The measure's per-namespace totals over the period (in seconds), and how many steps had data; with a
+    """The measure's per-namespace totals over the period (in seconds), and how many seconds had data; with a
     capacity, the idle capacity too (namespace IDLE_NAMESPACE), counted day by day and never below zero. A few days
     are asked at once: each query is single-threaded on the server."""
     totals: dict[str, Decimal] = defaultdict(Decimal)
-    covered_steps = Decimal(0)
+    covered_seconds = Decimal(0)
     capacity_steps = Decimal(0)
     windows = day_windows(start_ms, end_ms)
 
@@ -212,7 +224,7 @@ def _sum_windows(server: _Server, measure: Measure, capacity: Measure | None, *,
         for answer, offered in pool.map(ask, windows):
             for namespace, value in answer.namespaces.items():
                 totals[namespace] += value * measure.scale
-            covered_steps += answer.steps
+            covered_seconds += answer.steps * measure.coverage_seconds
             if capacity is not None:
                 capacity_steps += offered.get("steps", Decimal(0))
                 idle = offered.get("total", Decimal(0)) * capacity.scale - answer.total * measure.scale
@@ -220,7 +232,7 @@ def _sum_windows(server: _Server, measure: Measure, capacity: Measure | None, *,
     if capacity is not None and not capacity_steps:
         raise UsageQueryError(f"Prometheus {server.url} has no {capacity.name} for the period from "
                               f"{_iso(start_ms)}: idle capacity needs kube-state-metrics' node metrics")
-    return totals, covered_steps
+    return totals, covered_seconds
 
 
 def _window_answer(server: _Server, measure: Measure, *, window: tuple[int, int]) -> _WindowAnswer:

@@ -66,6 +66,18 @@ def test_cpu_counts_the_hour_prometheus_was_down_and_coverage_shows_it(prometheu
     assert result.coverage == pytest.approx(23 / 24, abs=1e-12)
 
 
+def test_cpu_coverage_of_a_period_ending_between_two_of_its_samples_is_at_most_whole(
+    prometheus_server: PrometheusServer,
+) -> None:
+    # The counter's coverage is sampled every 5 minutes: a period of 7 minutes holds two such moments, both with data.
+    start = datetime(2026, 9, 12, tzinfo=UTC)
+    result = measured(prometheus_server, cluster="prod", resources=("cpu",), start=start,
+                      end=start + timedelta(minutes=7))
+
+    assert result.coverage == 1.0
+    assert by_namespace(result, "cpu")
+
+
 @pytest.mark.parametrize(("cluster", "prefix"), [("prod", "exported_"), ("stage", "")])
 def test_gpu_device_seconds_are_the_exact_steps_each_namespace_held_its_gpus(
     prometheus_server: PrometheusServer, cluster: str, prefix: str,
