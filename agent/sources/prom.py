@@ -61,7 +61,7 @@ WINDOW_CONCURRENCY = 2
 # How often a counter's coverage is sampled: whether the cluster had a sample within the step before each such
 # moment. A counter loses nothing between its samples (its increase spans a gap), so its coverage only tells whether
 # the cluster was scraped, and asking it at every step would cost twice the counter's own integral.
-COUNTER_COVERAGE_SECONDS = 300
+COUNTER_COVERAGE_SECONDS = 3600
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ def test_cpu_counts_the_hour_prometheus_was_down_and_coverage_shows_it(prometheu
 def test_cpu_coverage_of_a_period_ending_between_two_of_its_samples_is_at_most_whole(
     prometheus_server: PrometheusServer,
 ) -> None:
-    # The counter's coverage is sampled every 5 minutes: a period of 7 minutes holds two such moments, both with data.
+    # The counter's coverage is sampled hourly: a period of 7 minutes holds one such moment, with data, and counts
+    # for an hour.
     start = datetime(2026, 9, 12, tzinfo=UTC)
     result = measured(prometheus_server, cluster="prod", resources=("cpu",), start=start,
                       end=start + timedelta(minutes=7))
