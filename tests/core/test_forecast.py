@@ -80,7 +80,8 @@ def test_a_weekly_pattern_is_carried_to_the_remaining_days():
     projection = project_tags(PERIOD, two_weeks, as_of=day(14), history={})[("USD", "search")]
     assert projection.expected == sum(weekly(day(n)) for n in range(1, DAYS + 1))
     # The week's mean is 10: a repeating pattern is no noise, so only the level-change risk is left.
-    assert_close(Fraction(projection.upper) - Fraction(projection.expected), level_change_margin(Fraction(10), left=DAYS - 14))
+    margin = Fraction(projection.upper) - Fraction(projection.expected)
+    assert_close(margin, level_change_margin(Fraction(10), left=DAYS - 14))
 
 
 def test_fees_and_credits_are_counted_once_and_never_projected():
