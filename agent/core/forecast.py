@@ -89,7 +89,7 @@ class _Level:
 
 @dataclass(frozen=True)
 class _TagMonth:
-    """One tag's bill lines so far, sorted for the projection."""
+    """One tag's bill lines so far, gathered for the projection."""
 
     known: Fraction                      # every line, whatever its kind or day
     usage_by_day: dict[int, Fraction]    # usage lines dated within the month, by day of the month
@@ -191,7 +191,7 @@ def _bounded(tag: _TagMonth, *, expected: Fraction, margin: Fraction) -> Project
 
 
 def _level(series: list[Fraction], *, first_weekday: int) -> _Level:
-    """The daily level of the last complete days, moved past a level change within the last week if one shows."""
+    """The daily level of the last complete days, moved past a level change of the last two weeks if one shows."""
     if len(series) < WEEK:
         level = _mean(series)
         spread = _variance(series) if len(series) > 1 else level * level
