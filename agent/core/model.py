@@ -105,7 +105,6 @@ CHARGE_KINDS = ("usage", "fixed")  # usage accrues by day; fixed = one-off and m
 @dataclass(frozen=True)
 class DailyCost:
     """The accepted bill lines of one (currency, tag value, charge day, charge kind), summed exactly."""
-
     currency: str
     tag: str            # the tag value exactly as TagLine.tag holds it
     day: date | None    # the literal date of the line's charge period start; None where the bill has no charge date
