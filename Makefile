@@ -75,7 +75,8 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not integration and not deploy and not bench and not slow"
 
 # Benchmarks (tens of minutes): writes bench/RESULTS.md, bench/RESULTS-parquet.md, bench/RESULTS-usage.md,
-# bench/RESULTS-serve.md and bench/RESULTS-pushdown.md (its Trino comes from scripts/trino.sh).
+# bench/RESULTS-serve.md, bench/RESULTS-pushdown.md (its Trino comes from scripts/trino.sh) and
+# bench/RESULTS-forecast.md.
 # make test runs only a smoke of them.
 bench: venv
 	$(BIN)/python bench/bill_import.py
@@ -84,6 +85,7 @@ bench: venv
 	$(BIN)/python bench/usage_fetch.py
 	$(BIN)/python bench/serve_footprint.py
 	$(BIN)/python bench/pushdown.py
+	$(BIN)/python bench/forecast_backtest.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
