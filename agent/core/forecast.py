@@ -10,7 +10,8 @@ How a tag is projected (the README's "Forecast of the open month" says the same 
   weekday is told apart.
 - `fixed` lines (one-off and monthly fees, taxes, credits), undated lines of a tag that has dated ones, and lines
   dated outside the month are counted once, as they are, and never projected.
-- A tag with no dated line, or with no complete day yet, is projected from its earlier months' totals.
+- A tag with no dated line, or with no complete day yet, is projected from its earlier months' totals; once every
+  day of the month is complete, every tag is what the bill holds.
 - The range adds the day-to-day noise of the remaining days and the error of the level (both measured on the
   month so far, at a 90% two-sided normal quantile) to the risk that the level changes again before the month
   ends: a change of STEP_RISK of the level, on a day of the month that may still be ahead (so this margin shrinks
@@ -137,10 +138,10 @@ def _tag_months(daily: Sequence[DailyCost], *, month: Period) -> dict[tuple[str,
 def _project(tag: _TagMonth, *, month: Period, as_of: date, history: Sequence[Decimal]) -> Projection:
     days = calendar.monthrange(month.year, month.month)[1]
     complete = _complete_days(month, as_of=as_of, days=days)
-    if not tag.dated or complete == 0:
-        return _from_history(tag, history)
     if complete == days:
         return _projection(tag.known, tag.known, tag.known)
+    if not tag.dated or complete == 0:
+        return _from_history(tag, history)
     return _from_days(tag, month=month, complete=complete, days=days)
 
 

@@ -141,6 +141,13 @@ def test_a_complete_month_is_what_it_holds():
     assert projection == Projection(expected=Decimal(315), lower=Decimal(315), upper=Decimal(315))
 
 
+def test_once_the_month_is_complete_an_undated_or_stopped_tag_is_what_it_holds_not_its_history():
+    history = {("USD", "native"): [Decimal(100)] * 3, ("USD", "stopped"): [Decimal(80)] * 3}
+    projections = project_tags(PERIOD, [fee("native", None, "40")], as_of=day(31), history=history)
+    assert projections[("USD", "native")] == Projection(expected=Decimal(40), lower=Decimal(40), upper=Decimal(40))
+    assert projections[("USD", "stopped")] == Projection(expected=Decimal(0), lower=Decimal(0), upper=Decimal(0))
+
+
 def test_lines_dated_in_another_month_are_known_but_not_projected():
     late = DailyCost(currency="USD", tag="mobile", day=date(2026, 9, 30), kind="usage", amount=Decimal(50),
                      line_count=1)
