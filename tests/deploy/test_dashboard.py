@@ -120,7 +120,7 @@ def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_t
     links = company_links(dashboard)
     assert {link["title"] for link in links} == {"Statement", "Explanation"} and len(links) >= 6
     for link in links:
-        url = substituted(link["url"], {"agent_url": agent.url, "run": run, "__field.labels.company:percentencode":
+        url = substituted(link["url"], {"agent_url:raw": agent.url, "run": run, "__field.labels.company:percentencode":
                                         "alpha", "__data.fields.company:percentencode": "alpha"})
         page = http_get(url)
         assert ("<html" in page) if link["title"] == "Statement" else (json.loads(page)["company"] == "alpha"), url

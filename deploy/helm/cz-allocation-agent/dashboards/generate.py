@@ -46,8 +46,9 @@ TOP_CHOICES = ("5", "10", "20", "50")
 TOP_DEFAULT = "10"
 # The agent's API as the reader's browser reaches it: the README's `kubectl port-forward` by default.
 AGENT_URL = "http://127.0.0.1:8080"
-EXPLAIN = "${agent_url}/api/v1/runs/${run}/explain?company=%s"
-STATEMENT = "${agent_url}/api/v1/runs/${run}/statement?company=%s"
+# Grafana 10 and later encode a data link's variables as URI parts unless told otherwise: the base URL goes in raw.
+EXPLAIN = "${agent_url:raw}/api/v1/runs/${run}/explain?company=%s"
+STATEMENT = "${agent_url:raw}/api/v1/runs/${run}/statement?company=%s"
 # Data links name the company of the clicked series (bar gauges) or of the clicked row (tables).
 SERIES_COMPANY = "${__field.labels.company:percentencode}"
 ROW_COMPANY = "${__data.fields.company:percentencode}"
