@@ -432,7 +432,8 @@ def cost_allocation() -> dashboard.Dashboard:
                           "exposed months, cluster memory shares, unallocated cost, reconciliation and the agent's "
                           "health.")
              .tags(["cz-allocation-agent", "cost"]).readonly().tooltip(DashboardCursorSync.CROSSHAIR)
-             .timezone("utc").refresh("5m").time("now-30d", "now").version(1).variables(variables()))
+             .timezone("utc").refresh("5m").time("now-30d", "now").version(1).variables(variables())
+             .annotations([]).links([]))
     for title, panels in ROWS_IN_ORDER:
         board = board.with_row(dashboard.Row(title))
         for panel in panels():
