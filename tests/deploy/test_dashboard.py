@@ -41,6 +41,8 @@ OTHER_INSTALL = "other-cz-allocation-agent"
 # the agent declares the family, and until then only named in a warning.
 COMING_FAMILIES = {"cz_budget_amount", "cz_allocation_forecast_cost", "cz_allocation_forecast_lower_cost",
                    "cz_allocation_forecast_upper_cost"}
+# The statement endpoint another part of issue 17 brings: its links are opened once the agent's API offers it.
+COMING_PATHS = {"/api/v1/statement"}
 # The panels that list companies, services or namespaces: each shows the top $top, never every series.
 TOP_N_LABELS = ("company", "service_code", "cluster_namespace")
 
@@ -119,9 +121,14 @@ def test_every_variable_and_panel_query_returns_data(agent: ServedAgent, chart_t
     # Each link from a company opens a page of the agent's API: its statement (HTML) and its explanation (JSON).
     links = company_links(dashboard)
     assert {link["title"] for link in links} == {"Statement", "Explanation"} and len(links) >= 6
+    offered = set(json.loads(http_get(f"{agent.url}/openapi.json"))["paths"])
     for link in links:
         url = substituted(link["url"], {"agent_url:raw": agent.url, "run": run, "__field.labels.company:percentencode":
                                         "alpha", "__data.fields.company:percentencode": "alpha"})
+        path = urllib.parse.urlsplit(url).path
+        if path in COMING_PATHS - offered:
+            warnings.warn(f"link not opened until the agent's API offers {path}: {link['url']}")
+            continue
         page = http_get(url)
         assert ("<html" in page) if link["title"] == "Statement" else (json.loads(page)["company"] == "alpha"), url
 

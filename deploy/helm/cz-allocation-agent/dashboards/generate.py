@@ -48,7 +48,7 @@ TOP_DEFAULT = "10"
 AGENT_URL = "http://127.0.0.1:8080"
 # Grafana 10 and later encode a data link's variables as URI parts unless told otherwise: the base URL goes in raw.
 EXPLAIN = "${agent_url:raw}/api/v1/runs/${run}/explain?company=%s"
-STATEMENT = "${agent_url:raw}/api/v1/runs/${run}/statement?company=%s"
+STATEMENT = "${agent_url:raw}/api/v1/statement?run=${run}&company=%s"
 # Data links name the company of the clicked series (bar gauges) or of the clicked row (tables).
 SERIES_COMPANY = "${__field.labels.company:percentencode}"
 ROW_COMPANY = "${__data.fields.company:percentencode}"
