@@ -13,7 +13,7 @@ UV := $(UV_DIR)/bin/uv
 # and only follows a change of pyproject.toml.
 LOCK_FLAGS ?= --upgrade
 
-.PHONY: venv lock infra demo test test-fast bench clean
+.PHONY: venv lock dashboard infra demo test test-fast bench clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ LOCK := $(UV) pip compile pyproject.toml --universal --python-version 3.11 --gen
 lock: $(UV)
 	$(LOCK) --extra test --output-file requirements-test.lock >/dev/null
 	$(LOCK) --constraint requirements-test.lock --output-file requirements.lock >/dev/null
+
+# The chart's Grafana dashboard is written by grafana-foundation-sdk: edit the generator, then run this and commit
+# both; tests/deploy/test_dashboard.py checks the JSON is the generator's, byte for byte.
+dashboard: venv
+	$(BIN)/python deploy/helm/cz-allocation-agent/dashboards/generate.py
 
 demo: venv
 	CZ_AGENT_STORE_URL=sqlite:///$(abspath $(DEMO_OUT))/runs.db $(BIN)/cz-agent allocate \
