@@ -343,7 +343,7 @@ def cost_basis(bills: Sequence[BillInput]) -> str:
     return f"Costs are the {whose} {' and '.join(described)}."
 
 
-def carrying(statement: Statement) -> str:
+def carrying_sentence(statement: Statement) -> str:
     """In one sentence, who carries the cost the rules cannot attribute, and this month's unallocated cost."""
     unattributable = "cost the rules cannot attribute (an unknown service or group, a cluster without usage)"
     if statement.carrying is None:
@@ -382,7 +382,7 @@ def render_html(statement: Statement) -> str:
         total_due=_total_due(statement),
         previous_section=_previous_section(statement),
         budget_section=_budget_section(statement),
-        carrying=_e(carrying(statement)),
+        carrying=_e(carrying_sentence(statement)),
         category_section=_totals_section(statement, statement.by_category, name="category", heading="category"),
         service_section=_totals_section(statement, statement.by_service, name="service", heading="service"),
         namespaces_section=_namespaces_table(statement),
