@@ -26,8 +26,8 @@ from agent.core.allocation import CLUSTER_PREFIX, COMMON_PREFIX
 from agent.core.manifest import BillInput, CostCarrying, CurrencyTotals
 from agent.core.model import CATEGORIES, Contribution, NamespaceRow, ReportRow, StoredRun, TagLine
 from agent.core.money import minor_unit, round_amount
-from agent.core.periods import Period
 from agent.core.namespaces import namespace_rows
+from agent.core.periods import Period
 from agent.errors import StatementError
 from agent.outputs.explain import service_label
 # csv_safe is re-exported: statements are where users meet formula-looking names.
