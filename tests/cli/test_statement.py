@@ -20,8 +20,8 @@ import yaml
 
 from agent.cli import main
 from agent.core.model import StoredRun
-from agent.outputs.statement import (MonthBudget, MonthEndForecast, StatementContext, build_statement, csv_safe,
-                                     render_html, statement_number)
+from agent.outputs.statement import (MonthBudget, MonthEndForecast, PreviousMonth, StatementContext, build_statement,
+                                     csv_safe, render_html, statement_number)
 from agent.store.runs import list_runs, load_run, open_store
 from tests.support.png import png_pixels
 
@@ -294,6 +294,20 @@ def test_statement_rendered_in_chromium_shows_the_stored_figures_and_the_month_b
         assert dom.find_all(id="statement-number")[0].text() == f"CZ-2026-10-{company}-{october.summary.id}"
         assert dom.find_all(id="company")[0].text() == company
         assert len(dom.find_all("svg")) == 2 and not dom.find_all("script")
+    # The open month's budget and forecast, as the lead's sources will give them.
+    context = StatementContext(previous=PreviousMonth.of(september, company="alpha"),
+                               budget=MonthBudget(amount=Decimal("700"), currency="USD"),
+                               forecast=MonthEndForecast(expected=Decimal("812.3456"), lower=Decimal("780.004"),
+                                                         upper=Decimal("851.995"), currency="USD"))
+    page = tmp_path / "statement-budget.html"
+    page.write_text(render_html(build_statement(october, company="alpha", context=context)))
+    png = screenshot(chromium, page, tmp_path / "profile", ARTIFACTS / "statement-alpha-budget.png")
+    assert png_pixels(png)[..., :3].astype(float)[:400].var() > 100
+    dom = rendered_dom(chromium, page, tmp_path / "profile")
+    check_main_figures(dom, october, "alpha")
+    check_month_before(dom, october, september, "alpha")
+    assert dom.find_all(id="budget-line")[0].text().endswith(
+        "forecast month end 812.35 USD (780.00–852.00), 112.35 USD over the budget")
 
 
 def test_the_page_shows_the_stored_figures_and_the_month_before(store, tmp_path):
