@@ -249,9 +249,12 @@ def _stored_runs(args: argparse.Namespace, *, settings: Settings) -> LocalRuns |
 
 
 def _chosen_run(args: argparse.Namespace, *, settings: Settings) -> StoredRun:
+    return _run_of(args, runs=_stored_runs(args, settings=settings))
+
+
+def _run_of(args: argparse.Namespace, *, runs: LocalRuns | RemoteRuns) -> StoredRun:
     """The run a reading command reads: --run, else the latest of --period; a --run of another period than the
     --period also given is refused."""
-    runs = _stored_runs(args, settings=settings)
     stored = runs.load_run(args.run if args.run is not None else runs.latest_run_id(period=args.period))
     if args.period is not None and stored.summary.period != args.period:
         raise PeriodError(f"run {stored.summary.id} is of period {stored.summary.period}, not {args.period}")
@@ -267,11 +270,17 @@ def _api_token(token_file: Path | None, *, settings: Settings) -> str | None:
 
 
 def _statement(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
-    from agent.outputs.statement import write_statement
+    from agent.core.periods import Period
+    from agent.outputs.statement import PreviousMonth, StatementContext, write_statement
 
     csv_path = args.csv or args.out.with_suffix(".csv")
-    statement = write_statement(_chosen_run(args, settings=settings), company=args.company, html_path=args.out,
-                                csv_path=csv_path)
+    runs = _stored_runs(args, settings=settings)
+    stored = _run_of(args, runs=runs)
+    # The month before: its latest run, if one is stored.
+    before = runs.list_runs(period=str(Period.parse(stored.summary.period).previous()))
+    previous = None if not before else PreviousMonth.of(runs.load_run(before[-1].id), company=args.company)
+    statement = write_statement(stored, company=args.company, html_path=args.out, csv_path=csv_path,
+                                context=StatementContext(previous=previous))
     console.print(f"statement of {args.company} for {args.period} (run {statement.run_id}) written to "
                   f"{args.out} and {csv_path}", highlight=False, markup=False)
     return 0

@@ -22,7 +22,8 @@ from agent.bills.taglines import tag_lines_of
 from agent.core.allocation import allocate_lines, report_precision, rounded_bill_totals
 from agent.core.bill_formats import COLUMN_OVERRIDES, column_option
 from agent.core.bill_limits import BillLimits
-from agent.core.manifest import BillInput, CurrencyTotals, ReportDigest, RowCounts, RunManifest, UsageInput
+from agent.core.manifest import (BillInput, CostCarrying, CurrencyTotals, ReportDigest, RowCounts, RunManifest,
+                                 UsageInput)
 from agent.core.model import NO_COMPANY, Allocation, NamespaceUsage, RunResult, RunSummary, SplitTotal
 from agent.core.rules import Rules, rules_digest
 from agent.errors import PeriodError, RejectedRowsError, SettingsError
@@ -222,13 +223,14 @@ def build_manifest(request: RunRequest, *, imports: list[BillTotals], allocation
         namespace_shares=allocation.namespace_shares,
         report=ReportDigest(format=request.report_format, sha256=hashlib.sha256(report).hexdigest(),
                             rows=len(allocation.rows)),
+        carrying=CostCarrying(unattributable=request.rules.unattributable, idle=request.rules.idle),
     )
 
 
 def _bill_input(bill: BillTotals) -> BillInput:
     return BillInput(path=bill.source, sha256=bill.sha256, format=bill.bill_format, input_rows=bill.input_rows,
                      accepted_rows=bill.accepted_rows, rejected_rows=len(bill.rejected),
-                     out_of_period_rows=bill.out_of_period_rows)
+                     out_of_period_rows=bill.out_of_period_rows, cost_column=bill.cost_column)
 
 
 def _totals(imports: list[BillTotals], allocation: Allocation, rules: Rules) -> dict[str, CurrencyTotals]:

@@ -64,6 +64,7 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: RowsRead | None =
         raise BillFormatError("the file changed while it was read (its size, modification time or inode); it is "
                               "read again once it stops changing", source=source)
     totals.bill_format = bill_format
+    totals.cost_column = columns.cost
     log.info("read %s bill %s: %d rows, %d items, %d out of period, %d rejected", bill_format, source,
              totals.input_rows, totals.accepted_rows, totals.out_of_period_rows, len(totals.rejected))
     return totals

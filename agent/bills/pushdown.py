@@ -175,7 +175,7 @@ def total_table(queries: TableQueries, table: BillTable, *, options: ImportOptio
     # Totals keep neither a line's resource nor its product.
     columns = replace(columns, resource_id=None, service_name=None)
     query = BillQuery(table=table, columns=columns, types=types)
-    totals = BillTotals(source=table.source, bill_format=bill_format)
+    totals = BillTotals(source=table.source, bill_format=bill_format, cost_column=columns.cost)
     reducer = _Reducer(columns=columns, options=options, totals=totals)
     for batch in queries.batches(query.reduce()):
         reducer.add(batch)

@@ -113,6 +113,8 @@ class BillTotals:
     source: str
     sha256: str = ""
     bill_format: str = ""
+    # The header's column the costs come from: the cost basis.
+    cost_column: str = ""
     input_rows: int = 0
     rejected: list[RejectedRow] = field(default_factory=list)
     tag_groups: dict[TagKey, GroupTotal] = field(default_factory=dict)

@@ -20,7 +20,8 @@ STRAY_MAX_ROWS = 10
 STRAY_SHARE = Fraction(1, 100)
 # 1: unversioned manifests (before the version field); their `usage` may lack `coverage`.
 # 2: the `version` field.
-MANIFEST_VERSION = 2
+# 3: each bill's `cost_column` and the rules' `carrying`; None in manifests migrated from earlier versions.
+MANIFEST_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,17 @@ class BillInput:
     accepted_rows: int
     rejected_rows: int
     out_of_period_rows: int
+    # The bill's column the costs were read from (FOCUS EffectiveCost or BilledCost, say): the cost basis.
+    cost_column: str | None = None
+
+
+@dataclass(frozen=True)
+class CostCarrying:
+    """Who the rules made carry what no service takes: unattributable cost (`unallocated`: no company;
+    `common`: the common pool) and the clusters' idle capacity (`spread`, `common` or `unallocated`)."""
+
+    unattributable: str
+    idle: str
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,7 @@ class RunManifest:
     namespace_map: dict[str, dict[str, str | None]]
     namespace_shares: dict[str, dict[str, Fraction]]
     report: ReportDigest
+    carrying: CostCarrying | None = None
     version: int = field(default=MANIFEST_VERSION)
 
     def to_json(self) -> dict[str, Any]:
@@ -116,6 +129,7 @@ class RunManifest:
             "namespace_shares": {cluster: {namespace: str(share) for namespace, share in shares.items()}
                                  for cluster, shares in self.namespace_shares.items()},
             "report": dict(vars(self.report)),
+            "carrying": None if self.carrying is None else dict(vars(self.carrying)),
         }
 
     def stray_rows(self) -> str | None:
@@ -152,4 +166,5 @@ class RunManifest:
             namespace_shares={cluster: {namespace: Fraction(share) for namespace, share in shares.items()}
                               for cluster, shares in data["namespace_shares"].items()},
             report=ReportDigest(**data["report"]),
+            carrying=None if data.get("carrying") is None else CostCarrying(**data["carrying"]),
         )

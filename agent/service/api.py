@@ -1,4 +1,5 @@
-"""The HTTP API: stored allocations, runs, explanations and periods (JSON or CSV), /metrics, /healthz, /readyz."""
+"""The HTTP API: stored allocations, runs, explanations and periods (JSON or CSV), companies' statements (HTML),
+/metrics, /healthz, /readyz."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from pydantic import AfterValidator, BaseModel, Field
@@ -32,10 +33,11 @@ from agent.core.model import Contribution, NamespaceRow, ReportRow, RunSummary, 
 from agent.core.namespaces import namespace_rows
 from agent.core.periods import PERIOD_PATTERN, Period
 from agent.core.split import parse_dimensions as parse_split_dimensions
-from agent.errors import AgentError, BodyTooLarge, NoCostError, PeriodError, SplitError, StoreError
+from agent.errors import AgentError, BodyTooLarge, NoCostError, PeriodError, SplitError, StatementError, StoreError
 from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.outputs.report import render_csv
 from agent.outputs.split_summary import split_items
+from agent.outputs.statement import PreviousMonth, StatementContext, build_statement, render_html
 from agent.service.metrics import exposition
 from agent.service.upload import place, staging
 from agent.store.runs import list_runs, load_run, run_document
@@ -393,6 +395,25 @@ def allocations_csv(rows: list[dict[str, str]], *, dimensions: tuple[str, ...], 
     return Response(body, media_type="text/csv", headers={"Content-Disposition": disposition})
 
 
+# ------------------------------------------------------------------------------------------- statement
+
+# The page's own policy, also sent as a header: nothing in it runs or loads.
+STATEMENT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def statement_page(reader: RunReader, summary: RunSummary, *, company: str) -> HTMLResponse:
+    """The company's HTML statement of the run, beside the latest run of the month before, as `cz-agent statement`
+    writes it."""
+    before = reader.summaries(str(Period.parse(summary.period).previous()))
+    previous = None if not before else PreviousMonth.of(reader.stored(before[-1].id), company=company)
+    try:
+        statement = build_statement(reader.stored(summary.id), company=company,
+                                    context=StatementContext(previous=previous))
+    except StatementError as e:
+        raise not_found(str(e)) from e
+    return HTMLResponse(render_html(statement), headers={"Content-Security-Policy": STATEMENT_POLICY})
+
+
 # --------------------------------------------------------------------------------------------- explain
 
 
@@ -542,6 +563,16 @@ def api_router(reader: RunReader) -> APIRouter:
     def explain(run_id: int, company: Annotated[str, Query(description="'' for unallocated cost")],
                 service: Annotated[str | None, Query(description="'' for the common pool")] = None) -> ExplanationOut:
         return explanation(reader.stored(run_id), company=company, service=service)
+
+    @router.get("/statement", response_class=HTMLResponse,
+                responses={200: {"content": {"text/html": {}}, "description": "the statement page"}})
+    def statement(
+        company: Annotated[str, Query(description="the company")],
+        period: PeriodQuery | None = None,
+        run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
+    ) -> HTMLResponse:
+        """A company's chargeback statement (HTML) of a run, as `cz-agent statement` writes it."""
+        return statement_page(reader, chosen_run(reader, period=period, run_id=run), company=company)
 
     @router.get("/periods")
     def periods() -> PeriodListOut:

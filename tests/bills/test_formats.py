@@ -116,6 +116,8 @@ def test_focus_billed_cost_through_the_cost_column_override():
     bill = total_bill(DATA / "focus.csv", options=ImportOptions(period="2024-09", cost_column="billedcost"))
     assert {key[2]: amount for key, (amount, _, _) in tag_groups(bill).items()} == {
         "mobile": Decimal("1"), None: Decimal("2"), "mcmp": Decimal("8.0E-7")}
+    # The cost basis as the header spells it.
+    assert bill.cost_column == "BilledCost"
 
 
 def test_focus_workspace_and_sub_account_overrides():

@@ -79,11 +79,12 @@ def outcome(bill: BillTotals) -> dict:
     """What a run takes from a bill, without where each row came from (a table has no line numbers)."""
     return {
         "format": bill.bill_format,
+        # A table's column names are lower case in Trino's metastore.
+        "cost_column": bill.cost_column.lower(),
         "input": bill.input_rows,
         "tags": {key: (group.exact(), group.lines) for key, group in bill.tag_groups.items()},
         "splits": {key: (group.exact(), group.lines) for key, group in bill.split_groups.items()},
         "outside": {key: (group.exact(), group.lines) for key, group in bill.outside.items()},
-        # A table's column names are lower case in Trino's metastore.
         "rejected": Counter((row.column.lower(), row.reason, row.raw_cost) for row in bill.rejected),
     }
 

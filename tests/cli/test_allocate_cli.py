@@ -97,6 +97,9 @@ def test_manifest_records_inputs_counts_and_reconciliation(store, tmp_path):
     assert manifest["namespace_map"] == {"prod": {"kube-system": None, "mcmp": "mcmp", "mobile-api": "mobile"}}
     assert manifest["usage"]["namespaces"] == 3
     assert len(manifest["rules_digest"]) == 64
+    # The cost basis and who carries unattributable cost and idle capacity: the native bill's column, the defaults.
+    assert manifest["bills"][0]["cost_column"] == "unblendedCost"
+    assert manifest["carrying"] == {"unattributable": "unallocated", "idle": "spread"}
 
 
 BAD_BILL = """billingCycle,cz_container_bill,unblendedCost,currency
@@ -209,6 +212,9 @@ def test_real_focus_sample_excludes_the_next_period_row_and_reconciles(store, tm
         expected = sum(Decimal(r[cost_column]) for r in csv.DictReader(handle)
                        if r["BillingPeriodStart"].startswith("2024-09"))
     assert sum(Decimal(r["amount"]) for r in read_rows(out)) == expected.quantize(Decimal("0.01"))
+    from agent.store.runs import list_runs, open_store
+
+    assert [bill.cost_column for bill in list_runs(open_store(store))[0].manifest.bills] == [cost_column]
 
 
 def test_several_currencies_are_reported_separately(store, tmp_path):

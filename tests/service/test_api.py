@@ -1,4 +1,5 @@
-"""The HTTP API over real stored runs: allocations equal the CLI report, explanations, errors, auth, OpenAPI."""
+"""The HTTP API over real stored runs: allocations equal the CLI report, explanations, statements equal the CLI's,
+errors, auth, OpenAPI."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import create_engine
 
 from agent import __version__
+from agent.cli import main
 from agent.service.api import create_app
 from agent.store.runs import open_store
 from tests.support.store import allocate_run, api_client
@@ -26,7 +28,7 @@ DEMO = ROOT / "demo"
 TOKEN = "s3cret-token"
 DIMENSIONS = ("company", "service", "category", "cluster")
 PATHS = {"/api/v1/allocations", "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/explain",
-         "/api/v1/runs/{run_id}/document",
+         "/api/v1/runs/{run_id}/document", "/api/v1/statement",
          "/api/v1/periods", "/api/v1/split", "/healthz", "/readyz", "/metrics"}
 
 
@@ -338,6 +340,28 @@ def test_explain_unallocated_cost_names_its_reason(worked, stores):
     assert body["service"] is None
 
 
+# -------------------------------------------------------------------------------------------- statement
+
+
+def test_statement_is_the_page_the_cli_writes_beside_the_month_before(worked, stores, tmp_path):
+    response = worked.get("/api/v1/statement", params={"period": "2026-10", "company": "alpha"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert response.headers["content-security-policy"].startswith("default-src 'none'")
+    page = tmp_path / "alpha.html"
+    assert main(["--store", stores.worked, "statement", "--period", "2026-10", "--company", "alpha", "--out",
+                 str(page)]) == 0
+    assert response.text == page.read_text()
+    assert f"CZ-2026-10-alpha-{stores.worked_run}" in response.text
+    assert f"run {stores.september_runs[1]}, the latest of 2026-09" in response.text
+
+
+def test_statement_of_a_given_run(worked, stores):
+    response = worked.get("/api/v1/statement", params={"run": stores.september_runs[0], "company": "beta"})
+    assert response.status_code == 200
+    assert f"CZ-2026-09-beta-{stores.september_runs[0]}" in response.text
+    assert "No run of 2026-08 is stored" in response.text
+
+
 # -------------------------------------------------------------------------------------- runs and periods
 
 
@@ -370,6 +394,8 @@ def test_periods_with_their_latest_run_and_totals(worked, stores):
     ("/api/v1/runs/999", {}, "999"),
     ("/api/v1/runs/999/explain", {"company": "alpha"}, "999"),
     ("/api/v1/runs/1/explain", {"company": "nobody"}, "nobody"),
+    ("/api/v1/statement", {"period": "2026-10", "company": "nobody"}, "nobody"),
+    ("/api/v1/statement", {"period": "2031-01", "company": "alpha"}, "2031-01"),
 ])
 def test_missing_runs_and_periods_are_404_naming_them(worked, path, params, named):
     response = worked.get(path, params=params)
@@ -430,7 +456,7 @@ def test_metrics_exposes_the_registry(worked):
 
 
 API_PATHS = ["/api/v1/runs", "/api/v1/runs/1/document", "/api/v1/periods", "/api/v1/split?period=2026-10", "/api/v1/allocations?period=2026-10", "/api/v1/runs/1",
-             "/api/v1/runs/1/explain?company=alpha"]
+             "/api/v1/runs/1/explain?company=alpha", "/api/v1/statement?period=2026-10&company=alpha"]
 
 
 @pytest.mark.parametrize("path", API_PATHS)
