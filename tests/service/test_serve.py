@@ -4,10 +4,12 @@ job is counted while the last good run stays."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from agent.core.rules import Budget, Budgets
 from agent.service.metrics import JobStats
 from agent.service.serve import AgentService
 from agent.settings import Settings
@@ -116,3 +118,19 @@ def test_a_missing_inbox_is_created_and_a_file_in_its_place_fails_the_job(setup,
     inbox.write_text("not a directory")
     assert not service.import_job()
     assert {s.job: s for s in stats.snapshot()}["import"].runs == {"success": 1, "failure": 1}
+
+
+def test_the_budgets_are_those_of_the_rules_last_read_and_changing_one_allocates_nothing_again(setup):
+    service, inbox, engine, _, _, rules = setup
+    assert service.budgets() == Budgets()
+    (inbox / "august.csv").write_text(bill("2026-08"))
+    rules.write_text(RULES + "budgets: {companies: {alpha: {amount: \"100\", currency: USD}}}\n")
+    assert service.import_job() and service.allocate_job()
+    assert service.budgets().companies == {"alpha": Budget(amount=Decimal("100"), currency="USD")}
+    rules.write_text(RULES + "budgets: {services: {mobile: {amount: \"40.50\", currency: USD}}}\n")
+    assert service.allocate_job()
+    assert service.budgets() == Budgets(services={"mobile": Budget(amount=Decimal("40.50"), currency="USD")})
+    assert periods_of(engine) == ["2026-08"]
+    rules.write_text(RULES + "budgets: {services: {web: {amount: \"1\", currency: USD}}}\n")
+    assert not service.allocate_job()
+    assert service.budgets().services == {"mobile": Budget(amount=Decimal("40.50"), currency="USD")}
