@@ -35,6 +35,9 @@ SERVICES = {
 }
 COMMON_GROUPS = {"subcom": ["mobile", "mcmp"], "platform": list(SERVICES)}
 NAMESPACE_OVERRIDES = {"payments-legacy": "payments"}
+# The demo month leaves acme within its budget (24,586.74 USD) and search over its own (5,643.00 USD).
+COMPANY_BUDGETS = {"acme": "25000"}
+SERVICE_BUDGETS = {"search": "5000"}
 PROMETHEUS_URL = "http://prometheus.monitoring:9090"
 
 # cluster -> (namespace, service column, average GiB, first day, last day)
@@ -255,8 +258,12 @@ def rules_text() -> str:
     overrides = "\n".join(f"  {ns}: {service}" for ns, service in NAMESPACE_OVERRIDES.items())
     clusters = "\n".join(f"  {name}: {{prometheus_url: {PROMETHEUS_URL}, selector: 'cluster=\"{name}\"'}}"
                          for name in USAGE)
+    company_budgets, service_budgets = ("\n".join(f'    {name}: {{amount: "{amount}", currency: {CURRENCY}}}'
+                                                  for name, amount in budgets.items())
+                                        for budgets in (COMPANY_BUDGETS, SERVICE_BUDGETS))
     return RULES_TEMPLATE.format(companies=flow(COMPANIES), services=services, groups=groups,
-                                 overrides=overrides, clusters=clusters, currency=CURRENCY)
+                                 overrides=overrides, clusters=clusters, currency=CURRENCY,
+                                 company_budgets=company_budgets, service_budgets=service_budgets)
 
 
 RULES_TEMPLATE = """\
@@ -266,7 +273,7 @@ RULES_TEMPLATE = """\
 # that holds a namespace's service code.
 tag_key: cz_container_bill
 # A bill with no column for this key is refused (a typo would make the whole bill common cost). For bills
-# untagged on purpose, add:  bill: {untagged: true}
+# untagged on purpose, add:  bill: {{untagged: true}}
 namespace_label: cz_container_bill
 
 # Currency to assume only when a bill has no currency column (this one has: USD on every row).
@@ -305,9 +312,18 @@ idle: spread
 
 # cz_cluster_<name> -> where that cluster's usage is queried in live mode. With a usage file
 # (demo/usage-2026-10.csv) these are not contacted. `usage_basis` weighs a cluster's cost by memory
-# (default), cpu, gpu or a blend of the namespaces' shares, e.g. {memory: 0.5, cpu: 0.5}.
+# (default), cpu, gpu or a blend of the namespaces' shares, e.g. {{memory: 0.5, cpu: 0.5}}.
 clusters:
 {clusters}
+
+# Monthly budgets (amount and currency) of a company or a service code. The agent exposes them as
+# cz_budget_amount; the chart's alerts fire when the month-to-date cost of the open month, or its
+# month-end forecast, goes over one. They move no money: changing one allocates nothing again.
+budgets:
+  companies:
+{company_budgets}
+  services:
+{service_budgets}
 """
 
 

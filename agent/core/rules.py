@@ -14,7 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valid
 
 from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES
 from agent.core.model import RESOURCE_UNITS
-from agent.core.money import is_currency_code
+from agent.core.money import is_currency_code, parse_amount
 from agent.core.sql import table_parts
 from agent.core.text import one_line
 from agent.errors import RulesError
@@ -145,6 +145,45 @@ class AttributionRule(_Strict):
         return f"attribution[{position}] {condition} -> {target}"
 
 
+class Budget(_Strict):
+    """The most a company or a service is meant to cost in a month, in one currency."""
+
+    amount: Decimal
+    currency: str
+
+    @field_validator("amount", mode="before")
+    @classmethod
+    def _exact_positive_amount(cls, amount: object) -> Decimal:
+        # Text (`"20000"`) or a YAML number, read as an exact decimal; never a boolean or a binary float.
+        if isinstance(amount, bool) or not isinstance(amount, str | int | Decimal):
+            raise ValueError(f'must be an amount such as "20000" or "1234.50", got {amount!r}')
+        try:
+            exact = parse_amount(str(amount))
+        except ValueError as e:
+            raise ValueError(f"must be an exact amount: {e}") from e
+        if exact <= 0:
+            raise ValueError(f"must be more than 0, got {amount}")
+        return exact
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, currency: str) -> str:
+        return _check_currency(currency)
+
+
+class Budgets(_Strict):
+    """Monthly budgets by company and by service code (each name at most once, in one currency)."""
+
+    companies: dict[str, Budget] = Field(default_factory=dict)
+    services: dict[str, Budget] = Field(default_factory=dict)
+
+
+def _check_currency(currency: str) -> str:
+    if not is_currency_code(currency):
+        raise ValueError(f"must be a 3-letter ISO 4217 code, got {currency!r}")
+    return currency
+
+
 def _check_weights(weights: dict[str, Decimal]) -> dict[str, Decimal]:
     for name, weight in weights.items():
         if weight < 0:
@@ -173,6 +212,7 @@ class Rules(_Strict):
     clusters: dict[str, ClusterSource] = Field(default_factory=dict)
     attribution: list[AttributionRule] = Field(default_factory=list)
     bill: BillColumns = Field(default_factory=BillColumns)
+    budgets: Budgets = Field(default_factory=Budgets)
 
     def usage_basis(self, cluster: str) -> dict[str, Fraction]:
         """The resources the cluster's cost is split by, with their weights: memory alone unless the cluster's
@@ -183,9 +223,7 @@ class Rules(_Strict):
     @field_validator("currency")
     @classmethod
     def _currency_code(cls, currency: str | None) -> str | None:
-        if currency is not None and not is_currency_code(currency):
-            raise ValueError(f"must be a 3-letter ISO 4217 code, got {currency!r}")
-        return currency
+        return currency if currency is None else _check_currency(currency)
 
     @field_validator("companies")
     @classmethod
@@ -234,6 +272,10 @@ class Rules(_Strict):
                 problems.append(f"attribution.{position}.service: unknown service {rule.service!r}")
             if rule.company is not None and rule.company not in self.companies:
                 problems.append(f"attribution.{position}.company: unknown company {rule.company!r}")
+        problems += [f"budgets.companies.{company}: unknown company (not in companies)"
+                     for company in self.budgets.companies if company not in self.companies]
+        problems += [f"budgets.services.{service}: unknown service (not in services)"
+                     for service in self.budgets.services if service not in self.services]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -378,5 +420,7 @@ def _describe(error: dict) -> str:
 
 
 def rules_digest(rules: Rules) -> str:
-    """sha256 of the rules' canonical JSON: the same rules give the same digest whatever the YAML layout."""
-    return hashlib.sha256(rules.model_dump_json().encode()).hexdigest()
+    """sha256 of the rules' canonical JSON: the same rules give the same digest whatever the YAML layout. The
+    budgets are left out: they move no money, so a new budget neither allocates a period again (the service
+    re-runs an open period whose rules digest changed) nor changes the digest of rules written before budgets."""
+    return hashlib.sha256(rules.model_dump_json(exclude={"budgets"}).encode()).hexdigest()

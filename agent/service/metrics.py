@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from agent.core.model import NO_COMPANY, RunSummary, StoredRun
 from agent.core.namespaces import namespace_rows
+from agent.core.rules import Budgets
 from agent.errors import StoreError
 from agent.store.runs import list_runs, load_run
 
@@ -102,6 +103,18 @@ def job_families(stats: JobStats) -> list[Metric]:
 def store_up_family(up: bool) -> GaugeMetricFamily:
     return GaugeMetricFamily("cz_agent_store_up", "1 when the last scrape could read the run store, else 0.",
                              value=1 if up else 0)
+
+
+def budget_family(budgets: Budgets) -> GaugeMetricFamily:
+    """The monthly budgets of the rules the agent runs with, one series per company or service."""
+    family = GaugeMetricFamily("cz_budget_amount", "Monthly budget of the rules: a company's (scope=\"company\", "
+                               "service_code empty) or a service's (scope=\"service\", company empty).",
+                               labels=["scope", "company", "service_code", "currency"])
+    for company, budget in sorted(budgets.companies.items()):
+        _add_sample(family, ("company", company, "", budget.currency), Fraction(budget.amount))
+    for service, budget in sorted(budgets.services.items()):
+        _add_sample(family, ("service", "", service, budget.currency), Fraction(budget.amount))
+    return family
 
 
 # ------------------------------------------------------------------------------------------ run families
@@ -328,16 +341,18 @@ def exposition(registry: CollectorRegistry) -> bytes:
 
 
 class AllocationCollector:
-    """Exposes the latest run of each of the last `periods` periods, read from the store at each scrape."""
+    """Exposes the latest run of each of the last `periods` periods, read from the store at each scrape, and the
+    budgets `budgets` gives at each scrape (those of the rules the agent last read)."""
 
     def __init__(self, *, engine: Engine, job_stats: JobStats, periods: int = 3,
                  max_series_per_family: int = 10000, max_namespace_series: int = 2000, split_top: int = 20,
-                 exposes_runs: Callable[[], bool] = lambda: True) -> None:
+                 exposes_runs: Callable[[], bool] = lambda: True, budgets: Callable[[], Budgets] = Budgets) -> None:
         if periods < 1 or max_series_per_family < 1 or max_namespace_series < 1:
             raise ValueError("periods, max_series_per_family and max_namespace_series must be at least 1")
-        # With several replicas only the leader exposes the store's figures: a dashboard or alert that sums
-        # over pods then counts the bill once. Every replica exposes its own jobs.
+        # With several replicas only the leader exposes the store's figures and the budgets: a dashboard or alert
+        # that sums over pods then counts the bill once. Every replica exposes its own jobs.
         self._exposes_runs = exposes_runs
+        self._budgets = budgets
         self._engine = engine
         self._job_stats = job_stats
         self._periods = periods
@@ -351,13 +366,14 @@ class AllocationCollector:
 
     def describe(self) -> list[Metric]:
         """The families' names without touching the store, so registering stays cheap."""
-        return [*job_families(JobStats()), store_up_family(True),
+        return [*job_families(JobStats()), budget_family(Budgets()), store_up_family(True),
                 *(GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels)) for spec in SPECS + SPLIT_SPECS)]
 
     def collect(self) -> Iterator[Metric]:
         yield from job_families(self._job_stats)
         if not self._exposes_runs():
             return
+        yield budget_family(self._budgets())
         try:
             families = self._run_families()
         except StoreError as e:

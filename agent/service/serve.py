@@ -21,7 +21,7 @@ from agent.bills import ImportOptions
 from agent.bills.options import import_options_for
 from agent.core.model import RunSummary
 from agent.core.periods import Period
-from agent.core.rules import Rules, rules_digest
+from agent.core.rules import Budgets, Rules, rules_digest
 from agent.errors import AgentError, PeriodError, SettingsError
 from agent.service.api import Uploads, create_app
 from agent.service.inbox import Inbox, InboxScan
@@ -63,6 +63,7 @@ class AgentService:
         self._mirror = Mirror(parse_sources(settings.bill_sources), inbox_dir=settings.inbox_dir,
                               settings=settings) if settings.bill_sources else None
         self._scan: InboxScan | None = None
+        self._budgets = Budgets()
         self.on_new_bills: Callable[[], None] = lambda: None
 
     def import_job(self) -> bool:
@@ -226,7 +227,14 @@ class AgentService:
             log.info("period %s (%s): unchanged since run %d", plan.period, plan.reason, result.run_id)
 
     def _rules(self) -> Rules:
-        return load_rules(self._settings.rules_file)
+        rules = load_rules(self._settings.rules_file)
+        self._budgets = rules.budgets
+        return rules
+
+    def budgets(self) -> Budgets:
+        """The budgets of the rules the jobs last read (none before the first read; rules that fail to load keep
+        the last good ones): what /metrics exposes."""
+        return self._budgets
 
     def ready(self) -> bool:
         """Ready once the store answers: the last good runs can be served even while a source is down."""
@@ -258,7 +266,8 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
     registry.register(AllocationCollector(engine=engine, job_stats=stats, periods=settings.exposed_periods,
                                           max_series_per_family=settings.max_series_per_family,
                                           max_namespace_series=settings.max_namespace_series,
-                                          split_top=settings.split_top, exposes_runs=leadership.is_leading))
+                                          split_top=settings.split_top, exposes_runs=leadership.is_leading,
+                                          budgets=service.budgets))
     registry.register(LeaderCollector(leadership))
     scheduler = _scheduler(settings, service)
     # A new leader runs both jobs at once instead of waiting for the next interval.

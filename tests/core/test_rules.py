@@ -1,12 +1,13 @@
 import re
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from agent.core.rules import BillColumns, parse_rules, rules_digest
+from agent.core.rules import BillColumns, Budget, Budgets, parse_rules, rules_digest
 from agent.errors import RulesError
 from agent.sources.rules_file import load_rules
 
@@ -156,3 +157,57 @@ def test_a_blend_is_normalised_and_zero_weights_dropped_and_a_cluster_without_on
     assert rules.idle == "unallocated"
     with pytest.raises(RulesError, match="idle: Input should be 'spread', 'common' or 'unallocated'"):
         parse_rules(BASE + "idle: hidden\n")
+
+
+BUDGETS = BASE + "budgets:\n  companies: {alpha: {amount: \"20000\", currency: USD}}\n  services: {mobile: %s}\n"
+
+
+def test_budgets_are_exact_amounts_per_company_and_service_and_none_by_default():
+    rules = parse_rules(BUDGETS % "{amount: 5000.10, currency: EUR}", source="rules.yaml")
+    assert rules.budgets.companies == {"alpha": Budget(amount=Decimal("20000"), currency="USD")}
+    assert rules.budgets.services == {"mobile": Budget(amount=Decimal("5000.10"), currency="EUR")}
+    assert parse_rules(BASE).budgets == Budgets(companies={}, services={})
+
+
+@pytest.mark.parametrize(("budget", "message"), [
+    ("{amount: \"0\", currency: USD}", "budgets.services.mobile.amount: must be more than 0, got 0"),
+    ("{amount: -5, currency: USD}", "budgets.services.mobile.amount: must be more than 0, got -5"),
+    ("{amount: true, currency: USD}", "budgets.services.mobile.amount: must be an amount such as \"20000\""),
+    ("{amount: [1], currency: USD}", "budgets.services.mobile.amount: must be an amount such as \"20000\""),
+    ("{amount: \"1_000\", currency: USD}", "budgets.services.mobile.amount: must be an exact amount: not a number"),
+    ("{amount: \"lots\", currency: USD}", "budgets.services.mobile.amount: must be an exact amount: not a number"),
+    ("{amount: .inf, currency: USD}", "budgets.services.mobile.amount: must be an exact amount: not a finite number"),
+    ("{amount: 1.0e30, currency: USD}", "budgets.services.mobile.amount: must be an exact amount: out of range"),
+    ("{amount: 100, currency: usd}", "budgets.services.mobile.currency: must be a 3-letter ISO 4217 code, got 'usd'"),
+    ("{amount: 100}", "budgets.services.mobile.currency: Field required"),
+    ("{amount: 100, currency: USD, per: week}", "budgets.services.mobile.per: unknown key"),
+    ("100", "budgets.services.mobile: Input should be a valid dictionary"),
+])
+def test_a_bad_budget_names_its_key(budget, message):
+    with pytest.raises(RulesError) as refused:
+        parse_rules(BUDGETS % budget, source="rules.yaml")
+    assert str(refused.value).startswith("rules.yaml: ")
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(("budgets", "message"), [
+    ("{companies: {gamma: {amount: 1, currency: USD}}}", "budgets.companies.gamma: unknown company (not in companies)"),
+    ("{services: {web: {amount: 1, currency: USD}}}", "budgets.services.web: unknown service (not in services)"),
+    ("{companies: {alpha: {amount: 1, currency: USD}, alpha: {amount: 2, currency: EUR}}}",
+     "found key 'alpha' twice (first on line 3)"),
+    ("{services: {mobile: {amount: 1, currency: USD}}, services: {}}", "found key 'services' twice (first on line 3)"),
+    ("{teams: {}}", "budgets.teams: unknown key"),
+])
+def test_a_budget_of_an_unknown_name_or_a_second_budget_of_a_name_is_refused(budgets, message):
+    with pytest.raises(RulesError) as refused:
+        parse_rules(BASE + f"budgets: {budgets}\n", source="rules.yaml")
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_budgets_leave_the_rules_digest_as_it_was_before_budgets():
+    # The digest the runs made before budgets existed hold for the worked example's rules: were it to change, the
+    # service would allocate every open period again after an upgrade ("rules changed").
+    worked = load_rules(Path(__file__).resolve().parents[1] / "data" / "worked" / "rules.yaml")
+    assert rules_digest(worked) == "90ce0574c573ddadca97eadd5c324222897b5beb898450f6e70d87ecfbe900f6"
+    budgeted = parse_rules(BUDGETS % "{amount: 5000, currency: USD}")
+    assert rules_digest(budgeted) == rules_digest(parse_rules(BASE))

@@ -27,7 +27,8 @@ EXAMPLES = int(os.environ.get("CZ_AGENT_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="CZ_AGENT_FUZZ_EXAMPLES" not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 KEYS = ["companies", "services", "common_groups", "namespaces", "attribution", "bill", "clusters", "currency",
-        "precision", "tag_key", "unattributable", "unmapped_namespaces", "match", "service", "company"]
+        "precision", "tag_key", "unattributable", "unmapped_namespaces", "match", "service", "company", "budgets",
+        "amount"]
 
 
 def rules_outcome(content: bytes) -> Rules | RulesError:

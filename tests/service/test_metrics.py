@@ -20,6 +20,7 @@ from sqlalchemy import create_engine
 
 import agent.service.metrics
 from agent.bills import ImportOptions
+from agent.core.rules import Budget, Budgets
 from agent.pipeline import RunRequest, run_allocation
 from agent.service.metrics import AllocationCollector, FamilySpec, JobStats, fold
 from agent.sources.rules_file import load_rules
@@ -86,7 +87,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(url=url, runs=runs, superseded=superseded)
 
 
-def registry_for(url: str, *, job_stats: JobStats | None = None, **options: int) -> CollectorRegistry:
+def registry_for(url: str, *, job_stats: JobStats | None = None, **options: object) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(AllocationCollector(engine=open_store(url), job_stats=job_stats or JobStats(), **options))
     return registry
@@ -354,9 +355,14 @@ def test_exposition_passes_promtool_check_metrics(store, tmp_path):
              rules=DEMO / "rules.yaml", usage=DEMO / "usage-2026-10.csv")
     stats = JobStats()
     stats.record("allocate", outcome="success", duration_seconds=1.25, finished_at=1_700_000_000.0)
-    for url, options in ((store.url, {}), (store.url, {"max_series_per_family": 16}), (demo, {})):
+    demo_budgets = load_rules(DEMO / "rules.yaml").budgets
+    assert demo_budgets.companies and demo_budgets.services
+    for url, options in ((store.url, {}), (store.url, {"max_series_per_family": 16}),
+                         (demo, {"budgets": lambda: demo_budgets})):
         exposition = generate_latest(registry_for(url, job_stats=stats, **options))
         assert b"cz_allocation_cost{" in exposition
+        assert (b'cz_budget_amount{company="acme",currency="USD",scope="company",service_code=""}' in exposition) == (
+            url == demo)
         checked = promtool_check(exposition)
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
@@ -374,3 +380,30 @@ def test_a_follower_exposes_its_jobs_but_not_the_store_figures_so_replicas_count
     leader = {family.name for family in registry.collect()}
     assert {"cz_allocation_cost", "cz_bill_total_cost", "cz_agent_store_up"} <= leader
     assert samples(registry, "cz_bill_total_cost") == samples(registry_for(store.url), "cz_bill_total_cost")
+
+
+def test_budgets_are_exposed_per_company_and_per_service_as_the_rules_give_them_at_each_scrape(store):
+    budgets = [Budgets(companies={"alpha": Budget(amount=Decimal("20000"), currency="USD")},
+                       services={"mobile": Budget(amount=Decimal("5000.25"), currency="EUR")})]
+    registry = registry_for(store.url, budgets=lambda: budgets[0])
+    assert samples(registry, "cz_budget_amount") == {
+        (("company", "alpha"), ("currency", "USD"), ("scope", "company"), ("service_code", "")): 20000.0,
+        (("company", ""), ("currency", "EUR"), ("scope", "service"), ("service_code", "mobile")): 5000.25,
+    }
+    budgets[0] = Budgets(companies={"beta": Budget(amount=Decimal("7"), currency="USD")})
+    assert samples(registry, "cz_budget_amount") == {
+        (("company", "beta"), ("currency", "USD"), ("scope", "company"), ("service_code", "")): 7.0}
+
+
+def test_budgets_are_exposed_by_the_leader_only_even_while_the_store_is_down(tmp_path):
+    leading = [False]
+    budgets = Budgets(companies={"alpha": Budget(amount=Decimal("100"), currency="USD")})
+    registry = CollectorRegistry()
+    registry.register(AllocationCollector(engine=create_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'runs.db'}"),
+                                          job_stats=JobStats(), exposes_runs=lambda: leading[0],
+                                          budgets=lambda: budgets))
+    budget = {"scope": "company", "company": "alpha", "service_code": "", "currency": "USD"}
+    assert registry.get_sample_value("cz_budget_amount", budget) is None
+    leading[0] = True
+    assert registry.get_sample_value("cz_budget_amount", budget) == 100
+    assert registry.get_sample_value("cz_agent_store_up") == 0

@@ -1,17 +1,24 @@
 """The service's planning and jobs with the clock passed in: which periods it allocates, and that a failed
-job is counted while the last good run stays."""
+job is counted while the last good run stays; and the budgets a served agent exposes from its rules file."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from agent.core.rules import Budget, Budgets
 from agent.service.metrics import JobStats
 from agent.service.serve import AgentService
 from agent.settings import Settings
 from agent.store.runs import close_period, list_runs, open_store
+from tests.service.test_metrics import promtool_check
+from tests.support.http import sample
+from tests.support.served import served_agent
+from tests.support.waiting import wait_for
 
 RULES = "companies: {alpha: 60, beta: 40}\nservices: {mobile: {alpha: 1}}\n"
 
@@ -116,3 +123,40 @@ def test_a_missing_inbox_is_created_and_a_file_in_its_place_fails_the_job(setup,
     inbox.write_text("not a directory")
     assert not service.import_job()
     assert {s.job: s for s in stats.snapshot()}["import"].runs == {"success": 1, "failure": 1}
+
+
+def test_the_budgets_are_those_of_the_rules_last_read_and_changing_one_allocates_nothing_again(setup):
+    service, inbox, engine, _, _, rules = setup
+    assert service.budgets() == Budgets()
+    (inbox / "august.csv").write_text(bill("2026-08"))
+    rules.write_text(RULES + "budgets: {companies: {alpha: {amount: \"100\", currency: USD}}}\n")
+    assert service.import_job() and service.allocate_job()
+    assert service.budgets().companies == {"alpha": Budget(amount=Decimal("100"), currency="USD")}
+    rules.write_text(RULES + "budgets: {services: {mobile: {amount: \"40.50\", currency: USD}}}\n")
+    assert service.allocate_job()
+    assert service.budgets() == Budgets(services={"mobile": Budget(amount=Decimal("40.50"), currency="USD")})
+    assert periods_of(engine) == ["2026-08"]
+    rules.write_text(RULES + "budgets: {services: {web: {amount: \"1\", currency: USD}}}\n")
+    assert not service.allocate_job()
+    assert service.budgets().services == {"mobile": Budget(amount=Decimal("40.50"), currency="USD")}
+
+
+@pytest.mark.integration
+def test_a_served_agent_exposes_the_budgets_of_its_rules_file_as_it_changes(tmp_path: Path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES + "budgets: {companies: {alpha: {amount: \"20000\", currency: USD}}}\n")
+    settings = {"CZ_AGENT_RULES_FILE": str(rules), "CZ_AGENT_INBOX_DIR": str(tmp_path / "inbox"),
+                "CZ_AGENT_STORE_URL": f"sqlite:///{tmp_path / 'runs.db'}", "CZ_AGENT_INBOX_POLL_SECONDS": "1",
+                "HOME": str(tmp_path), "PATH": os.environ["PATH"]}
+    company = {"scope": "company", "company": "alpha", "service_code": "", "currency": "USD"}
+    service = {"scope": "service", "company": "", "service_code": "mobile", "currency": "EUR"}
+    with served_agent(settings, log_path=tmp_path / "agent.log") as agent:
+        wait_for(lambda: sample(agent.metrics(), "cz_budget_amount", **company) == 20000, what="alpha's budget",
+                 logs=agent.log_path)
+        rules.write_text(RULES + "budgets: {services: {mobile: {amount: \"1500.75\", currency: EUR}}}\n")
+        wait_for(lambda: sample(agent.metrics(), "cz_budget_amount", **service) == 1500.75, what="mobile's budget",
+                 logs=agent.log_path)
+        exposition = agent.metrics()
+    assert sample(exposition, "cz_budget_amount", **company) is None
+    checked = promtool_check(exposition.encode())
+    assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -34,6 +34,9 @@ services:
 clusters:
   prod: {{prometheus_url: "{prometheus_url}", selector: 'cluster="prod"'}}
   stage: {{prometheus_url: "{prometheus_url}", selector: 'cluster="stage"'}}
+budgets:
+  companies: {{alpha: {{amount: "1000", currency: USD}}}}
+  services: {{mobile: {{amount: "500", currency: USD}}}}
 """
 
 
