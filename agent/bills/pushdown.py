@@ -172,8 +172,9 @@ def total_table(queries: TableQueries, table: BillTable, *, options: ImportOptio
     header = list(types)
     bill_format = format_of(header, options=options, source=table.source)
     columns = resolve_columns(header, spec=SPECS[bill_format], options=options, source=table.source)
-    # Totals keep neither a line's resource nor its product.
-    columns = replace(columns, resource_id=None, service_name=None)
+    # Totals keep neither a line's resource nor its product. The groups carry no charge day nor kind (the query would
+    # need a group per day and kind): the table's lines count as usage of no day, for the forecast.
+    columns = replace(columns, resource_id=None, service_name=None, charge_kind=None)
     query = BillQuery(table=table, columns=columns, types=types)
     totals = BillTotals(source=table.source, bill_format=bill_format)
     reducer = _Reducer(columns=columns, options=options, totals=totals)
@@ -233,7 +234,8 @@ class _Reducer:
         self._lines = []
         result = convert_chunk(frame, columns=self._columns, options=self._options, source=self._totals.source,
                                tag_reader=self._tag_reader)
-        self._totals.add_items(result.items, outside=result.out_of_period)
+        # As the groups: no charge day (agent.bills.totals.BillTotals.add_group).
+        self._totals.add_items(result.items.assign(day=None), outside=result.out_of_period)
         self._totals.rejected += result.rejected
 
     def rejected_keys(self) -> tuple[dict[str, set[str]], set[tuple[str, str]]]:

@@ -1,15 +1,17 @@
-"""Bills summed per tag value (the allocation's input) from imported bills or from a frame of line items."""
+"""Bills summed per tag value (the allocation's input) from imported bills or from a frame of line items, and per
+tag value, charge day and kind (the forecast's)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import date
 
 import pandas as pd
 
 from agent.bills.totals import BillTotals, GroupTotal, RowSample
 from agent.core.allocation import allocate_lines
 from agent.core.attribution import attribute
-from agent.core.model import Allocation, NamespaceUsage, TagLine
+from agent.core.model import Allocation, DailyCost, NamespaceUsage, TagLine
 from agent.core.rules import Rules
 
 
@@ -53,6 +55,19 @@ def tag_lines_of(bills: Iterable[BillTotals], *, rules: Rules) -> list[TagLine]:
                 rows_by_source={source: sample.describe() for source, sample in sorted(rows.items())}, rule=rule)
         for (currency, tag, rule), (total, rows) in sorted(merged.items())
     ]
+
+
+def daily_costs_of(bills: Iterable[BillTotals]) -> list[DailyCost]:
+    """One DailyCost per (currency, tag value, charge day, charge kind), in a stable order: per (currency, tag) they
+    add up to the tag lines of `tag_lines_of` (summed over their rules), amounts and line counts."""
+    merged: dict[tuple[str, str, str, str], GroupTotal] = {}
+    for bill in bills:
+        for (_, currency, tag, day, kind), group in bill.day_groups.items():
+            merged.setdefault((currency, tag or "", day or "", kind), GroupTotal()).add(
+                group.amount, group.lines, group.places)
+    return [DailyCost(currency=currency, tag=tag, day=date.fromisoformat(day) if day else None, kind=kind,
+                      amount=total.exact(), line_count=total.lines)
+            for (currency, tag, day, kind), total in sorted(merged.items())]
 
 
 def _claims(bills: list[BillTotals], rules: Rules) -> dict[tuple[str | None, ...], str]:

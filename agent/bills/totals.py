@@ -7,6 +7,7 @@ is read in the memory of one chunk plus its groups:
 - tag groups: (period, currency, tag value, sub-account, workspace, API key), the last three kept only for
   untagged lines, whose attribution rule depends on them; a tagged line's tag decides on its own;
 - split groups: (period, currency, sub-account, workspace, API key), for the split views;
+- day groups: (period, currency, tag value, charge day, charge kind), for the forecast;
 - lines outside the requested period: (period, currency), with their first rows as a sample.
 
 Sums are exact: Decimal in a context wide enough that no addition rounds. A total keeps the number of
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent.bills.fast import DECIMALS, SUM_ROWS, CleanRows, Lines, Numbering
-from agent.core.model import RejectedRow
+from agent.core.model import CHARGE_KINDS, RejectedRow
 
 # The rows kept per group to show where its cost came from; a group of contiguous rows is shown whole.
 ROW_SAMPLE = 100
@@ -34,11 +35,13 @@ ROW_SAMPLE = 100
 TagKey = tuple[str, str, str | None, str | None, str | None, str | None]
 SplitKey = tuple[str, str, str | None, str | None, str | None]
 OutsideKey = tuple[str, str]
+DayKey = tuple[str, str, str | None, str | None, str]
 
 _EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN,
                          traps=[decimal.Inexact, decimal.InvalidOperation])
 _TAG_COLUMNS = ["period", "currency", "tag", "tag_sub_account", "tag_workspace", "tag_api_key"]
 _SPLIT_COLUMNS = ["period", "currency", "sub_account", "workspace", "api_key"]
+_DAY_COLUMNS = ["period", "currency", "tag", "day", "kind"]
 
 
 @dataclass
@@ -118,11 +121,13 @@ class BillTotals:
     tag_groups: dict[TagKey, GroupTotal] = field(default_factory=dict)
     tag_rows: dict[TagKey, RowSample] = field(default_factory=dict)
     split_groups: dict[SplitKey, GroupTotal] = field(default_factory=dict)
+    day_groups: dict[DayKey, GroupTotal] = field(default_factory=dict)
     outside: dict[OutsideKey, GroupTotal] = field(default_factory=dict)
     # The first out-of-period lines: (row, period).
     outside_rows: list[tuple[int, str]] = field(default_factory=list)
     _fast_tags: _Sums = field(default_factory=lambda: _Sums(_TAG_COLUMNS, sample=True), repr=False)
     _fast_splits: _Sums = field(default_factory=lambda: _Sums(_SPLIT_COLUMNS), repr=False)
+    _fast_days: _Sums = field(default_factory=lambda: _Sums(_DAY_COLUMNS), repr=False)
     _fast_outside: _Sums = field(default_factory=lambda: _Sums(["period", "currency"]), repr=False)
     _unsettled_rows: int = field(default=0, repr=False)
 
@@ -152,13 +157,16 @@ class BillTotals:
             self.tag_rows.setdefault(key, RowSample()).add([record.row], low=record.row, high=record.row, count=1)
             split_key = tuple(getattr(record, name) for name in _SPLIT_COLUMNS)
             self.split_groups.setdefault(split_key, GroupTotal()).add(record.cost, 1, places)
+            day_key = tuple(getattr(record, name) for name in _DAY_COLUMNS)
+            self.day_groups.setdefault(day_key, GroupTotal()).add(record.cost, 1, places)
         for period, currency, cost in zip(outside["period"], outside["currency"], outside["cost"]):
             self.outside.setdefault((period, currency), GroupTotal()).add(cost, 1, _places(cost))
         self._sample_outside(zip(outside["row"].head(ROW_SAMPLE).astype(int), outside["period"].head(ROW_SAMPLE)))
 
     def add_group(self, key: SplitKey, *, tag: str | None, amount: Decimal, lines: int, places: int,
                   outside: bool) -> None:
-        """Add lines already summed elsewhere (a query engine's group), with no rows to show for them."""
+        """Add lines already summed elsewhere (a query engine's group), with no rows to show for them, nor charge day
+        and kind: usage of no day."""
         if outside:
             self.outside.setdefault(key[:2], GroupTotal()).add(amount, lines, places)
             return
@@ -167,6 +175,8 @@ class BillTotals:
         self.tag_groups.setdefault(tag_key, GroupTotal()).add(amount, lines, places)
         self.tag_rows.setdefault(tag_key, RowSample())
         self.split_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
+        self.day_groups.setdefault((period, currency, tag, None, CHARGE_KINDS[0]), GroupTotal()).add(
+            amount, lines, places)
 
     def add_lines(self, clean: CleanRows) -> None:
         """Add a chunk's clean rows (agent.bills.fast), summed as integers; settled every SUM_ROWS lines so that
@@ -177,6 +187,7 @@ class BillTotals:
         self._unsettled_rows += len(inside) + len(outside)
         self._fast_tags.add(inside, clean.numbering)
         self._fast_splits.add(inside, clean.numbering)
+        self._fast_days.add(inside, clean.numbering)
         self._fast_outside.add(outside, clean.numbering)
         if len(outside) and len(self.outside_rows) < ROW_SAMPLE:
             periods = [clean.numbering.text("period", number) for number in outside.numbers["period"][:ROW_SAMPLE]]
@@ -189,10 +200,12 @@ class BillTotals:
             self.tag_rows.setdefault(key, RowSample()).add(first, low=low, high=high, count=lines)
         for key, amount, lines, places, *_ in self._fast_splits.groups():
             self.split_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
+        for key, amount, lines, places, *_ in self._fast_days.groups():
+            self.day_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
         for key, amount, lines, places, *_ in self._fast_outside.groups():
             self.outside.setdefault(key, GroupTotal()).add(amount, lines, places)
-        self._fast_tags, self._fast_splits, self._fast_outside = (
-            _Sums(_TAG_COLUMNS, sample=True), _Sums(_SPLIT_COLUMNS), _Sums(["period", "currency"]))
+        self._fast_tags, self._fast_splits, self._fast_days, self._fast_outside = (
+            _Sums(_TAG_COLUMNS, sample=True), _Sums(_SPLIT_COLUMNS), _Sums(_DAY_COLUMNS), _Sums(["period", "currency"]))
         self._unsettled_rows = 0
 
     def _sample_outside(self, rows: Iterable[tuple[int, str]]) -> None:
@@ -328,10 +341,12 @@ def _renumbered(code: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _with_tag_dimensions(items: pd.DataFrame) -> pd.DataFrame:
-    """The items, missing text as None (frames built by hand may hold NaN), with the tag group's dimensions."""
+    """The items, missing text as None (frames built by hand may hold NaN), a missing kind as usage, with the tag
+    group's dimensions."""
     frame = items.copy()
-    for name in ("period", "currency", "tag", "sub_account", "workspace", "api_key"):
+    for name in ("period", "currency", "tag", "sub_account", "workspace", "api_key", "day"):
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    frame["kind"] = frame["kind"].astype(object).where(frame["kind"].notna(), CHARGE_KINDS[0])
     untagged = frame["tag"].isna()
     for name in ("sub_account", "workspace", "api_key"):
         frame[f"tag_{name}"] = frame[name].where(untagged, None)

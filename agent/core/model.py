@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 
@@ -96,6 +97,20 @@ class TagLine:
     line_count: int
     rows_by_source: dict[str, str]
     rule: str = ""
+
+
+CHARGE_KINDS = ("usage", "fixed")  # usage accrues by day; fixed = one-off and monthly fees, taxes, credits...
+
+
+@dataclass(frozen=True)
+class DailyCost:
+    """The accepted bill lines of one (currency, tag value, charge day, charge kind), summed exactly."""
+    currency: str
+    tag: str            # the tag value exactly as TagLine.tag holds it
+    day: date | None    # the literal date of the line's charge period start; None where the bill has no charge date
+    kind: str           # one of CHARGE_KINDS
+    amount: Decimal
+    line_count: int
 
 
 @dataclass
