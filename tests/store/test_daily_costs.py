@@ -82,6 +82,17 @@ def test_the_stored_daily_costs_are_the_bills_and_add_up_to_the_tag_lines(store)
     assert {(cost.day, cost.kind) for cost in load_daily_costs(engine, demo_run)} == {(None, "usage")}
 
 
+def test_the_same_bill_again_is_the_same_run_with_the_same_daily_costs(store, tmp_path: Path):
+    url, (focus_run, _) = store
+    engine = open_store(url)
+    daily = load_daily_costs(engine, focus_run)
+
+    allocate_run(url, bill=FOCUS, period="2024-09", out=tmp_path / "again.csv", rules=tmp_path / "rules.yaml")
+
+    assert [run.id for run in list_runs(engine, period="2024-09")] == [focus_run]
+    assert load_daily_costs(engine, focus_run) == daily
+
+
 def test_no_such_run_has_no_daily_costs(store):
     with pytest.raises(StoreError, match="no stored run with id 99"):
         load_daily_costs(open_store(store[0]), 99)
