@@ -60,14 +60,23 @@ def tag_lines_of(bills: Iterable[BillTotals], *, rules: Rules) -> list[TagLine]:
 def daily_costs_of(bills: Iterable[BillTotals]) -> list[DailyCost]:
     """One DailyCost per (currency, tag value, charge day, charge kind), in a stable order: per (currency, tag) they
     add up to the tag lines of `tag_lines_of` (summed over their rules), amounts and line counts."""
-    merged: dict[tuple[str, str, str, str], GroupTotal] = {}
+    parts: dict[tuple[str, str, str, str], list[GroupTotal]] = {}
     for bill in bills:
         for (_, currency, tag, day, kind), group in bill.day_groups.items():
-            merged.setdefault((currency, tag or "", day or "", kind), GroupTotal()).add(
-                group.amount, group.lines, group.places)
-    return [DailyCost(currency=currency, tag=tag, day=date.fromisoformat(day) if day else None, kind=kind,
-                      amount=total.exact(), line_count=total.lines)
-            for (currency, tag, day, kind), total in sorted(merged.items())]
+            parts.setdefault((currency, tag or "", day or "", kind), []).append(group)
+    # A bill has tens of thousands of groups over a month's few days: each day is parsed once.
+    days = {day: date.fromisoformat(day) for day in {key[2] for key in parts} if day}
+    return [DailyCost(currency=currency, tag=tag, day=days.get(day), kind=kind, amount=total.exact(),
+                      line_count=total.lines)
+            for (currency, tag, day, kind), groups in sorted(parts.items())
+            for total in [groups[0] if len(groups) == 1 else _merged(groups)]]
+
+
+def _merged(groups: list[GroupTotal]) -> GroupTotal:
+    total = GroupTotal()
+    for group in groups:
+        total.add(group.amount, group.lines, group.places)
+    return total
 
 
 def _claims(bills: list[BillTotals], rules: Rules) -> dict[tuple[str | None, ...], str]:

@@ -245,10 +245,12 @@ class _Sums:
             self._generation = numbering.generation
         numbers = [lines.numbers[name] for name in self._fields]
         local, first = _local_groups(numbers, [numbering.sizes[name] for name in self._fields])
-        keys = zip(*(column[first].tolist() for column in numbers))
+        keys = list(zip(*(column[first].tolist() for column in numbers)))
         known = self._by_numbers
-        groups = np.array([group if (group := known.get(key)) is not None else self._group(key, numbering)
-                           for key in keys], dtype=np.int64)[local]
+        new = [key for key in keys if key not in known]
+        if new:
+            self._add_keys(new, numbering)
+        groups = np.array([known[key] for key in keys], dtype=np.int64)[local]
         self._grow()
         low_words = lines.cost[:, 0]
         np.add.at(self._parts[0], groups, (low_words & 0xFFFFFFFF).view(np.int64))
@@ -271,14 +273,18 @@ class _Sums:
             yield (key, Decimal(value).scaleb(-DECIMALS, _EXACT), int(self._lines[group]), int(self._places[group]),
                    int(self._low[group]), int(self._high[group]), first.get(group, []))
 
-    def _group(self, numbers: tuple, numbering: Numbering) -> int:
-        """The group of a key of value numbers not met in this numbering yet."""
-        text = tuple(numbering.text(name, number) for name, number in zip(self._fields, numbers))
-        group = self._by_text.setdefault(text, len(self._keys))
-        if group == len(self._keys):
-            self._keys.append(text)
-        self._by_numbers[numbers] = group
-        return group
+    def _add_keys(self, keys: list[tuple], numbering: Numbering) -> None:
+        """Number the keys of value numbers not met in this numbering yet. Each field's text is looked up once per
+        value number: tens of thousands of groups (a tag per day) combine a few values of each field."""
+        columns = []
+        for name, numbers in zip(self._fields, zip(*keys)):
+            text_of = {number: numbering.text(name, number) for number in set(numbers)}
+            columns.append([text_of[number] for number in numbers])
+        for numbers, text in zip(keys, zip(*columns)):
+            group = self._by_text.setdefault(text, len(self._keys))
+            if group == len(self._keys):
+                self._keys.append(text)
+            self._by_numbers[numbers] = group
 
     def _grow(self) -> None:
         """Room in the arrays for every group."""
