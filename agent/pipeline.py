@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from agent import __version__
 from agent.bills import ImportOptions
 from agent.bills.options import import_options_for
-from agent.bills.taglines import tag_lines_of
+from agent.bills.taglines import daily_costs_of, tag_lines_of
 from agent.core.allocation import allocate_lines, report_precision, rounded_bill_totals
 from agent.core.bill_formats import COLUMN_OVERRIDES, column_option
 from agent.core.bill_limits import BillLimits
@@ -187,8 +187,9 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
         return RunResult(run_id=unchanged_from.id, stored=False, allocation=allocation, rejected=rejected,
                          manifest=manifest, report=report)
     started = time.monotonic()
-    run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(imports), manifest=manifest,
-                      report_sha256=manifest.report.sha256, created_at=created_at, tool_version=__version__)
+    run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(imports),
+                      daily=daily_costs_of(imports), manifest=manifest, report_sha256=manifest.report.sha256,
+                      created_at=created_at, tool_version=__version__)
     stage(f"stored run {run_id} in {time.monotonic() - started:.1f} s")
     return RunResult(run_id=run_id, stored=True, allocation=allocation, rejected=rejected, manifest=manifest,
                      report=report)

@@ -45,6 +45,8 @@ PRODUCTS = ("ECS", "OSS", "RDS", "SLB", "CDN", "NAT", "EIP", "Redis", "Kafka", "
 TAG_KINDS = (("cluster", 0.40), ("common", 0.10), ("service", 0.30), ("tail", 0.05), ("untagged", 0.15))
 CREDIT_SHARE = 0.02
 EUR_SHARE = 0.01
+# Lines of a fixed charge (a fee, a tax: CUR and FOCUS say so in a column; native bills do not).
+FIXED_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Batch:
     product: pa.Array
     resource: pa.Array
     units: np.ndarray
+    fixed: np.ndarray
 
 
 def category_of(tag: str) -> str:
@@ -100,18 +103,22 @@ def _batch(first: int, size: int, rng: np.random.Generator) -> Batch:
     workspace = rng.integers(0, len(WORKSPACES), size=size)
     key = workspace + len(WORKSPACES) * rng.integers(0, len(API_KEYS) // len(WORKSPACES), size=size)
     api_keys = np.where(rng.random(size) < 0.5, "", np.array(API_KEYS)[key])
+    day = rng.integers(1, DAYS + 1, size=size)
+    product = pa.array(rng.choice(np.array(PRODUCTS), size=size))
     return Batch(
         first=first,
         tag=pa.array(tags, type=pa.string()),
         cost=_decimal_text(units),
         currency=pa.array(currency),
-        day=rng.integers(1, DAYS + 1, size=size),
+        day=day,
         login=pa.array(np.array(LOGINS)[workspace % len(LOGINS)]),
         workspace=pa.array(np.array(WORKSPACES)[workspace]),
         api_key=pa.array(api_keys),
-        product=pa.array(rng.choice(np.array(PRODUCTS), size=size)),
+        product=product,
         resource=_resource_ids(first, size),
         units=units,
+        # Drawn last, so that the other columns are those of bills generated before it.
+        fixed=rng.random(size) < FIXED_SHARE,
     )
 
 
@@ -157,6 +164,7 @@ def _cur_table(batch: Batch) -> pa.Table:
         "bill/BillingPeriodStartDate": pa.array([f"{PERIOD}-01T00:00:00.000Z"] * size),
         "lineItem/UsageAccountId": batch.login,
         "lineItem/UsageStartDate": _dates(batch.day, time="T00:00:00.000Z"),
+        "lineItem/LineItemType": pa.array(np.where(batch.fixed, "Tax", "Usage")),
         "lineItem/ProductCode": batch.product,
         "lineItem/CurrencyCode": batch.currency,
         "lineItem/UnblendedCost": batch.cost,
@@ -176,6 +184,8 @@ def _focus_table(batch: Batch) -> pa.Table:
     return pa.table({
         "BillingPeriodStart": pa.array([f"{PERIOD}-01T00:00:00Z"] * size),
         "ChargePeriodStart": _dates(batch.day, time="T00:00:00Z"),
+        "ChargeCategory": pa.array(np.where(batch.fixed, "Purchase", "Usage")),
+        "ChargeFrequency": pa.array(np.where(batch.fixed, "One-Time", "Usage-Based")),
         "SubAccountName": batch.login,
         "ServiceName": batch.product,
         "ResourceId": batch.resource,

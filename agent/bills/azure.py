@@ -15,4 +15,8 @@ SPEC = FormatSpec(
     charge_period=("Date",),
     resource_id=("ResourceId",),
     service_name=("MeterCategory",),
+    # Frequency (UsageBased, Recurring, OneTime) counts a reservation's unused hours, charged daily, as usage; else
+    # ChargeType (Usage, Purchase, Refund, UnusedReservation, ...).
+    charge_kind=("Frequency", "ChargeType"),
+    usage_kinds=("UsageBased", "Usage"),
 )

@@ -33,11 +33,14 @@ class ColumnMap:
     # for a blank line.
     resource_id: str | None
     service_name: str | None
+    # The column telling a line's charge kind, and its values that mean usage (FormatSpec.charge_kind).
+    charge_kind: str | None
+    usage_kinds: tuple[str, ...]
 
     def used(self) -> list[str]:
         """Every column the import reads, once each, so readers can skip the others."""
         names = [self.cost, self.currency, self.tag, self.billing_period, self.charge_period, self.sub_account,
-                 self.workspace, self.api_key, self.resource_id, self.service_name]
+                 self.workspace, self.api_key, self.resource_id, self.service_name, self.charge_kind]
         return list(dict.fromkeys(name for name in names if name is not None))
 
 
@@ -82,6 +85,8 @@ def resolve_columns(header: Sequence[str], *, spec: FormatSpec, options: ImportO
         api_key=_pick(header, options.api_key_column, spec.api_key, field="API key", source=source),
         resource_id=find_column(header, spec.resource_id),
         service_name=find_column(header, spec.service_name),
+        charge_kind=find_column(header, spec.charge_kind),
+        usage_kinds=spec.usage_kinds,
     )
     _refuse_repeated(header, columns, source=source)
     return columns

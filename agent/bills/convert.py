@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from agent.bills.columns import ColumnMap
-from agent.bills.dates import months
+from agent.bills.dates import days, months
 from agent.bills.lineitems import LINE_ITEM_COLUMNS
 from agent.bills.options import ImportOptions
 from agent.bills.tags import TagReader
-from agent.core.model import RejectedRow
+from agent.core.model import CHARGE_KINDS, RejectedRow
 from agent.core.money import parse_amount
 
 _CURRENCY_CODE = r"[A-Z]{3}"
@@ -52,7 +52,8 @@ def convert_chunk(chunk: pd.DataFrame, *, columns: ColumnMap, options: ImportOpt
     column, reason = _first_failures([cost_check, currency_check, tag_check, billing_check, charge_check,
                                       period_check])
     items = _line_items(chunk, columns=columns, source=source, fields={
-        "period": period, "cost": costs, "currency": currencies, "tag": tag_values})
+        "period": period, "cost": costs, "currency": currencies, "tag": tag_values,
+        "day": day_cells(chunk, columns.charge_period), "kind": kind_cells(chunk, columns=columns)})
     accepted = reason.isna()
     outside = _outside_period(period, options.period)
     return ChunkResult(
@@ -119,6 +120,22 @@ def month_cells(chunk: pd.DataFrame, column: str | None) -> tuple[pd.Series, _Ch
     month = months(dates) if column is not None else dates
     reasons = _reason_where(dates.notna() & month.isna(), "not a date: '" + dates + "'")
     return month, _Check(column or "date", reasons)
+
+
+def day_cells(chunk: pd.DataFrame, column: str | None) -> pd.Series:
+    """The charge day (YYYY-MM-DD) of each row; missing where the date has no day. Never a reason to reject a row:
+    month_cells judges the date."""
+    dates = text_cells(chunk, column)
+    return days(dates) if column is not None else dates
+
+
+def kind_cells(chunk: pd.DataFrame, *, columns: ColumnMap) -> pd.Series:
+    """The charge kind of each row (ColumnMap.charge_kind): usage where the cell says so or is missing, else fixed.
+    Never a reason to reject a row: the kind only shapes the forecast."""
+    usage, fixed = CHARGE_KINDS
+    kinds = text_cells(chunk, columns.charge_kind)
+    says_usage = kinds.str.casefold().isin([kind.casefold() for kind in columns.usage_kinds])
+    return pd.Series(fixed, index=chunk.index, dtype="str").mask(kinds.isna() | says_usage, usage)
 
 
 def _first_failures(checks: list[_Check]) -> tuple[pd.Series, pd.Series]:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from agent.bills.spec import FormatSpec
 
+# Line item types that accrue hour by hour with usage: usage itself, and the Savings Plans negation and discounts
+# written beside each usage line. Fees, RI and Savings Plans recurring fees, taxes, credits and refunds are fixed.
+USAGE_LINE_TYPES = ("Usage", "DiscountedUsage", "SavingsPlanCoveredUsage", "SavingsPlanNegation", "BundledDiscount",
+                    "EdpDiscount", "PrivateRateDiscount", "DistributorDiscount")
+
 LEGACY_SPEC = FormatSpec(
     name="cur",
     markers=(("lineItem/UnblendedCost",),),
@@ -16,6 +21,8 @@ LEGACY_SPEC = FormatSpec(
     service_name=("lineItem/ProductCode",),
     line_id=("identity/LineItemId",),
     line_interval=("identity/TimeInterval",),
+    charge_kind=("lineItem/LineItemType",),
+    usage_kinds=USAGE_LINE_TYPES,
 )
 
 CUR2_SPEC = FormatSpec(
@@ -30,4 +37,6 @@ CUR2_SPEC = FormatSpec(
     service_name=("line_item_product_code",),
     line_id=("identity_line_item_id",),
     line_interval=("identity_time_interval",),
+    charge_kind=("line_item_line_item_type",),
+    usage_kinds=USAGE_LINE_TYPES,
 )

@@ -109,7 +109,7 @@ def prepared(chunks: Iterable[tuple[pa.Table, np.ndarray]], *, columns: ColumnMa
     """Each chunk's Arrow work that needs no verdict: the exact costs, and the judged columns as dictionary
     codes. Run on the reading thread (agent.bills.reader.prefetched), it overlaps the judging of the previous
     chunk."""
-    judged = [columns.currency, columns.tag, columns.billing_period, columns.charge_period,
+    judged = [columns.currency, columns.tag, columns.billing_period, columns.charge_period, columns.charge_kind,
               *(getattr(columns, name) for name in TEXT_FIELDS)]
     for table, rows in chunks:
         cost, places, plain_cost = _costs(table[columns.cost])
@@ -170,6 +170,8 @@ class Judges:
         self.tag = _Judge(columns.tag, lambda frame: convert.tag_cells(frame, columns=columns, tag_reader=tag_reader))
         self.billing = _Judge(columns.billing_period, lambda frame: convert.month_cells(frame, columns.billing_period))
         self.charge = _Judge(columns.charge_period, lambda frame: convert.month_cells(frame, columns.charge_period))
+        self.day = _Judge(columns.charge_period, lambda frame: (convert.day_cells(frame, columns.charge_period), None))
+        self.kind = _Judge(columns.charge_kind, lambda frame: (convert.kind_cells(frame, columns=columns), None))
         self.text = {name: _Judge(getattr(columns, name), lambda frame, name=name: (
             convert.text_cells(frame, getattr(columns, name)), None)) for name in TEXT_FIELDS}
 
@@ -180,8 +182,8 @@ class Judges:
         afresh with new ones, so the numbering stays true for the numbers it was taken with."""
         billing, charge = self.billing.values, self.charge.values
         bills, charges = len(billing), len(charge)
-        plain = {"currency": self.currency.values, "tag": self.tag.values,
-                 **{name: self.text[name].values for name in TEXT_FIELDS}}
+        plain = {"currency": self.currency.values, "tag": self.tag.values, "day": self.day.values,
+                 "kind": self.kind.values, **{name: self.text[name].values for name in TEXT_FIELDS}}
         sizes = {"period": bills + charges + 1, **{field: max(len(values), 1) for field, values in plain.items()},
                  **{f"tag_{name}": len(self.text[name].values) + 1 for name in TEXT_FIELDS}}
 
@@ -194,7 +196,7 @@ class Judges:
             values = plain[field.removeprefix("tag_")]
             return values[number] if number < sizes[field] - 1 else None
 
-        judges = [self.currency, self.tag, self.billing, self.charge, *self.text.values()]
+        judges = [self.currency, self.tag, self.billing, self.charge, self.day, self.kind, *self.text.values()]
         return Numbering(sizes=sizes, generation=tuple(judge.generation for judge in judges), text=text)
 
 
@@ -279,6 +281,8 @@ class _Fields:
         self._field("tag", columns.tag, judges.tag)
         billing = self._field("billing", columns.billing_period, judges.billing)
         charge = self._field("charge", columns.charge_period, judges.charge)
+        self._field("day", columns.charge_period, judges.day)
+        self._field("kind", columns.charge_kind, judges.kind)
         for name in TEXT_FIELDS:
             self._field(name, getattr(columns, name), judges.text[name])
         self._period(billing, charge, judges=judges)

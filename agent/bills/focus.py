@@ -15,4 +15,7 @@ SPEC = FormatSpec(
     charge_period=("ChargePeriodStart",),
     resource_id=("ResourceId",),
     service_name=("ServiceName",),
+    # ChargeFrequency (recommended since FOCUS 1.0) says whether a charge accrues with usage; else ChargeCategory.
+    charge_kind=("ChargeFrequency", "ChargeCategory"),
+    usage_kinds=("Usage-Based", "Usage"),
 )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 # Columns of the line-item frame, in order. `cost` holds decimal.Decimal objects; the optional text
-# columns hold None where the bill has no value; `row` is the 1-based line in the source file.
+# columns hold None where the bill has no value; `day` is the charge day as YYYY-MM-DD (None where the bill has no
+# charge date), `kind` the charge kind (agent.core.model.CHARGE_KINDS); `row` is the 1-based line in the source file.
 LINE_ITEM_COLUMNS = [
     "period",
     "cost",
@@ -12,6 +13,8 @@ LINE_ITEM_COLUMNS = [
     "sub_account",
     "workspace",
     "api_key",
+    "day",
+    "kind",
     "source",
     "row",
 ]

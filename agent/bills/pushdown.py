@@ -3,8 +3,9 @@
 One query, generated from the same format specs and column map as the embedded import, returns:
 
 - the group sums of the lines whose cost is a plain decimal, grouped by the *text* of every other field the
-  import judges (currency, tag, dates, sub-account, workspace, API key). Dates written as ISO dates are reduced
-  to their month in SQL (hourly bills would otherwise give a group per hour); any other text is sent as written;
+  import judges (currency, tag, dates, sub-account, workspace, API key, charge kind). Dates written as ISO dates
+  are reduced in SQL to their month, a charge date to its day (hourly bills would otherwise give a group per
+  hour); any other text is sent as written;
 - every other line as it is written, for the row-by-row converter (agent.bills.convert) to accept or reject.
 
 The agent then judges each distinct text with the very cell functions the embedded import uses, so a cell gets
@@ -25,7 +26,8 @@ from typing import Protocol
 import pandas as pd
 
 from agent.bills.columns import ColumnMap, resolve_columns
-from agent.bills.convert import convert_chunk, currency_cells, month_cells, tag_cells, text_cells
+from agent.bills.convert import (convert_chunk, currency_cells, day_cells, kind_cells, month_cells, tag_cells,
+                                 text_cells)
 from agent.bills.detect import SPECS
 from agent.bills.importer import check_options, format_of
 from agent.bills.options import ImportOptions
@@ -45,8 +47,14 @@ PLAIN_COST = r"^ *(-?[0-9]{1,15}(\.[0-9]{1,12})?) *$"
 SCIENTIFIC = r"^ *(-?)([0-9])(?:\.([0-9]+))?[eE]([+-]?)([0-9]{1,2}) *$"
 # An ISO date or timestamp whose month the SQL may take as is: the embedded import gives it the same month.
 ISO_DATE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([T ][ -~]*)?$"
-KEY_FIELDS = ("currency", "tag", "billing_period", "charge_period", "sub_account", "workspace", "api_key")
+KEY_FIELDS = ("currency", "tag", "billing_period", "charge_period", "sub_account", "workspace", "api_key",
+              "charge_kind")
 DATE_FIELDS = ("billing_period", "charge_period")
+# The ISO date's characters a group is keyed by: a billing period's month, a charge's day (the forecast's).
+DATE_KEY_LENGTH = {"billing_period": 7, "charge_period": 10}
+# Where a result row holds its cost text, the cost's decimals and its line count, after the kind and the keys.
+COST, PLACES, LINES = len(KEY_FIELDS) + 1, len(KEY_FIELDS) + 2, len(KEY_FIELDS) + 3
+_ORDER = ", ".join(str(position) for position in range(1, COST + 1))
 # Lines handed to the row-by-row converter at a time.
 LINES_PER_CHUNK = 50_000
 # The key values a follow-up query may name; past this, the bill is refused rather than the query grown.
@@ -111,10 +119,11 @@ class BillQuery:
 
     def _key(self, field: str) -> str:
         """The text a group is keyed by: empty for a missing cell (the import judges both alike), an ISO date's
-        month for dates."""
+        month for a billing period, its day for a charge."""
         raw = self._raw(field)
         if field in DATE_FIELDS and getattr(self.columns, field) is not None:
-            raw = f"CASE WHEN regexp_like({raw}, {quote_literal(ISO_DATE)}) THEN substr({raw}, 1, 7) ELSE {raw} END"
+            raw = (f"CASE WHEN regexp_like({raw}, {quote_literal(ISO_DATE)}) "
+                   f"THEN substr({raw}, 1, {DATE_KEY_LENGTH[field]}) ELSE {raw} END")
         return f"coalesce({raw}, '')"
 
     def _lines(self) -> str:
@@ -135,7 +144,7 @@ class BillQuery:
                 f"max({places}) AS places, count(*) AS line_count FROM lines WHERE plain_cost IS NOT NULL "
                 f"GROUP BY {keys} "
                 f"UNION ALL SELECT 1, {raws}, cost_text, 0, 1 FROM lines WHERE plain_cost IS NULL "
-                f"ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
+                f"ORDER BY {_ORDER}")
 
     def lines_of(self, rejected: dict[str, set[str]], periodless: set[tuple[str, str]]) -> str:
         """Every plain line of the groups whose key texts were rejected, as written."""
@@ -148,7 +157,7 @@ class BillQuery:
             conditions.append(f"(k_billing_period, k_charge_period) IN (VALUES {pairs})")
         return (f"WITH {self._lines()} SELECT 1, {raws}, cost_text, 0, 1 FROM lines "
                 f"WHERE plain_cost IS NOT NULL AND ({' OR '.join(conditions)}) "
-                f"ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
+                f"ORDER BY {_ORDER}")
 
 
 def _written_out(cost: str) -> str:
@@ -202,6 +211,8 @@ class _Reducer:
         self._totals = totals
         self._tag_reader = TagReader(options.tag_key)
         self._verdicts: dict[str, dict[str, tuple[str | None, bool]]] = {field: {} for field in KEY_FIELDS}
+        # The day of each charge date text (convert.day_cells), beside its month.
+        self._days: dict[str, str | None] = {}
         self._rejected_groups: set[tuple[str, ...]] = set()
         self._lines: list[tuple] = []
         self._next_row = 1
@@ -226,7 +237,7 @@ class _Reducer:
         frame = pd.DataFrame({column: pd.Series([line[i] for line in self._lines], dtype="str")
                               for i, field in enumerate(KEY_FIELDS, start=1)
                               if (column := getattr(self._columns, field)) is not None})
-        frame[self._columns.cost] = pd.Series([line[8] for line in self._lines], dtype="str")
+        frame[self._columns.cost] = pd.Series([line[COST] for line in self._lines], dtype="str")
         frame.index = pd.RangeIndex(self._next_row, self._next_row + len(self._lines))
         self._next_row += len(self._lines)
         self._totals.input_rows += len(self._lines)
@@ -251,19 +262,19 @@ class _Reducer:
         for i, field in enumerate(KEY_FIELDS, start=1):
             self._judge(field, {group[i] for group in groups})
         for group in groups:
-            key = group[1:8]
+            key = group[1:COST]
             values = [self._verdicts[field][text] for field, text in zip(KEY_FIELDS, key)]
             billing, charge = values[2][0], values[3][0]
             period = billing or charge or self._options.period
             if any(refused for _, refused in values) or period is None:
                 self._rejected_groups.add(key)
                 continue
-            currency, tag, _, _, sub_account, workspace, api_key = (value for value, _ in values)
+            currency, tag, _, _, sub_account, workspace, api_key, kind = (value for value, _ in values)
             outside = self._options.period is not None and period != self._options.period
-            self._totals.add_group((period, currency, sub_account, workspace, api_key), tag=tag,
-                                   amount=Decimal(group[8]), lines=int(group[10]), places=int(group[9]),
-                                   outside=outside)
-            self._totals.input_rows += int(group[10])
+            self._totals.add_group((period, currency, sub_account, workspace, api_key), tag=tag, day=self._days[key[3]],
+                                   kind=kind, amount=Decimal(group[COST]), lines=int(group[LINES]),
+                                   places=int(group[PLACES]), outside=outside)
+            self._totals.input_rows += int(group[LINES])
 
     def _judge(self, field: str, texts: set[str]) -> None:
         """Each new text's value and whether the import rejects it, by the embedded import's cell functions."""
@@ -277,6 +288,9 @@ class _Reducer:
                                  tag_reader=self._tag_reader)
         for text, value, reason in zip(new, values, reasons):
             verdicts[text] = (value if isinstance(value, str) else None, isinstance(reason, str))
+        if field == "charge_period":
+            days = day_cells(frame, column)
+            self._days.update((text, day if isinstance(day, str) else None) for text, day in zip(new, days))
 
 
 def _cells(field: str, frame: pd.DataFrame, *, columns: ColumnMap, options: ImportOptions,
@@ -288,6 +302,9 @@ def _cells(field: str, frame: pd.DataFrame, *, columns: ColumnMap, options: Impo
         values, check = tag_cells(frame, columns=columns, tag_reader=tag_reader)
     elif field in DATE_FIELDS:
         values, check = month_cells(frame, getattr(columns, field))
+    elif field == "charge_kind":
+        values = kind_cells(frame, columns=columns)
+        return values.tolist(), [None] * len(values)
     else:
         values = text_cells(frame, getattr(columns, field))
         return values.tolist(), [None] * len(values)

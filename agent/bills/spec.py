@@ -26,6 +26,11 @@ class FormatSpec:
     # A line's identity where the format has one: its ID, and the interval that tells its hourly lines apart.
     line_id: Candidates = ()
     line_interval: Candidates = ()
+    # A line's charge kind (agent.core.model.CHARGE_KINDS) for the forecast: the column that tells it, and its
+    # values (compared ignoring case) that mean usage, which accrues by day. Any other value is a fixed charge
+    # (one-off and monthly fees, taxes, credits); a line with none, or of a bill without the column, is usage.
+    charge_kind: Candidates = ()
+    usage_kinds: tuple[str, ...] = ()
 
     def describe_markers(self) -> str:
         return " with ".join(" or ".join(group) for group in self.markers)

@@ -1,15 +1,17 @@
-"""Bills summed per tag value (the allocation's input) from imported bills or from a frame of line items."""
+"""Bills summed per tag value (the allocation's input) from imported bills or from a frame of line items, and per
+tag value, charge day and kind (the forecast's)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import date
 
 import pandas as pd
 
 from agent.bills.totals import BillTotals, GroupTotal, RowSample
 from agent.core.allocation import allocate_lines
 from agent.core.attribution import attribute
-from agent.core.model import Allocation, NamespaceUsage, TagLine
+from agent.core.model import Allocation, DailyCost, NamespaceUsage, TagLine
 from agent.core.rules import Rules
 
 
@@ -53,6 +55,28 @@ def tag_lines_of(bills: Iterable[BillTotals], *, rules: Rules) -> list[TagLine]:
                 rows_by_source={source: sample.describe() for source, sample in sorted(rows.items())}, rule=rule)
         for (currency, tag, rule), (total, rows) in sorted(merged.items())
     ]
+
+
+def daily_costs_of(bills: Iterable[BillTotals]) -> list[DailyCost]:
+    """One DailyCost per (currency, tag value, charge day, charge kind), in a stable order: per (currency, tag) they
+    add up to the tag lines of `tag_lines_of` (summed over their rules), amounts and line counts."""
+    parts: dict[tuple[str, str, str, str], list[GroupTotal]] = {}
+    for bill in bills:
+        for (_, currency, tag, day, kind), group in bill.day_groups.items():
+            parts.setdefault((currency, tag or "", day or "", kind), []).append(group)
+    # A bill has tens of thousands of groups over a month's few days: each day is parsed once.
+    days = {day: date.fromisoformat(day) for day in {key[2] for key in parts} if day}
+    return [DailyCost(currency=currency, tag=tag, day=days.get(day), kind=kind, amount=total.exact(),
+                      line_count=total.lines)
+            for (currency, tag, day, kind), groups in sorted(parts.items())
+            for total in [groups[0] if len(groups) == 1 else _merged(groups)]]
+
+
+def _merged(groups: list[GroupTotal]) -> GroupTotal:
+    total = GroupTotal()
+    for group in groups:
+        total.add(group.amount, group.lines, group.places)
+    return total
 
 
 def _claims(bills: list[BillTotals], rules: Rules) -> dict[tuple[str | None, ...], str]:

@@ -7,6 +7,7 @@ is read in the memory of one chunk plus its groups:
 - tag groups: (period, currency, tag value, sub-account, workspace, API key), the last three kept only for
   untagged lines, whose attribution rule depends on them; a tagged line's tag decides on its own;
 - split groups: (period, currency, sub-account, workspace, API key), for the split views;
+- day groups: (period, currency, tag value, charge day, charge kind), for the forecast;
 - lines outside the requested period: (period, currency), with their first rows as a sample.
 
 Sums are exact: Decimal in a context wide enough that no addition rounds. A total keeps the number of
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agent.bills.fast import DECIMALS, SUM_ROWS, CleanRows, Lines, Numbering
-from agent.core.model import RejectedRow
+from agent.core.model import CHARGE_KINDS, RejectedRow
 
 # The rows kept per group to show where its cost came from; a group of contiguous rows is shown whole.
 ROW_SAMPLE = 100
@@ -34,11 +35,13 @@ ROW_SAMPLE = 100
 TagKey = tuple[str, str, str | None, str | None, str | None, str | None]
 SplitKey = tuple[str, str, str | None, str | None, str | None]
 OutsideKey = tuple[str, str]
+DayKey = tuple[str, str, str | None, str | None, str]
 
 _EXACT = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN,
                          traps=[decimal.Inexact, decimal.InvalidOperation])
 _TAG_COLUMNS = ["period", "currency", "tag", "tag_sub_account", "tag_workspace", "tag_api_key"]
 _SPLIT_COLUMNS = ["period", "currency", "sub_account", "workspace", "api_key"]
+_DAY_COLUMNS = ["period", "currency", "tag", "day", "kind"]
 
 
 @dataclass
@@ -120,11 +123,13 @@ class BillTotals:
     tag_groups: dict[TagKey, GroupTotal] = field(default_factory=dict)
     tag_rows: dict[TagKey, RowSample] = field(default_factory=dict)
     split_groups: dict[SplitKey, GroupTotal] = field(default_factory=dict)
+    day_groups: dict[DayKey, GroupTotal] = field(default_factory=dict)
     outside: dict[OutsideKey, GroupTotal] = field(default_factory=dict)
     # The first out-of-period lines: (row, period).
     outside_rows: list[tuple[int, str]] = field(default_factory=list)
     _fast_tags: _Sums = field(default_factory=lambda: _Sums(_TAG_COLUMNS, sample=True), repr=False)
     _fast_splits: _Sums = field(default_factory=lambda: _Sums(_SPLIT_COLUMNS), repr=False)
+    _fast_days: _Sums = field(default_factory=lambda: _Sums(_DAY_COLUMNS), repr=False)
     _fast_outside: _Sums = field(default_factory=lambda: _Sums(["period", "currency"]), repr=False)
     _unsettled_rows: int = field(default=0, repr=False)
 
@@ -154,12 +159,14 @@ class BillTotals:
             self.tag_rows.setdefault(key, RowSample()).add([record.row], low=record.row, high=record.row, count=1)
             split_key = tuple(getattr(record, name) for name in _SPLIT_COLUMNS)
             self.split_groups.setdefault(split_key, GroupTotal()).add(record.cost, 1, places)
+            day_key = tuple(getattr(record, name) for name in _DAY_COLUMNS)
+            self.day_groups.setdefault(day_key, GroupTotal()).add(record.cost, 1, places)
         for period, currency, cost in zip(outside["period"], outside["currency"], outside["cost"]):
             self.outside.setdefault((period, currency), GroupTotal()).add(cost, 1, _places(cost))
         self._sample_outside(zip(outside["row"].head(ROW_SAMPLE).astype(int), outside["period"].head(ROW_SAMPLE)))
 
-    def add_group(self, key: SplitKey, *, tag: str | None, amount: Decimal, lines: int, places: int,
-                  outside: bool) -> None:
+    def add_group(self, key: SplitKey, *, tag: str | None, day: str | None, kind: str, amount: Decimal, lines: int,
+                  places: int, outside: bool) -> None:
         """Add lines already summed elsewhere (a query engine's group), with no rows to show for them."""
         if outside:
             self.outside.setdefault(key[:2], GroupTotal()).add(amount, lines, places)
@@ -169,6 +176,7 @@ class BillTotals:
         self.tag_groups.setdefault(tag_key, GroupTotal()).add(amount, lines, places)
         self.tag_rows.setdefault(tag_key, RowSample())
         self.split_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
+        self.day_groups.setdefault((period, currency, tag, day, kind), GroupTotal()).add(amount, lines, places)
 
     def add_lines(self, clean: CleanRows) -> None:
         """Add a chunk's clean rows (agent.bills.fast), summed as integers; settled every SUM_ROWS lines so that
@@ -179,6 +187,7 @@ class BillTotals:
         self._unsettled_rows += len(inside) + len(outside)
         self._fast_tags.add(inside, clean.numbering)
         self._fast_splits.add(inside, clean.numbering)
+        self._fast_days.add(inside, clean.numbering)
         self._fast_outside.add(outside, clean.numbering)
         if len(outside) and len(self.outside_rows) < ROW_SAMPLE:
             periods = [clean.numbering.text("period", number) for number in outside.numbers["period"][:ROW_SAMPLE]]
@@ -191,10 +200,12 @@ class BillTotals:
             self.tag_rows.setdefault(key, RowSample()).add(first, low=low, high=high, count=lines)
         for key, amount, lines, places, *_ in self._fast_splits.groups():
             self.split_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
+        for key, amount, lines, places, *_ in self._fast_days.groups():
+            self.day_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
         for key, amount, lines, places, *_ in self._fast_outside.groups():
             self.outside.setdefault(key, GroupTotal()).add(amount, lines, places)
-        self._fast_tags, self._fast_splits, self._fast_outside = (
-            _Sums(_TAG_COLUMNS, sample=True), _Sums(_SPLIT_COLUMNS), _Sums(["period", "currency"]))
+        self._fast_tags, self._fast_splits, self._fast_days, self._fast_outside = (
+            _Sums(_TAG_COLUMNS, sample=True), _Sums(_SPLIT_COLUMNS), _Sums(_DAY_COLUMNS), _Sums(["period", "currency"]))
         self._unsettled_rows = 0
 
     def _sample_outside(self, rows: Iterable[tuple[int, str]]) -> None:
@@ -234,10 +245,12 @@ class _Sums:
             self._generation = numbering.generation
         numbers = [lines.numbers[name] for name in self._fields]
         local, first = _local_groups(numbers, [numbering.sizes[name] for name in self._fields])
-        keys = zip(*(column[first].tolist() for column in numbers))
+        keys = list(zip(*(column[first].tolist() for column in numbers)))
         known = self._by_numbers
-        groups = np.array([group if (group := known.get(key)) is not None else self._group(key, numbering)
-                           for key in keys], dtype=np.int64)[local]
+        new = [key for key in keys if key not in known]
+        if new:
+            self._add_keys(new, numbering)
+        groups = np.array([known[key] for key in keys], dtype=np.int64)[local]
         self._grow()
         low_words = lines.cost[:, 0]
         np.add.at(self._parts[0], groups, (low_words & 0xFFFFFFFF).view(np.int64))
@@ -260,14 +273,18 @@ class _Sums:
             yield (key, Decimal(value).scaleb(-DECIMALS, _EXACT), int(self._lines[group]), int(self._places[group]),
                    int(self._low[group]), int(self._high[group]), first.get(group, []))
 
-    def _group(self, numbers: tuple, numbering: Numbering) -> int:
-        """The group of a key of value numbers not met in this numbering yet."""
-        text = tuple(numbering.text(name, number) for name, number in zip(self._fields, numbers))
-        group = self._by_text.setdefault(text, len(self._keys))
-        if group == len(self._keys):
-            self._keys.append(text)
-        self._by_numbers[numbers] = group
-        return group
+    def _add_keys(self, keys: list[tuple], numbering: Numbering) -> None:
+        """Number the keys of value numbers not met in this numbering yet. Each field's text is looked up once per
+        value number: tens of thousands of groups (a tag per day) combine a few values of each field."""
+        columns = []
+        for name, numbers in zip(self._fields, zip(*keys)):
+            text_of = {number: numbering.text(name, number) for number in set(numbers)}
+            columns.append([text_of[number] for number in numbers])
+        for numbers, text in zip(keys, zip(*columns)):
+            group = self._by_text.setdefault(text, len(self._keys))
+            if group == len(self._keys):
+                self._keys.append(text)
+            self._by_numbers[numbers] = group
 
     def _grow(self) -> None:
         """Room in the arrays for every group."""
@@ -330,10 +347,12 @@ def _renumbered(code: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _with_tag_dimensions(items: pd.DataFrame) -> pd.DataFrame:
-    """The items, missing text as None (frames built by hand may hold NaN), with the tag group's dimensions."""
+    """The items, missing text as None (frames built by hand may hold NaN), a missing kind as usage, with the tag
+    group's dimensions."""
     frame = items.copy()
-    for name in ("period", "currency", "tag", "sub_account", "workspace", "api_key"):
+    for name in ("period", "currency", "tag", "sub_account", "workspace", "api_key", "day"):
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    frame["kind"] = frame["kind"].astype(object).where(frame["kind"].notna(), CHARGE_KINDS[0])
     untagged = frame["tag"].isna()
     for name in ("sub_account", "workspace", "api_key"):
         frame[f"tag_{name}"] = frame[name].where(untagged, None)

@@ -181,6 +181,8 @@ class StoredRun:
     tag_lines: list[TagLine]
     rejected: list[RejectedRow]
     splits: list[SplitTotal]
+    # The bill per charge day and kind (agent.store.runs.load_daily_costs), for the forecast.
+    daily_costs: list[DailyCost] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

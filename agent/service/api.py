@@ -556,7 +556,8 @@ def api_router(reader: RunReader) -> APIRouter:
     @router.get("/runs/{run_id}/document", response_model=dict[str, Any])
     def run_document_of(run_id: int) -> JSONResponse:
         """The whole stored run, exactly (amounts as decimal text, shares as fractions): what `cz-agent --server`
-        reads to print runs, reports, explanations, statements and diffs as it would from a local store."""
+        reads to print runs, reports, explanations, statements and diffs as it would from a local store, and the daily
+        costs it forecasts from."""
         return JSONResponse(run_document(reader.stored(run_id)))
 
     @router.get("/runs/{run_id}/explain")

@@ -36,7 +36,12 @@ class RemoteRuns:
         return max(run["id"] for run in listed)
 
     def load_run(self, run_id: int) -> StoredRun:
-        return run_from_document(self._get(f"/api/v1/runs/{run_id}/document"))
+        document = self._get(f"/api/v1/runs/{run_id}/document")
+        if "daily_costs" not in document:
+            # An agent older than this client: a run without its daily costs would forecast nothing, silently.
+            raise StoreError(f"{self._url}: run {run_id} comes without its daily costs (the agent is older than "
+                             "this client): upgrade the agent")
+        return run_from_document(document)
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         url = self._url + path + (f"?{urllib.parse.urlencode(params)}" if params else "")

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -17,8 +18,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from agent.core.manifest import RunManifest
-from agent.core.model import (Allocation, Contribution, RejectedRow, ReportRow, RunSummary, SplitTotal, StoredRun,
-                              TagLine)
+from agent.core.model import (CHARGE_KINDS, Allocation, Contribution, DailyCost, RejectedRow, ReportRow, RunSummary,
+                              SplitTotal, StoredRun, TagLine)
+from agent.core.money import exact_sum
 from agent.errors import StoreError
 
 # Strings carry no length: PostgreSQL enforces VARCHAR lengths that SQLite ignores, and a run storable in one
@@ -100,6 +102,19 @@ bill_splits = Table(
     Column("amount", String, nullable=False),
     Column("line_count", Integer, nullable=False),
 )
+# The accepted bill of the run summed per (currency, tag value, charge day, charge kind), exact: the forecast's
+# input (agent.core.forecast). `day` is the ISO date, "" where the bill has no charge date. Schema version 5.
+daily_costs = Table(
+    "daily_costs", metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("currency", String, nullable=False),
+    Column("tag", String, nullable=False),
+    Column("day", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("amount", String, nullable=False),
+    Column("line_count", Integer, nullable=False),
+)
 closed_periods = Table(
     "closed_periods", metadata,
     Column("period", String, primary_key=True),
@@ -119,7 +134,7 @@ schema_version = Table(
     "schema_version", metadata,
     Column("version", Integer, nullable=False),
 )
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # A SQLite writer waits this long for another writer's lock before the write fails as "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 15
 # Marks a connection that is about to write: SQLite then takes the write lock at BEGIN (BEGIN IMMEDIATE), so
@@ -216,8 +231,26 @@ def _drop_periods_by_content(connection: Connection) -> None:
     connection.execute(text("DROP TABLE IF EXISTS bill_periods"))
 
 
+def _add_daily_costs(connection: Connection) -> None:
+    """Version 4 -> 5: the daily costs of the runs stored before, from their tag lines: the bill's charge days and
+    kinds were not kept, so each (currency, tag value) is usage of no day, as a bill without charge dates gives."""
+    daily_costs.create(connection)
+    lines: dict[tuple[int, str, str], list[Any]] = {}
+    for line in connection.execute(select(tag_lines)):
+        lines.setdefault((line.run_id, line.currency, line.tag), []).append(line)
+    by_run: dict[int, list[DailyCost]] = {}
+    for (run_id, currency, tag), group in sorted(lines.items()):
+        amount = exact_sum(Decimal(line.amount) for line in group)
+        lines_summed = sum(line.line_count for line in group)
+        by_run.setdefault(run_id, []).append(DailyCost(currency=currency, tag=tag, day=None, kind=CHARGE_KINDS[0],
+                                                       amount=amount, line_count=lines_summed))
+    for run_id, costs in by_run.items():
+        _insert(connection, daily_costs, run_id, [_daily_cost_record(cost) for cost in costs])
+
+
 # MIGRATIONS[v - 1] takes a store from version v to v + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_add_period_sequence, _version_manifests, _drop_periods_by_content]
+MIGRATIONS: list[Callable[[Connection], None]] = [_add_period_sequence, _version_manifests, _drop_periods_by_content,
+                                                  _add_daily_costs]
 
 
 @contextmanager
@@ -256,6 +289,7 @@ def save_run(
     allocation: Allocation,
     rejected: list[RejectedRow],
     splits: list[SplitTotal],
+    daily: list[DailyCost],
     manifest: RunManifest,
     report_sha256: str,
     created_at: str,
@@ -285,6 +319,7 @@ def save_run(
             _insert(connection, tag_lines, run_id, [_tag_line_record(t) for t in allocation.tag_lines])
             _insert(connection, rejected_rows, run_id, [_reject_record(r) for r in rejected])
             _insert(connection, bill_splits, run_id, [_split_record(t) for t in splits])
+            _insert(connection, daily_costs, run_id, [_daily_cost_record(d) for d in daily])
     except SQLAlchemyError as e:
         raise StoreError(f"cannot store the run of {allocation.period}: {_reason(e)}") from e
     return int(run_id)
@@ -328,6 +363,11 @@ def store_answers(engine: Engine) -> bool:
 def _split_record(t: SplitTotal) -> dict[str, Any]:
     return {"sub_account": t.sub_account, "workspace": t.workspace, "api_key": t.api_key, "currency": t.currency,
             "amount": format(t.amount, "f"), "line_count": t.line_count}
+
+
+def _daily_cost_record(d: DailyCost) -> dict[str, Any]:
+    return {"currency": d.currency, "tag": d.tag, "day": "" if d.day is None else d.day.isoformat(), "kind": d.kind,
+            "amount": format(d.amount, "f"), "line_count": d.line_count}
 
 
 def list_runs(engine: Engine, *, period: str | None = None) -> list[RunSummary]:
@@ -412,7 +452,18 @@ def load_run(engine: Engine, run_id: int, *, categories: Collection[str] | None 
             tag_lines=[_tag_line(r) for r in rows_of(tag_lines)],
             rejected=[_reject(r) for r in rows_of(rejected_rows)],
             splits=[_split(r) for r in rows_of(bill_splits)],
+            daily_costs=[_daily_cost(r) for r in rows_of(daily_costs)],
         )
+
+
+def load_daily_costs(engine: Engine, run_id: int) -> list[DailyCost]:
+    """The run's bill per (currency, tag value, charge day, charge kind), in the order stored; StoreError if there is
+    no such run."""
+    with _reading(engine) as connection:
+        if connection.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
+            raise StoreError(f"no stored run with id {run_id}")
+        query = select(daily_costs).where(daily_costs.c.run_id == run_id).order_by(daily_costs.c.position)
+        return [_daily_cost(r) for r in connection.execute(query).mappings()]
 
 
 class LocalRuns:
@@ -444,6 +495,7 @@ def run_document(stored: StoredRun) -> dict[str, Any]:
         "tag_lines": [_tag_line_record(t) for t in stored.tag_lines],
         "rejected": [_reject_record(r) for r in stored.rejected],
         "splits": [_split_record(t) for t in stored.splits],
+        "daily_costs": [_daily_cost_record(d) for d in stored.daily_costs],
     }
 
 
@@ -453,7 +505,8 @@ def run_from_document(document: Mapping[str, Any]) -> StoredRun:
                      contributions=[_contribution(r) for r in document["contributions"]],
                      tag_lines=[_tag_line(r) for r in document["tag_lines"]],
                      rejected=[_reject(r) for r in document["rejected"]],
-                     splits=[_split(r) for r in document["splits"]])
+                     splits=[_split(r) for r in document["splits"]],
+                     daily_costs=[_daily_cost(r) for r in document["daily_costs"]])
 
 
 def summary_from_document(summary: Mapping[str, Any]) -> RunSummary:
@@ -481,6 +534,11 @@ def _reject(r: Any) -> RejectedRow:
 def _split(r: Any) -> SplitTotal:
     return SplitTotal(sub_account=r["sub_account"], workspace=r["workspace"], api_key=r["api_key"],
                       currency=r["currency"], amount=Decimal(r["amount"]), line_count=r["line_count"])
+
+
+def _daily_cost(r: Any) -> DailyCost:
+    return DailyCost(currency=r["currency"], tag=r["tag"], day=date.fromisoformat(r["day"]) if r["day"] else None,
+                     kind=r["kind"], amount=Decimal(r["amount"]), line_count=r["line_count"])
 
 
 def _contribution(r: Any) -> Contribution:

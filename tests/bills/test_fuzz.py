@@ -45,13 +45,13 @@ HEADERS = {
     "native": ["billingCycle", "loginName", "workspaceName", "apiKeyName", "unblendedCost", "currency",
                "tag:cz_container_bill"],
     "focus": ["BilledCost", "EffectiveCost", "BillingCurrency", "BillingPeriodStart", "ChargePeriodStart",
-              "SubAccountName", "Tags"],
+              "SubAccountName", "Tags", "ChargeFrequency"],
     "cur": ["bill/BillingPeriodStartDate", "lineItem/UsageStartDate", "lineItem/UnblendedCost",
-            "lineItem/CurrencyCode", "resourceTags/user:cz_container_bill"],
+            "lineItem/CurrencyCode", "resourceTags/user:cz_container_bill", "lineItem/LineItemType"],
     "cur2": ["bill_billing_period_start_date", "line_item_unblended_cost", "line_item_currency_code",
              "resource_tags"],
     "azure": ["SubscriptionName", "Date", "CostInBillingCurrency", "BillingCurrencyCode", "Tags",
-              "BillingPeriodStartDate"],
+              "BillingPeriodStartDate", "ChargeType"],
 }
 
 

@@ -1,6 +1,7 @@
 """The push-down of a bill table to a real Trino server gives what the embedded import gives for the same file:
-the same group totals (amounts, decimals, line counts), the same rows out of the period, the same rejects (column,
-reason, raw cost) and, through `cz-agent allocate`, the same report byte for byte."""
+the same group totals (amounts, decimals, line counts; per tag, per split, per charge day and kind), the same rows
+out of the period, the same rejects (column, reason, raw cost) and, through `cz-agent allocate`, the same report
+byte for byte."""
 
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ HOSTILE_COSTS = ["1.5", "-0.25", "+1.5", "1.", ".5", "1E-5", "5.6E-05", "1.00000
                  "1.5E-0", "1.0E15", "9.9E14", "1.2345E2", "-0.0E0", "1.E-5", "12.5E1", "1.0E+99",
                  "1.25" + "0" * 28, "0." + "0" * 29 + "1"]
 HOSTILE_DATES = ["2024-09-01", "2024-09-30T23:00:00Z", "2024-10-01 00:00:00.000", "20240901", "9/1/2024",
-                 "2024-13-01", "2024-09-01x", " 2024-09-02", "2024-09", "", "NULL", "\u0662024-09-01", "garbage"]
+                 "2024-13-01", "2024-09-01x", " 2024-09-02", "2024-09", "", "NULL", "\u0662024-09-01", "garbage",
+                 "2024-09-31 10:00:00"]
+HOSTILE_KINDS = ["Usage-Based", "usage-based", " One-Time ", "Recurring", "", "NULL", "x'y"]
 HOSTILE_TEXT = ["USD", "usd", " EUR ", "US D", "", "NULL", "EURO", "\u00e9\u00e9\u00e9", "x'y", "a\"b", "\x00"]
 HOSTILE_TAGS = ['{"cz_container_bill": "svc-a"}', '{"user:cz_container_bill": "cz_cluster_prod"}',
                 '{"CZ_Container_Bill": " cz_common_db "}', '"cz_container_bill": "svc-b","x": "y"', "{", "[]",
@@ -84,6 +87,8 @@ def outcome(bill: BillTotals) -> dict:
         "input": bill.input_rows,
         "tags": {key: (group.exact(), group.lines) for key, group in bill.tag_groups.items()},
         "splits": {key: (group.exact(), group.lines) for key, group in bill.split_groups.items()},
+        # The forecast's: per tag, charge day and charge kind.
+        "days": {key: (group.exact(), group.lines) for key, group in bill.day_groups.items()},
         "outside": {key: (group.exact(), group.lines) for key, group in bill.outside.items()},
         "rejected": Counter((row.column.lower(), row.reason, row.raw_cost) for row in bill.rejected),
     }
@@ -114,8 +119,8 @@ def test_a_real_bill_pushed_down_gives_what_the_file_gives(trino, tmp_path, path
 @given(data=st.data(), period=st.sampled_from([None, "2024-09"]))
 def test_hostile_cells_get_the_same_verdict_pushed_down(trino, tmp_path_factory, data, period) -> None:
     header = ["BillingPeriodStart", "ChargePeriodStart", "EffectiveCost", "BillingCurrency", "SubAccountName",
-              "Tags"]
-    cells = [HOSTILE_DATES, HOSTILE_DATES, HOSTILE_COSTS, HOSTILE_TEXT, HOSTILE_TEXT, HOSTILE_TAGS]
+              "Tags", "ChargeFrequency"]
+    cells = [HOSTILE_DATES, HOSTILE_DATES, HOSTILE_COSTS, HOSTILE_TEXT, HOSTILE_TEXT, HOSTILE_TAGS, HOSTILE_KINDS]
     rows = data.draw(st.lists(st.tuples(*(st.sampled_from(values) for values in cells)), min_size=1, max_size=40))
     directory = tmp_path_factory.mktemp("hostile")
     bill = as_parquet(directory / "bill.parquet", [header, *map(list, rows)])

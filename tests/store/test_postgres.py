@@ -207,9 +207,9 @@ def test_a_version_1_store_is_migrated_and_keeps_its_runs(backend: str, three_ru
     allocation = types.SimpleNamespace(period="2026-10", rows=latest.rows, contributions=latest.contributions,
                                        tag_lines=latest.tag_lines)
     manifest = dataclasses.replace(latest.summary.manifest, rules_digest="restated")
-    new_id = save_run(engine, allocation=allocation, rejected=[], splits=latest.splits, manifest=manifest,
-                      report_sha256=latest.summary.report_sha256, created_at="2026-11-01T00:00:00+00:00",
-                      tool_version="test")
+    new_id = save_run(engine, allocation=allocation, rejected=[], splits=latest.splits, daily=latest.daily_costs,
+                      manifest=manifest, report_sha256=latest.summary.report_sha256,
+                      created_at="2026-11-01T00:00:00+00:00", tool_version="test")
     with engine.connect() as connection:
         assert connection.execute(text(f"SELECT period_sequence FROM runs WHERE id = {new_id}")).scalar_one() == 3
 

@@ -26,6 +26,11 @@ def split_groups(bill: BillTotals) -> dict[tuple, tuple[Decimal, int]]:
     return _sums(bill.split_groups)
 
 
+def day_groups(bill: BillTotals) -> dict[tuple, tuple[Decimal, int]]:
+    """(period, currency, tag, charge day, charge kind): total and lines."""
+    return _sums(bill.day_groups)
+
+
 def outside_groups(bill: BillTotals) -> dict[tuple, tuple[Decimal, int]]:
     """(period, currency) of the lines outside the requested period: total and lines."""
     return _sums(bill.outside)
@@ -58,8 +63,8 @@ def total(bill: BillTotals) -> Decimal:
 def view(bill: BillTotals) -> tuple:
     """Everything an import gives, for comparing two of them: exact totals and lines of every group, the rows
     behind each tag group, the rejected rows, the row counts and the sample of rows outside the period."""
-    return (tag_groups(bill), split_groups(bill), outside_groups(bill), rejects(bill), bill.input_rows,
-            bill.outside_rows)
+    return (tag_groups(bill), split_groups(bill), day_groups(bill), outside_groups(bill), rejects(bill),
+            bill.input_rows, bill.outside_rows)
 
 
 def same_lines(bill: BillTotals, *, first_row: int) -> tuple:
@@ -69,7 +74,7 @@ def same_lines(bill: BillTotals, *, first_row: int) -> tuple:
         return row - first_row
 
     return ({key: (amount, lines) for key, (amount, lines, _) in tag_groups(bill).items()}, split_groups(bill),
-            outside_groups(bill),
+            day_groups(bill), outside_groups(bill),
             {key: ([record(row) for row in sample.first], record(sample.low), record(sample.high), sample.count)
              for key, sample in bill.tag_rows.items()},
             [(record(row), *rest) for row, *rest in rejects(bill)],

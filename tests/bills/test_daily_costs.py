@@ -1,0 +1,183 @@
+"""The bill per charge day and charge kind (agent.bills.taglines.daily_costs_of), the forecast's input: per (currency,
+tag) it adds up exactly to the tag lines; its days and kinds are those the bill writes, counted here independently."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from agent.bills import ImportOptions, total_bill
+from agent.bills.taglines import daily_costs_of, tag_lines_of
+from agent.bills.totals import BillTotals
+from agent.core.model import CHARGE_KINDS, DailyCost
+from agent.core.rules import Rules
+from tests.support.bills import judged_row_by_row, view
+
+REAL = Path(__file__).resolve().parents[1] / "data" / "bills" / "real"
+DATA = Path(__file__).resolve().parents[1] / "data" / "bills"
+DEMO = Path(__file__).resolve().parents[2] / "demo"
+RULES = Rules.model_validate({"companies": {"acme": 1}})
+# The kinds as each format's documentation names them, spelled here on their own: the values meaning usage.
+USAGE_BASED = {"usage-based"}
+CUR_USAGE = {"Usage", "DiscountedUsage", "SavingsPlanCoveredUsage", "SavingsPlanNegation", "BundledDiscount",
+             "EdpDiscount", "PrivateRateDiscount", "DistributorDiscount"}
+AZURE_USAGE = {"UsageBased"}
+
+
+def rows_of(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        return list(csv.DictReader(file))
+
+
+def by_day_and_kind(rows: list[dict[str, str]], *, cost: str, day: Callable[[str], date | None],
+                    usage: Callable[[dict[str, str]], bool]) -> dict[tuple[date | None, str], tuple[Decimal, int]]:
+    """Independent exact sums and line counts per (charge day, charge kind) of the rows."""
+    sums: dict[tuple[date | None, str], Decimal] = {}
+    counts: Counter[tuple[date | None, str]] = Counter()
+    for row in rows:
+        key = (day(row), "usage" if usage(row) else "fixed")
+        sums[key] = sums.get(key, Decimal(0)) + Decimal(row[cost])
+        counts[key] += 1
+    return {key: (amount, counts[key]) for key, amount in sums.items()}
+
+
+def daily_by_day_and_kind(daily: list[DailyCost]) -> dict[tuple[date | None, str], tuple[Decimal, int]]:
+    sums: dict[tuple[date | None, str], tuple[Decimal, int]] = {}
+    for cost in daily:
+        amount, lines = sums.get((cost.day, cost.kind), (Decimal(0), 0))
+        sums[(cost.day, cost.kind)] = (amount + cost.amount, lines + cost.line_count)
+    return sums
+
+
+def assert_adds_up_to_the_tag_lines(bill: BillTotals) -> list[DailyCost]:
+    """The bill's daily costs, checked: per (currency, tag) the sum of the tag lines (over their rules), amounts and
+    line counts; each kind one of CHARGE_KINDS."""
+    daily = daily_costs_of([bill])
+    tagged: dict[tuple[str, str], tuple[Decimal, int]] = {}
+    for line in tag_lines_of([bill], rules=RULES):
+        amount, lines = tagged.get((line.currency, line.tag), (Decimal(0), 0))
+        tagged[(line.currency, line.tag)] = (amount + line.amount, lines + line.line_count)
+    summed: dict[tuple[str, str], tuple[Decimal, int]] = {}
+    for cost in daily:
+        amount, lines = summed.get((cost.currency, cost.tag), (Decimal(0), 0))
+        summed[(cost.currency, cost.tag)] = (amount + cost.amount, lines + cost.line_count)
+    assert summed == tagged
+    assert {cost.kind for cost in daily} <= set(CHARGE_KINDS)
+    assert sum(cost.line_count for cost in daily) == bill.accepted_rows
+    return daily
+
+
+def test_focus_sample_days_and_kinds_are_the_bills():
+    path = REAL / "focus-1.0-sample.csv"
+    rows = [row for row in rows_of(path) if row["BillingPeriodStart"].startswith("2024-09")]
+    bill = total_bill(path, options=ImportOptions(period="2024-09", tag_key="application"))
+
+    daily = assert_adds_up_to_the_tag_lines(bill)
+
+    expected = by_day_and_kind(rows, cost="EffectiveCost", day=lambda row: date.fromisoformat(
+        row["ChargePeriodStart"][:10]), usage=lambda row: row["ChargeFrequency"].casefold() in USAGE_BASED)
+    assert daily_by_day_and_kind(daily) == expected
+    assert {kind for _, kind in expected} == {"usage", "fixed"}, "the sample has both kinds"
+    assert len({cost.tag for cost in daily}) > 2, "the sample has several tag values"
+
+
+def test_cur_sample_taxes_are_fixed_and_usage_is_by_day():
+    path = REAL / "aws-cur-legacy-sample.csv"
+    rows = rows_of(path)
+    bill = total_bill(path, options=ImportOptions(untagged=True))
+
+    daily = assert_adds_up_to_the_tag_lines(bill)
+
+    expected = by_day_and_kind(rows, cost="lineItem/UnblendedCost", day=lambda row: date.fromisoformat(
+        row["lineItem/UsageStartDate"][:10]), usage=lambda row: row["lineItem/LineItemType"] in CUR_USAGE)
+    assert daily_by_day_and_kind(daily) == expected
+    assert Counter(row["lineItem/LineItemType"] for row in rows)["Tax"] == sum(
+        cost.line_count for cost in daily if cost.kind == "fixed") > 0
+
+
+def test_azure_sample_us_dates_are_read_as_days():
+    path = REAL / "azure-ea-sample.csv"
+    rows = rows_of(path)
+    bill = total_bill(path, options=ImportOptions(tag_key="tagA"))
+
+    daily = assert_adds_up_to_the_tag_lines(bill)
+
+    expected = by_day_and_kind(rows, cost="CostInBillingCurrency",
+                               day=lambda row: datetime.strptime(row["Date"], "%m/%d/%Y").date(),
+                               usage=lambda row: row["Frequency"] in AZURE_USAGE)
+    assert daily_by_day_and_kind(daily) == expected
+
+
+def test_demo_bill_has_no_charge_date_and_its_rejected_rows_are_not_counted():
+    path = DEMO / "bill-2026-10.csv"
+    bill = total_bill(path, options=ImportOptions(period="2026-10"))
+    rejected = {reject.row for reject in bill.rejected}
+    rows = [row for number, row in enumerate(rows_of(path), start=2)
+            if number not in rejected and row["billingCycle"] == "2026-10"]
+
+    daily = assert_adds_up_to_the_tag_lines(bill)
+
+    assert len(rejected) == 3
+    assert daily_by_day_and_kind(daily) == by_day_and_kind(rows, cost="unblendedCost", day=lambda row: None,
+                                                           usage=lambda row: True)
+
+
+@pytest.mark.parametrize("path", [DATA / "native.csv", DATA / "cur-legacy.csv"], ids=lambda path: path.name)
+def test_a_bill_without_charge_dates_gives_no_day(path: Path, tmp_path: Path):
+    # The CUR bill without its usage start date: the billing period remains, the day goes.
+    rows = rows_of(path)
+    undated = tmp_path / path.name
+    with undated.open("w", newline="") as file:
+        columns = [name for name in rows[0] if name != "lineItem/UsageStartDate"]
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    bill = total_bill(undated, options=ImportOptions())
+    daily = assert_adds_up_to_the_tag_lines(bill)
+
+    assert daily and {(cost.day, cost.kind) for cost in daily} == {(None, "usage")}
+
+
+HOSTILE_HEADER = ["BillingPeriodStart", "ChargePeriodStart", "EffectiveCost", "BillingCurrency", "ChargeFrequency",
+                  "Tags"]
+# (row, accepted): rows the import must reject are counted in no day.
+HOSTILE_ROWS = [
+    (["2024-09-01", "2024-09-01T00:00:00Z", "1.25", "USD", "Usage-Based", '{"cz_container_bill": "web"}'], True),
+    (["2024-09-01", "2024-09-01 13:00:00", "2.50", "USD", "usage-based", '{"cz_container_bill": "web"}'], True),
+    (["2024-09-01", "9/2/2024", "0.125", "USD", "One-Time", '{"cz_container_bill": "web"}'], True),
+    (["2024-09-01", "20240903", "-4", "usd", "Recurring", ""], True),
+    (["2024-09-01", "2024-09", "3", "USD", "", ""], True),
+    (["2024-09-01", "2024-02-30", "6", "USD", "NULL", ""], True),
+    (["2024-09-01", "2024-09-04", "n/a", "USD", "Usage-Based", ""], False),
+    (["2024-09-01", "2024-09-04", "7", "US D", "One-Time", ""], False),
+    (["2024-09-01", "yesterday", "8", "USD", "Usage-Based", ""], False),
+    (["2024-09-01", "2024-09-05", "9", "USD", "Usage-Based", '{"cz_container_bill": '], False),
+]
+
+
+@pytest.mark.usefixtures("csv_reader")
+def test_hostile_rows_are_rejected_and_in_no_day(tmp_path: Path):
+    path = tmp_path / "hostile.csv"
+    with path.open("w", newline="") as file:
+        csv.writer(file).writerows([HOSTILE_HEADER, *(row for row, _ in HOSTILE_ROWS)])
+    bill = total_bill(path, options=ImportOptions())
+
+    daily = assert_adds_up_to_the_tag_lines(bill)
+
+    assert sorted(reject.row for reject in bill.rejected) == [
+        number for number, (_, accepted) in enumerate(HOSTILE_ROWS, start=2) if not accepted]
+    # A date without a day, or with a day its month lacks, is read for its month and gives no day.
+    assert daily == [
+        DailyCost("USD", "", None, "usage", Decimal("9"), 2),
+        DailyCost("USD", "", date(2024, 9, 3), "fixed", Decimal("-4"), 1),
+        DailyCost("USD", "web", date(2024, 9, 1), "usage", Decimal("3.75"), 2),
+        DailyCost("USD", "web", date(2024, 9, 2), "fixed", Decimal("0.125"), 1),
+    ]
+    assert view(bill) == view(judged_row_by_row(path, ImportOptions()))
