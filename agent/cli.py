@@ -1,11 +1,12 @@
-"""The cz-agent command line: allocate, explain, runs, report, usage, serve, close, diff, split, statement."""
+"""The cz-agent command line: allocate, explain, runs, report, usage, serve, close, diff, split, statement,
+forecast."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES, COLUMN_OVE
 from agent.core.periods import Period
 from agent.core.split import parse_dimensions
 from agent.errors import PeriodError, RulesError, SplitError
+from agent.outputs.forecast import FORECAST_DIMENSIONS
 from agent.outputs.formats import FOCUS_FORMAT, FORMATS
 
 # Only the parser and the modules it needs are imported here: `cz-agent --help` answers at once. Each command
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # The commands that only read stored runs, and so can read them from an agent's API (--server).
-REMOTE_COMMANDS = ("runs", "report", "explain", "statement", "diff", "split")
+REMOTE_COMMANDS = ("runs", "report", "explain", "statement", "diff", "split", "forecast")
 _PIPED_WIDTH = 200
 
 
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_commands(commands)
     _add_split(commands)
     _add_statement(commands)
+    _add_forecast(commands)
     return parser
 
 
@@ -197,6 +200,16 @@ def _add_statement(commands: argparse._SubParsersAction) -> None:
     statement.add_argument("--out", required=True, type=Path, metavar="FILE.html")
     statement.add_argument("--csv", type=Path, metavar="FILE", help="the statement's rows (default: FILE.csv)")
     statement.add_argument("--run", type=int, metavar="ID", help="a stored run of the period (default: its latest)")
+    statement.add_argument("--rules", type=Path, metavar="RULES.yaml", help="rules whose budgets: give the company's "
+                           "monthly budget, shown beside its cost and the open month's forecast")
+
+
+def _add_forecast(commands: argparse._SubParsersAction) -> None:
+    forecast = commands.add_parser("forecast", help="the month-end cost of a period, from its bill so far, with a range")
+    forecast.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
+    forecast.add_argument("--aggregate", choices=FORECAST_DIMENSIONS,
+                          help="sum by one dimension (default: company, service and category)")
+    forecast.add_argument("--out", type=Path, metavar="FILE.csv", help="also write the rows as CSV, exact")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,6 +274,15 @@ def _run_of(args: argparse.Namespace, *, runs: LocalRuns | RemoteRuns) -> Stored
     return stored
 
 
+def _latest_of(runs: LocalRuns | RemoteRuns) -> Callable[[str], StoredRun | None]:
+    """A period's latest run among `runs`, None when it has none."""
+    def latest(period: str) -> StoredRun | None:
+        found = [run.id for run in runs.list_runs(period=period)]
+        return runs.load_run(max(found)) if found else None
+
+    return latest
+
+
 def _api_token(token_file: Path | None, *, settings: Settings) -> str | None:
     """The agent's API token: from the file given, else the settings' (CZ_AGENT_API_TOKEN, _FILE)."""
     from agent.settings import Settings
@@ -270,17 +292,20 @@ def _api_token(token_file: Path | None, *, settings: Settings) -> str | None:
 
 
 def _statement(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
-    from agent.core.periods import Period
-    from agent.outputs.statement import PreviousMonth, StatementContext, write_statement
+    from datetime import UTC, datetime
+
+    from agent.core.rules import Budgets
+    from agent.outputs.statement import statement_context, write_statement
+    from agent.sources.rules_file import load_rules
 
     csv_path = args.csv or args.out.with_suffix(".csv")
     runs = _stored_runs(args, settings=settings)
     stored = _run_of(args, runs=runs)
-    # The month before: its latest run, if one is stored.
-    before = runs.list_runs(period=str(Period.parse(stored.summary.period).previous()))
-    previous = None if not before else PreviousMonth.of(runs.load_run(before[-1].id), company=args.company)
+    budgets = load_rules(args.rules).budgets if args.rules else Budgets()
+    context = statement_context(stored, company=args.company, latest=_latest_of(runs),
+                                today=datetime.now(UTC).date(), budgets=budgets)
     statement = write_statement(stored, company=args.company, html_path=args.out, csv_path=csv_path,
-                                context=StatementContext(previous=previous))
+                                context=context)
     console.print(f"statement of {args.company} for {args.period} (run {statement.run_id}) written to "
                   f"{args.out} and {csv_path}", highlight=False, markup=False)
     return 0
@@ -336,6 +361,22 @@ def _runs(args: argparse.Namespace, *, settings: Settings, console: Console) -> 
     from agent.outputs import summary
 
     summary.print_runs(_stored_runs(args, settings=settings).list_runs(period=args.period), console=console)
+    return 0
+
+
+def _forecast(args: argparse.Namespace, *, settings: Settings, console: Console) -> int:
+    from datetime import UTC, datetime
+
+    from agent.outputs import summary
+    from agent.outputs.forecast import CSV_COLUMNS, forecast_records, period_forecast
+    from agent.outputs.report import render_csv, write_atomically
+
+    forecast = period_forecast(args.period, latest=_latest_of(_stored_runs(args, settings=settings)),
+                               today=datetime.now(UTC).date())
+    summary.print_forecast(forecast, dimension=args.aggregate, console=console)
+    if args.out is not None:
+        write_atomically(args.out, render_csv(CSV_COLUMNS, forecast_records(forecast.aggregated(args.aggregate))))
+        console.print(f"forecast rows written to {args.out}", highlight=False, markup=False)
     return 0
 
 
@@ -505,7 +546,7 @@ def _split_import_options(args: argparse.Namespace, path: Path, *, limits: BillL
 
 _COMMANDS = {"allocate": _allocate, "explain": _explain, "runs": _runs, "report": _report, "usage": _usage,
              "serve": _serve, "close": _close, "push": _push, "diff": _diff, "split": _split,
-             "statement": _statement}
+             "statement": _statement, "forecast": _forecast}
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 from importlib import resources
@@ -28,8 +29,10 @@ from agent.core.model import CATEGORIES, Contribution, NamespaceRow, ReportRow, 
 from agent.core.money import minor_unit, round_amount
 from agent.core.namespaces import namespace_rows
 from agent.core.periods import Period
+from agent.core.rules import Budgets
 from agent.errors import StatementError
 from agent.outputs.explain import service_label
+from agent.outputs.forecast import period_forecast
 # csv_safe is re-exported: statements are where users meet formula-looking names.
 from agent.outputs.report import csv_safe as csv_safe
 from agent.outputs.report import render_csv, write_atomically
@@ -160,6 +163,29 @@ class StatementContext:
     previous: PreviousMonth | None = None
     budget: MonthBudget | None = None
     forecast: MonthEndForecast | None = None
+
+
+def statement_context(stored: StoredRun, *, company: str, latest: Callable[[str], StoredRun | None], today: date,
+                      budgets: Budgets = Budgets()) -> StatementContext:
+    """The statement's context: the latest run of the month before (`latest` gives a period's latest run), the
+    company's budget, and, when the run is the latest of the month `today` is in, its month-end forecast (in the
+    budget's currency, else in the company's only currency)."""
+    period = Period.parse(stored.summary.period)
+    before = latest(str(period.previous()))
+    budget = budgets.companies.get(company)
+    month_budget = MonthBudget(amount=budget.amount, currency=budget.currency) if budget else None
+    forecast = None
+    open_month = period.start.date() <= today < period.end.date()
+    current = latest(str(period)) if open_month else None
+    if current is not None and current.summary.id == stored.summary.id:
+        rows = [row for row in period_forecast(str(period), latest=latest, today=today).aggregated("company")
+                if row.company == company]
+        chosen = [row for row in rows if budget is None or row.currency == budget.currency]
+        if len(chosen) == 1:
+            row = chosen[0]
+            forecast = MonthEndForecast(expected=row.expected, lower=row.lower, upper=row.upper, currency=row.currency)
+    return StatementContext(previous=PreviousMonth.of(before, company=company) if before else None,
+                            budget=month_budget, forecast=forecast)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What the CLI prints: the run summary, the list of runs, and the explanation of an amount.
+"""What the CLI prints: the run summary, the list of runs, the explanation of an amount, and a forecast.
 
 Names come from bills and rules: they reach the console as Text or escaped, never as Rich markup."""
 
@@ -19,6 +19,7 @@ from agent.core.model import CATEGORIES, NO_COMPANY, NamespaceRow, RunResult, Ru
 from agent.core.rules import Rules
 from agent.errors import AgentError, NoCostError
 from agent.outputs.explain import exact_amount_text, select_explanation, service_label
+from agent.outputs.forecast import FORECAST_DIMENSIONS, PeriodForecast
 
 _SHOWN_REJECTS = 10
 _ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]
@@ -144,6 +145,26 @@ def print_runs(found: list[RunSummary], *, console: Console) -> None:
         table.add_row(str(run.id), run.period, run.created_at, str(len(run.manifest.bills)), str(rows.input),
                       str(rows.rejected), run.report_sha256[:12])
     console.print(table)
+
+
+def print_forecast(forecast: PeriodForecast, *, dimension: str | None, console: Console) -> None:
+    """The month-end forecast by company, service and category (or by `dimension` alone), and per currency."""
+    console.print(f"[bold]forecast of {forecast.period}[/] from run {forecast.run_id}, as of {forecast.as_of} "
+                  "(the last complete day of its bill)", highlight=False)
+    shown = FORECAST_DIMENSIONS if dimension is None else (dimension,)
+    rows = forecast.aggregated(dimension)
+    table = Table(show_edge=False)
+    for heading in [*shown, "currency", "expected", "lower", "upper"]:
+        table.add_column(heading, justify="right" if heading in ("expected", "lower", "upper") else "left")
+    for row in rows:
+        names = {"company": row.company or "(unallocated)", "service": service_label(row),
+                 "category": row.category}
+        table.add_row(*(Text(names[name]) for name in shown), row.currency, _money(row.expected), _money(row.lower),
+                      _money(row.upper))
+    console.print(table)
+    for currency in sorted({row.currency for row in rows}):
+        expected = sum((row.expected for row in rows if row.currency == currency), Decimal(0))
+        console.print(f"{currency} month-end total: {_money(expected)}", highlight=False)
 
 
 def print_explanation(stored: StoredRun, *, company: str, service: str | None, console: Console) -> None:

@@ -32,12 +32,15 @@ from agent.bills import ImportOptions
 from agent.core.model import Contribution, NamespaceRow, ReportRow, RunSummary, StoredRun, TagLine
 from agent.core.namespaces import namespace_rows
 from agent.core.periods import PERIOD_PATTERN, Period
+from agent.core.rules import Budgets
 from agent.core.split import parse_dimensions as parse_split_dimensions
 from agent.errors import AgentError, BodyTooLarge, NoCostError, PeriodError, SplitError, StatementError, StoreError
 from agent.outputs.explain import exact_amount_text, select_explanation
+from agent.outputs.forecast import CSV_COLUMNS as FORECAST_CSV_COLUMNS
+from agent.outputs.forecast import FORECAST_DIMENSIONS, forecast_records, period_forecast
 from agent.outputs.report import render_csv
 from agent.outputs.split_summary import split_items
-from agent.outputs.statement import PreviousMonth, StatementContext, build_statement, render_html
+from agent.outputs.statement import build_statement, render_html, statement_context
 from agent.service.metrics import exposition
 from agent.service.upload import place, staging
 from agent.store.runs import list_runs, load_run, run_document
@@ -129,6 +132,14 @@ class AllocationsOut(BaseModel):
     rows: list[dict[str, str]] = Field(description="period, the dimensions kept, amount and currency; with "
                                        "namespace, memory_share and memory_share_ratio too (\"\" where no namespace "
                                        "or a window's months disagree)")
+
+
+class ForecastOut(BaseModel):
+    period: str
+    run_id: int = Field(description="the period's latest run, whose bill so far the forecast starts from")
+    as_of: str = Field(description="the last complete day of that bill, YYYY-MM-DD")
+    rows: list[dict[str, str]] = Field(description="period, the dimensions kept, currency, and the month-end expected "
+                                       "cost with its lower and upper bounds (exact decimal text)")
 
 
 class ShareOut(BaseModel):
@@ -236,6 +247,11 @@ class RunReader:
             return load_run(self._engine, run_id)
 
         return self._cached(self._cache, run_id, load)
+
+    def latest_stored(self, period: str) -> StoredRun | None:
+        """The period's latest run, None when it has none."""
+        found = self.summaries(period)
+        return self.stored(found[-1].id) if found else None
 
     def rows(self, run_id: int, *, by_namespace: bool) -> Sequence[ReportRow] | Sequence[NamespaceRow]:
         """The run's report rows, or each of them split by namespace."""
@@ -401,14 +417,14 @@ def allocations_csv(rows: list[dict[str, str]], *, dimensions: tuple[str, ...], 
 STATEMENT_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
 
-def statement_page(reader: RunReader, summary: RunSummary, *, company: str) -> HTMLResponse:
-    """The company's HTML statement of the run, beside the latest run of the month before, as `cz-agent statement`
-    writes it."""
-    before = reader.summaries(str(Period.parse(summary.period).previous()))
-    previous = None if not before else PreviousMonth.of(reader.stored(before[-1].id), company=company)
+def statement_page(reader: RunReader, summary: RunSummary, *, company: str, budgets: Budgets) -> HTMLResponse:
+    """The company's HTML statement of the run, beside the latest run of the month before, its budget and the open
+    month's forecast, as `cz-agent statement` writes it."""
+    stored = reader.stored(summary.id)
+    context = statement_context(stored, company=company, latest=reader.latest_stored, today=datetime.now(UTC).date(),
+                                budgets=budgets)
     try:
-        statement = build_statement(reader.stored(summary.id), company=company,
-                                    context=StatementContext(previous=previous))
+        statement = build_statement(stored, company=company, context=context)
     except StatementError as e:
         raise not_found(str(e)) from e
     return HTMLResponse(render_html(statement), headers={"Content-Security-Policy": STATEMENT_POLICY})
@@ -480,7 +496,7 @@ def periods_out(found: list[RunSummary]) -> list[PeriodOut]:
 # ----------------------------------------------------------------------------------------------- routes
 
 
-def api_router(reader: RunReader) -> APIRouter:
+def api_router(reader: RunReader, *, budgets: Callable[[], Budgets] = Budgets) -> APIRouter:
     router = APIRouter(tags=["allocations"])
 
     @router.get("/allocations", response_model=AllocationsOut,
@@ -544,6 +560,24 @@ def api_router(reader: RunReader) -> APIRouter:
         return SplitOut(run_id=summary.id, period=summary.period, columns=list(result.header()),
                         rows=[dict(zip(result.header(), record)) for record in result.records()])
 
+    @router.get("/forecast", response_model=ForecastOut,
+                responses={200: {"content": {"text/csv": {}}, "description": "the rows as JSON or CSV"}})
+    def forecast(
+        period: PeriodQuery,
+        aggregate: Annotated[Literal[FORECAST_DIMENSIONS] | None, Query(
+            description="sum by one dimension (default: rows by company, service and category)")] = None,
+        report_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
+    ) -> ForecastOut | Response:
+        """The period's month-end cost from its bill so far, with a range, as `cz-agent forecast` prints it."""
+        if reader.latest_stored(period) is None:
+            raise not_found(f"no stored run for period {period}: a forecast starts from the month's bill so far")
+        found = period_forecast(period, latest=reader.latest_stored, today=datetime.now(UTC).date())
+        records = forecast_records(found.aggregated(aggregate))
+        if report_format == "csv":
+            return Response(render_csv(FORECAST_CSV_COLUMNS, records), media_type="text/csv")
+        return ForecastOut(period=found.period, run_id=found.run_id, as_of=found.as_of.isoformat(),
+                           rows=[dict(zip(FORECAST_CSV_COLUMNS, record)) for record in records])
+
     @router.get("/runs")
     def runs(period: PeriodQuery | None = None) -> RunListOut:
         return RunListOut(runs=[run_out(run) for run in reader.summaries(period)])
@@ -573,7 +607,8 @@ def api_router(reader: RunReader) -> APIRouter:
         run: Annotated[int | None, Query(description="a stored run's id (default: the period's latest)")] = None,
     ) -> HTMLResponse:
         """A company's chargeback statement (HTML) of a run, as `cz-agent statement` writes it."""
-        return statement_page(reader, chosen_run(reader, period=period, run_id=run), company=company)
+        return statement_page(reader, chosen_run(reader, period=period, run_id=run), company=company,
+                              budgets=budgets())
 
     @router.get("/periods")
     def periods() -> PeriodListOut:
@@ -770,6 +805,7 @@ def create_app(
     metrics_token_required: bool = False,
     ready: Callable[[], bool] = lambda: True,
     uploads: Uploads | None = None,
+    budgets: Callable[[], Budgets] = Budgets,
 ) -> FastAPI:
     """The API over the run store; with a token set, everything but /healthz and /readyz requires it (and
     /metrics only if asked, since Prometheus scrapes it). Bill uploads are taken only with a token set."""
@@ -781,7 +817,7 @@ def create_app(
     app = FastAPI(title="cz-allocation-agent", version=__version__,
                   description="Exact chargeback of cloud bills to companies and services: the stored runs.", **docs)
     checked = [*guard, Depends(known_parameters)]
-    app.include_router(api_router(RunReader(engine)), prefix="/api/v1", dependencies=checked,
+    app.include_router(api_router(RunReader(engine), budgets=budgets), prefix="/api/v1", dependencies=checked,
                        responses={400: {"description": "a query parameter the endpoint does not take"}})
     if uploads is not None:
         enabled = uploads if api_token else Uploads(**{**vars(uploads), "enabled": False})

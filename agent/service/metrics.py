@@ -9,7 +9,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from fractions import Fraction
 
@@ -20,8 +20,10 @@ from sqlalchemy import Engine
 
 from agent.core.model import NO_COMPANY, RunSummary, StoredRun
 from agent.core.namespaces import namespace_rows
+from agent.core.periods import Period
 from agent.core.rules import Budgets
 from agent.errors import StoreError
+from agent.outputs.forecast import PeriodForecast, period_forecast
 from agent.store.runs import list_runs, load_run
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,27 @@ SPLIT_SPECS = (
     FamilySpec("cz_api_key_cost", "The period's accepted bill by workspace and API key (\"(none)\" for lines "
                "without one).", ("period", "workspace", "api_key", "currency"), ("workspace", "api_key")),
 )
+
+
+# The month-end forecast of the open period (the month today is in, UTC), from its latest run: agent.core.forecast.
+_FORECAST_LABELS = ("period", "company", "service_code", "category", "currency")
+FORECAST_SPECS = (
+    FamilySpec("cz_allocation_forecast_cost", "Expected month-end cost of the open period (the current UTC month) "
+               "from its bill so far, by company, service and category.", _FORECAST_LABELS, ("company", "service_code")),
+    FamilySpec("cz_allocation_forecast_lower_cost", "Lower bound of the open period's month-end cost (the range holds "
+               "the remaining days' noise and one more level change).", _FORECAST_LABELS, ("company", "service_code")),
+    FamilySpec("cz_allocation_forecast_upper_cost", "Upper bound of the open period's month-end cost (the range holds "
+               "the remaining days' noise and one more level change).", _FORECAST_LABELS, ("company", "service_code")),
+)
+
+
+def forecast_samples(forecast: PeriodForecast) -> dict[str, Samples]:
+    """The forecast families' samples: expected, lower and upper, by the FORECAST_SPECS labels."""
+    bounds = {"cz_allocation_forecast_cost": "expected", "cz_allocation_forecast_lower_cost": "lower",
+              "cz_allocation_forecast_upper_cost": "upper"}
+    return {name: {_interned(r.period, r.company, r.service, r.category, r.currency): Fraction(getattr(r, bound))
+                   for r in forecast.rows}
+            for name, bound in bounds.items()}
 
 
 def run_samples(stored: StoredRun) -> dict[str, Samples]:
@@ -361,13 +384,15 @@ class AllocationCollector:
         self._split_top = split_top
         self._lock = threading.Lock()
         self._cache: dict[int, dict[str, Samples]] = {}
-        # The ids of the exposed runs and their families, rebuilt when a new run is exposed or one goes.
-        self._families: tuple[tuple[int, ...], list[RunFamily]] | None = None
+        # The ids of the exposed runs, the day, and their families: rebuilt when a new run is exposed or one goes,
+        # and each day (the forecast).
+        self._families: tuple[tuple[tuple[int, ...], date], list[RunFamily]] | None = None
 
     def describe(self) -> list[Metric]:
         """The families' names without touching the store, so registering stays cheap."""
         return [*job_families(JobStats()), budget_family(Budgets()), store_up_family(True),
-                *(GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels)) for spec in SPECS + SPLIT_SPECS)]
+                *(GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+                  for spec in SPECS + SPLIT_SPECS + FORECAST_SPECS)]
 
     def collect(self) -> Iterator[Metric]:
         yield from job_families(self._job_stats)
@@ -384,15 +409,30 @@ class AllocationCollector:
         yield from families
 
     def _run_families(self) -> list[RunFamily]:
-        latest = latest_runs(list_runs(self._engine), periods=self._periods)
-        exposed_ids = tuple(run.id for run in latest)
+        found = list_runs(self._engine)
+        latest = latest_runs(found, periods=self._periods)
+        # The forecast moves with the day as well as with the runs.
+        exposed = (tuple(run.id for run in latest), datetime.now(UTC).date())
         with self._lock:
-            if self._families is None or self._families[0] != exposed_ids:
-                self._families = (exposed_ids, self._build_families(self._exposed_samples(latest)))
+            if self._families is None or self._families[0] != exposed:
+                self._families = (exposed, self._build_families(self._exposed_samples(latest),
+                                                                self._forecast(found, today=exposed[1])))
             return self._families[1]
 
-    def _build_families(self, exposed: list[dict[str, Samples]]) -> list[RunFamily]:
-        families = []
+    def _forecast(self, found: list[RunSummary], *, today: date) -> dict[str, Samples]:
+        """The open period's forecast samples; none when the period has no run yet."""
+        newest = {run.period: run.id for run in sorted(found, key=lambda run: run.id)}
+        period = str(Period.of(datetime.combine(today, time(), UTC)))
+        if period not in newest:
+            return {spec.name: {} for spec in FORECAST_SPECS}
+
+        def latest(month: str) -> StoredRun | None:
+            return load_run(self._engine, newest[month]) if month in newest else None
+
+        return forecast_samples(period_forecast(period, latest=latest, today=today))
+
+    def _build_families(self, exposed: list[dict[str, Samples]], forecast: dict[str, Samples]) -> list[RunFamily]:
+        families = [_gauge(spec, forecast[spec.name], limit=self._limit) for spec in FORECAST_SPECS]
         for spec in SPECS:
             merged = {key: value for per_run in exposed for key, value in per_run[spec.name].items()}
             families.append(_gauge(spec, merged, limit=self._limits.get(spec.name, self._limit)))

@@ -275,7 +275,8 @@ def serve(settings: Settings, *, engine: Engine, once: bool) -> int:
     uploads = Uploads(inbox_dir=settings.inbox_dir, max_bytes=settings.upload_max_bytes,
                       import_options=service.inbox_options)
     app = create_app(engine=engine, registry=registry, api_token=settings.effective_api_token(),
-                     metrics_token_required=settings.metrics_require_token, ready=service.ready, uploads=uploads)
+                     metrics_token_required=settings.metrics_require_token, ready=service.ready, uploads=uploads,
+                     budgets=service.budgets)
     listener = listening_socket(settings.host, settings.port)
     server = _Server(uvicorn.Config(app, log_config=None, access_log=False))
     scheduler.start()

@@ -65,10 +65,12 @@ def commands(ids: list[int]) -> list[list[str]]:
         ["split", "--period", "2026-10", "--by", "workspace,apikey", "--out", "split.csv"],
         ["split", "--period", "2026-09", "--run", str(first), "--by", "subaccount", "--precision", "4", "--out",
          "split.csv"],
+        ["forecast", "--period", "2026-10"],
+        ["forecast", "--period", "2026-09", "--aggregate", "company", "--out", "forecast.csv"],
     ]
 
 
-@pytest.mark.parametrize("index", range(12))
+@pytest.mark.parametrize("index", range(14))
 def test_a_command_against_the_agent_prints_and_writes_what_it_does_on_the_store(agent, tmp_path, index) -> None:
     url, store, token_file, ids = agent
     command = commands(ids)[index]

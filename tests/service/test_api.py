@@ -28,7 +28,7 @@ DEMO = ROOT / "demo"
 TOKEN = "s3cret-token"
 DIMENSIONS = ("company", "service", "category", "cluster")
 PATHS = {"/api/v1/allocations", "/api/v1/runs", "/api/v1/runs/{run_id}", "/api/v1/runs/{run_id}/explain",
-         "/api/v1/runs/{run_id}/document", "/api/v1/statement",
+         "/api/v1/runs/{run_id}/document", "/api/v1/statement", "/api/v1/forecast",
          "/api/v1/periods", "/api/v1/split", "/healthz", "/readyz", "/metrics"}
 
 

@@ -43,7 +43,7 @@ def concrete_paths(app_client: TestClient) -> list[str]:
 
 def query_for(path: str) -> dict[str, str]:
     # Enough for the authorised request to succeed: a 200 proves the 401 was the token, not the input.
-    return {"period": "2026-10"} if path.endswith(("/allocations", "/split")) else \
+    return {"period": "2026-10"} if path.endswith(("/allocations", "/split", "/forecast")) else \
         {"period": "2026-10", "company": "alpha"} if path.endswith("/statement") else \
         {"company": "alpha"} if path.endswith("/explain") else {}
 
