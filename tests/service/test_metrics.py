@@ -9,7 +9,7 @@ import subprocess
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +20,7 @@ from sqlalchemy import create_engine
 
 import agent.service.metrics
 from agent.bills import ImportOptions
+from agent.core.periods import Period
 from agent.core.rules import Budget, Budgets
 from agent.pipeline import RunRequest, run_allocation
 from agent.service.metrics import AllocationCollector, FamilySpec, JobStats, fold
@@ -353,6 +354,12 @@ def test_exposition_passes_promtool_check_metrics(store, tmp_path):
     demo = f"sqlite:///{tmp_path / 'demo.db'}"
     allocate(demo, bill=DEMO / "bill-2026-10.csv", period="2026-10", out=tmp_path / "demo.csv",
              rules=DEMO / "rules.yaml", usage=DEMO / "usage-2026-10.csv")
+    # A bill of the current month, whose month-end forecast is exposed too.
+    month = str(Period.of(datetime.now(UTC)))
+    current = tmp_path / f"bill-{month}.csv"
+    current.write_text(f"billingCycle,cz_container_bill,unblendedCost,currency\n{month},search,12.50,USD\n")
+    allocate(demo, bill=current, period=month, out=tmp_path / "current.csv", rules=DEMO / "rules.yaml",
+             usage=DEMO / "usage-2026-10.csv")
     stats = JobStats()
     stats.record("allocate", outcome="success", duration_seconds=1.25, finished_at=1_700_000_000.0)
     demo_budgets = load_rules(DEMO / "rules.yaml").budgets
@@ -363,6 +370,7 @@ def test_exposition_passes_promtool_check_metrics(store, tmp_path):
         assert b"cz_allocation_cost{" in exposition
         assert (b'cz_budget_amount{company="acme",currency="USD",scope="company",service_code=""}' in exposition) == (
             url == demo)
+        assert (b'cz_allocation_forecast_upper_cost{' in exposition) == (url == demo)
         checked = promtool_check(exposition)
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
