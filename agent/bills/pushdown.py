@@ -3,9 +3,10 @@
 One query, generated from the same format specs and column map as the embedded import, returns:
 
 - the group sums of the lines whose cost is a plain decimal, grouped by the *text* of every other field the
-  import judges (currency, tag, dates, sub-account, workspace, API key, charge kind). Dates written as ISO dates
-  are reduced in SQL to their month, a charge date to its day (hourly bills would otherwise give a group per
-  hour); any other text is sent as written;
+  import judges (currency, tag, dates, sub-account, workspace, API key). Dates written as ISO dates are reduced
+  to their month in SQL (hourly bills would otherwise give a group per hour); any other text is sent as written;
+- in a second grouping set, the same sums per currency, tag, billing period, charge day and charge kind (the
+  forecast's daily costs): an ISO charge date reduced to its day;
 - every other line as it is written, for the row-by-row converter (agent.bills.convert) to accept or reject.
 
 The agent then judges each distinct text with the very cell functions the embedded import uses, so a cell gets
@@ -50,11 +51,17 @@ ISO_DATE = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])([T ][ -~]*)?$"
 KEY_FIELDS = ("currency", "tag", "billing_period", "charge_period", "sub_account", "workspace", "api_key",
               "charge_kind")
 DATE_FIELDS = ("billing_period", "charge_period")
-# The ISO date's characters a group is keyed by: a billing period's month, a charge's day (the forecast's).
-DATE_KEY_LENGTH = {"billing_period": 7, "charge_period": 10}
-# Where a result row holds its cost text, the cost's decimals and its line count, after the kind and the keys.
-COST, PLACES, LINES = len(KEY_FIELDS) + 1, len(KEY_FIELDS) + 2, len(KEY_FIELDS) + 3
-_ORDER = ", ".join(str(position) for position in range(1, COST + 1))
+# The two grouping sets: the lines' groups (the allocation's and the split's), and their days (the forecast's).
+LINE_KEYS = KEY_FIELDS[:7]
+DAY_KEYS = ("currency", "tag", "billing_period", "charge_day", "charge_kind")
+# What a result row starts with: a line group, a single line as written, a day group.
+GROUP, LINE, DAY = 0, 1, 2
+# Where a result row holds the charge day, the cost text, the cost's decimals and the line count, after the row's
+# kind and the key fields.
+CHARGE_DAY = len(KEY_FIELDS) + 1
+COST, PLACES, LINES = CHARGE_DAY + 1, CHARGE_DAY + 2, CHARGE_DAY + 3
+# Ordered by every column up to the cost (SQL counts from 1), so that equal tables give equal answers.
+_ORDER = ", ".join(str(position) for position in range(1, COST + 2))
 # Lines handed to the row-by-row converter at a time.
 LINES_PER_CHUNK = 50_000
 # The key values a follow-up query may name; past this, the bill is refused rather than the query grown.
@@ -117,33 +124,36 @@ class BillQuery:
         column = getattr(self.columns, field)
         return "CAST(NULL AS varchar)" if column is None else self._text(column)
 
-    def _key(self, field: str) -> str:
+    def _key(self, field: str, *, length: int = 7) -> str:
         """The text a group is keyed by: empty for a missing cell (the import judges both alike), an ISO date's
-        month for a billing period, its day for a charge."""
+        first `length` characters (its month, or its day) for dates."""
         raw = self._raw(field)
         if field in DATE_FIELDS and getattr(self.columns, field) is not None:
-            raw = (f"CASE WHEN regexp_like({raw}, {quote_literal(ISO_DATE)}) "
-                   f"THEN substr({raw}, 1, {DATE_KEY_LENGTH[field]}) ELSE {raw} END")
+            raw = (f"CASE WHEN regexp_like({raw}, {quote_literal(ISO_DATE)}) THEN substr({raw}, 1, {length}) "
+                   f"ELSE {raw} END")
         return f"coalesce({raw}, '')"
 
     def _lines(self) -> str:
         cost = self._text(self.columns.cost)
-        keys = ", ".join(f"{self._key(field)} AS k_{field}" for field in KEY_FIELDS)
+        keys = ", ".join([*(f"{self._key(field)} AS k_{field}" for field in KEY_FIELDS),
+                          f"{self._key('charge_period', length=10)} AS k_charge_day"])
         raws = ", ".join(f"{self._raw(field)} AS r_{field}" for field in KEY_FIELDS)
         plain = f"trim(regexp_extract({_written_out('cost_text')}, {quote_literal(PLAIN_COST)}, 1))"
         return (f"written AS (SELECT {keys}, {raws}, {cost} AS cost_text FROM {self.table.quoted()}), "
                 f"lines AS (SELECT *, {plain} AS plain_cost FROM written)")
 
     def reduce(self) -> str:
-        """Group sums of the plain lines (kind 0), and every other line as written (kind 1)."""
-        keys = ", ".join(f"k_{field}" for field in KEY_FIELDS)
+        """Group sums of the plain lines (GROUP), their sums per day (DAY), and every other line as written (LINE)."""
+        keys = ", ".join(f"k_{field}" for field in (*KEY_FIELDS, "charge_day"))
         raws = ", ".join(f"r_{field}" for field in KEY_FIELDS)
         places = "CASE WHEN strpos(plain_cost, '.') > 0 THEN length(plain_cost) - strpos(plain_cost, '.') ELSE 0 END"
+        sets = ", ".join(f"({', '.join(f'k_{field}' for field in fields)})" for fields in (LINE_KEYS, DAY_KEYS))
         return (f"WITH {self._lines()} "
-                f"SELECT 0 AS kind, {keys}, CAST(sum(CAST(plain_cost AS {SQL_COST})) AS varchar) AS cost, "
+                f"SELECT CASE WHEN grouping(k_sub_account) = 1 THEN {DAY} ELSE {GROUP} END AS kind, {keys}, "
+                f"CAST(sum(CAST(plain_cost AS {SQL_COST})) AS varchar) AS cost, "
                 f"max({places}) AS places, count(*) AS line_count FROM lines WHERE plain_cost IS NOT NULL "
-                f"GROUP BY {keys} "
-                f"UNION ALL SELECT 1, {raws}, cost_text, 0, 1 FROM lines WHERE plain_cost IS NULL "
+                f"GROUP BY GROUPING SETS ({sets}) "
+                f"UNION ALL SELECT {LINE}, {raws}, NULL, cost_text, 0, 1 FROM lines WHERE plain_cost IS NULL "
                 f"ORDER BY {_ORDER}")
 
     def lines_of(self, rejected: dict[str, set[str]], periodless: set[tuple[str, str]]) -> str:
@@ -155,7 +165,7 @@ class BillQuery:
             pairs = ", ".join(f"({quote_literal(billing)}, {quote_literal(charge)})"
                               for billing, charge in sorted(periodless))
             conditions.append(f"(k_billing_period, k_charge_period) IN (VALUES {pairs})")
-        return (f"WITH {self._lines()} SELECT 1, {raws}, cost_text, 0, 1 FROM lines "
+        return (f"WITH {self._lines()} SELECT {LINE}, {raws}, NULL, cost_text, 0, 1 FROM lines "
                 f"WHERE plain_cost IS NOT NULL AND ({' OR '.join(conditions)}) "
                 f"ORDER BY {_ORDER}")
 
@@ -221,12 +231,14 @@ class _Reducer:
         self._digest = hashlib.sha256()
 
     def add(self, batch: Iterable[tuple]) -> None:
-        groups = []
+        rows: dict[int, list[tuple]] = {GROUP: [], LINE: self._lines, DAY: []}
         for row in batch:
             self._digest.update(repr(row).encode())
-            (groups if row[0] == 0 else self._lines).append(row)
-        if groups:
-            self._add_groups(groups)
+            rows[row[0]].append(row)
+        if rows[GROUP]:
+            self._add_groups(rows[GROUP])
+        if rows[DAY]:
+            self._add_days(rows[DAY])
         if len(self._lines) >= LINES_PER_CHUNK:
             self.flush()
 
@@ -252,29 +264,50 @@ class _Reducer:
         rejected = {field: {text for text, (_, refused) in verdicts.items() if refused}
                     for field, verdicts in self._verdicts.items()}
         periodless = {(key[2], key[3]) for key in self._rejected_groups
-                      if not any(key[i] in rejected[field] for i, field in enumerate(KEY_FIELDS))}
+                      if not any(key[i] in rejected[field] for i, field in enumerate(LINE_KEYS))}
         return rejected, periodless
 
     def digest(self) -> str:
         return self._digest.hexdigest()
 
     def _add_groups(self, groups: list[tuple]) -> None:
-        for i, field in enumerate(KEY_FIELDS, start=1):
+        for i, field in enumerate(LINE_KEYS, start=1):
             self._judge(field, {group[i] for group in groups})
         for group in groups:
-            key = group[1:COST]
-            values = [self._verdicts[field][text] for field, text in zip(KEY_FIELDS, key)]
-            billing, charge = values[2][0], values[3][0]
-            period = billing or charge or self._options.period
+            key = group[1:len(LINE_KEYS) + 1]
+            values = [self._verdicts[field][text] for field, text in zip(LINE_KEYS, key)]
+            period = self._period(values)
             if any(refused for _, refused in values) or period is None:
                 self._rejected_groups.add(key)
                 continue
-            currency, tag, _, _, sub_account, workspace, api_key, kind = (value for value, _ in values)
+            currency, tag, _, _, sub_account, workspace, api_key = (value for value, _ in values)
             outside = self._options.period is not None and period != self._options.period
-            self._totals.add_group((period, currency, sub_account, workspace, api_key), tag=tag, day=self._days[key[3]],
-                                   kind=kind, amount=Decimal(group[COST]), lines=int(group[LINES]),
-                                   places=int(group[PLACES]), outside=outside)
+            self._totals.add_group((period, currency, sub_account, workspace, api_key), tag=tag,
+                                   amount=Decimal(group[COST]), lines=int(group[LINES]), places=int(group[PLACES]),
+                                   outside=outside)
             self._totals.input_rows += int(group[LINES])
+
+    def _add_days(self, days: list[tuple]) -> None:
+        """The day groups of accepted lines in the period; the lines of a rejected text or without a period are
+        rejected in their line groups too, and fetched as written."""
+        positions = {"currency": 1, "tag": 2, "billing_period": 3, "charge_period": CHARGE_DAY,
+                     "charge_kind": 1 + KEY_FIELDS.index("charge_kind")}
+        for field, position in positions.items():
+            self._judge(field, {group[position] for group in days})
+        for group in days:
+            values = [self._verdicts[field][group[position]] for field, position in positions.items()]
+            period = self._period(values)
+            if any(refused for _, refused in values) or period is None or (
+                    self._options.period is not None and period != self._options.period):
+                continue
+            currency, tag, _, _, kind = (value for value, _ in values)
+            self._totals.add_day_group((period, currency, tag, self._days[group[CHARGE_DAY]], kind),
+                                       amount=Decimal(group[COST]), lines=int(group[LINES]),
+                                       places=int(group[PLACES]))
+
+    def _period(self, values: list[tuple[str | None, bool]]) -> str | None:
+        """The period of a group's judged (currency, tag, billing, charge, ...) texts, as convert.py takes it."""
+        return values[2][0] or values[3][0] or self._options.period
 
     def _judge(self, field: str, texts: set[str]) -> None:
         """Each new text's value and whether the import rejects it, by the embedded import's cell functions."""

@@ -165,9 +165,10 @@ class BillTotals:
             self.outside.setdefault((period, currency), GroupTotal()).add(cost, 1, _places(cost))
         self._sample_outside(zip(outside["row"].head(ROW_SAMPLE).astype(int), outside["period"].head(ROW_SAMPLE)))
 
-    def add_group(self, key: SplitKey, *, tag: str | None, day: str | None, kind: str, amount: Decimal, lines: int,
-                  places: int, outside: bool) -> None:
-        """Add lines already summed elsewhere (a query engine's group), with no rows to show for them."""
+    def add_group(self, key: SplitKey, *, tag: str | None, amount: Decimal, lines: int, places: int,
+                  outside: bool) -> None:
+        """Add lines already summed elsewhere (a query engine's group), with no rows to show for them; their charge
+        days come apart (`add_day_group`)."""
         if outside:
             self.outside.setdefault(key[:2], GroupTotal()).add(amount, lines, places)
             return
@@ -176,7 +177,10 @@ class BillTotals:
         self.tag_groups.setdefault(tag_key, GroupTotal()).add(amount, lines, places)
         self.tag_rows.setdefault(tag_key, RowSample())
         self.split_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
-        self.day_groups.setdefault((period, currency, tag, day, kind), GroupTotal()).add(amount, lines, places)
+
+    def add_day_group(self, key: DayKey, *, amount: Decimal, lines: int, places: int) -> None:
+        """Add the lines of one charge day and kind already summed elsewhere (a query engine's day group)."""
+        self.day_groups.setdefault(key, GroupTotal()).add(amount, lines, places)
 
     def add_lines(self, clean: CleanRows) -> None:
         """Add a chunk's clean rows (agent.bills.fast), summed as integers; settled every SUM_ROWS lines so that
