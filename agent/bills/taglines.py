@@ -3,8 +3,10 @@ tag value, charge day and kind (the forecast's)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
+from decimal import Decimal
 
 import pandas as pd
 
@@ -57,19 +59,39 @@ def tag_lines_of(bills: Iterable[BillTotals], *, rules: Rules) -> list[TagLine]:
     ]
 
 
-def daily_costs_of(bills: Iterable[BillTotals]) -> list[DailyCost]:
-    """One DailyCost per (currency, tag value, charge day, charge kind), in a stable order: per (currency, tag) they
-    add up to the tag lines of `tag_lines_of` (summed over their rules), amounts and line counts."""
+def daily_costs_of(bills: Iterable[BillTotals], *, tag_lines: Sequence[TagLine]) -> list[DailyCost]:
+    """One DailyCost per (currency, tag value, charge day, charge kind), in a stable order. Per (currency, tag) they
+    add up to `tag_lines` (summed over their rules), amounts and line counts, or this fails: the days are a second
+    accumulator over the same lines, and a forecast must never start from another bill than the run's."""
     parts: dict[tuple[str, str, str, str], list[GroupTotal]] = {}
     for bill in bills:
         for (_, currency, tag, day, kind), group in bill.day_groups.items():
             parts.setdefault((currency, tag or "", day or "", kind), []).append(group)
     # A bill has tens of thousands of groups over a month's few days: each day is parsed once.
     days = {day: date.fromisoformat(day) for day in {key[2] for key in parts} if day}
-    return [DailyCost(currency=currency, tag=tag, day=days.get(day), kind=kind, amount=total.exact(),
-                      line_count=total.lines)
-            for (currency, tag, day, kind), groups in sorted(parts.items())
-            for total in [groups[0] if len(groups) == 1 else _merged(groups)]]
+    daily = [DailyCost(currency=currency, tag=tag, day=days.get(day), kind=kind, amount=total.exact(),
+                       line_count=total.lines)
+             for (currency, tag, day, kind), groups in sorted(parts.items())
+             for total in [groups[0] if len(groups) == 1 else _merged(groups)]]
+    _check_reconciled(daily, tag_lines)
+    return daily
+
+
+def _check_reconciled(daily: Sequence[DailyCost], tag_lines: Sequence[TagLine]) -> None:
+    by_day: dict[tuple[str, str], tuple[Decimal, int]] = defaultdict(lambda: (Decimal(0), 0))
+    for cost in daily:
+        amount, lines = by_day[(cost.currency, cost.tag)]
+        by_day[(cost.currency, cost.tag)] = (amount + cost.amount, lines + cost.line_count)
+    by_tag: dict[tuple[str, str], tuple[Decimal, int]] = defaultdict(lambda: (Decimal(0), 0))
+    for line in tag_lines:
+        amount, lines = by_tag[(line.currency, line.tag)]
+        by_tag[(line.currency, line.tag)] = (amount + line.amount, lines + line.line_count)
+    differing = sorted(key for key in by_day.keys() | by_tag.keys() if by_day.get(key) != by_tag.get(key))
+    if differing:
+        currency, tag = differing[0]
+        raise RuntimeError(f"the bill by charge day does not add up to its tag lines for {currency} tag {tag!r} "
+                           f"({by_day.get(differing[0])} against {by_tag.get(differing[0])}; {len(differing)} tags "
+                           "differ): nothing is stored")
 
 
 def _merged(groups: list[GroupTotal]) -> GroupTotal:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -58,9 +59,10 @@ def daily_by_day_and_kind(daily: list[DailyCost]) -> dict[tuple[date | None, str
 def assert_adds_up_to_the_tag_lines(bill: BillTotals) -> list[DailyCost]:
     """The bill's daily costs, checked: per (currency, tag) the sum of the tag lines (over their rules), amounts and
     line counts; each kind one of CHARGE_KINDS."""
-    daily = daily_costs_of([bill])
+    lines_of_tags = tag_lines_of([bill], rules=RULES)
+    daily = daily_costs_of([bill], tag_lines=lines_of_tags)
     tagged: dict[tuple[str, str], tuple[Decimal, int]] = {}
-    for line in tag_lines_of([bill], rules=RULES):
+    for line in lines_of_tags:
         amount, lines = tagged.get((line.currency, line.tag), (Decimal(0), 0))
         tagged[(line.currency, line.tag)] = (amount + line.amount, lines + line.line_count)
     summed: dict[tuple[str, str], tuple[Decimal, int]] = {}
@@ -181,3 +183,13 @@ def test_hostile_rows_are_rejected_and_in_no_day(tmp_path: Path):
         DailyCost("USD", "web", date(2024, 9, 2), "fixed", Decimal("0.125"), 1),
     ]
     assert view(bill) == view(judged_row_by_row(path, ImportOptions()))
+
+
+def test_days_that_do_not_add_up_to_the_tag_lines_fail_instead_of_storing_another_bill():
+    bill = total_bill(DEMO / "bill-2026-10.csv", options=ImportOptions(period="2026-10"))
+    lines = tag_lines_of([bill], rules=RULES)
+    key, group = next(iter(bill.day_groups.items()))
+    bill.day_groups[key] = replace(group, amount=group.amount + 1)
+
+    with pytest.raises(RuntimeError, match="does not add up to its tag lines"):
+        daily_costs_of([bill], tag_lines=lines)
