@@ -205,7 +205,8 @@ def _add_statement(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_forecast(commands: argparse._SubParsersAction) -> None:
-    forecast = commands.add_parser("forecast", help="the month-end cost of a period, from its bill so far, with a range")
+    forecast = commands.add_parser("forecast", help="the month-end cost of a period, from its bill so far, with a "
+                                   "range")
     forecast.add_argument("--period", required=True, type=period_argument, metavar="YYYY-MM")
     forecast.add_argument("--aggregate", choices=FORECAST_DIMENSIONS,
                           help="sum by one dimension (default: company, service and category)")

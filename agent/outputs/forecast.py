@@ -39,7 +39,8 @@ class PeriodForecast:
         if dimension is None:
             return self.rows
         if dimension not in FORECAST_DIMENSIONS:
-            raise ValueError(f"unknown forecast dimension {dimension!r}; expected one of {', '.join(FORECAST_DIMENSIONS)}")
+            raise ValueError(f"unknown forecast dimension {dimension!r}; expected one of "
+                             f"{', '.join(FORECAST_DIMENSIONS)}")
         sums: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 3)
         for row in self.rows:
             figures = sums[(getattr(row, dimension), row.currency)]

@@ -181,7 +181,8 @@ SPLIT_SPECS = (
 _FORECAST_LABELS = ("period", "company", "service_code", "category", "currency")
 FORECAST_SPECS = (
     FamilySpec("cz_allocation_forecast_cost", "Expected month-end cost of the open period (the current UTC month) "
-               "from its bill so far, by company, service and category.", _FORECAST_LABELS, ("company", "service_code")),
+               "from its bill so far, by company, service and category.", _FORECAST_LABELS,
+               ("company", "service_code")),
     FamilySpec("cz_allocation_forecast_lower_cost", "Lower bound of the open period's month-end cost (the range holds "
                "the remaining days' noise and one more level change).", _FORECAST_LABELS, ("company", "service_code")),
     FamilySpec("cz_allocation_forecast_upper_cost", "Upper bound of the open period's month-end cost (the range holds "
