@@ -16,8 +16,7 @@ from agent.core.bill_formats import AUTO_DETECT, BILL_FORMAT_CHOICES, COLUMN_OVE
 from agent.core.periods import Period
 from agent.core.split import parse_dimensions
 from agent.errors import PeriodError, RulesError, SplitError
-from agent.outputs.forecast import FORECAST_DIMENSIONS
-from agent.outputs.formats import FOCUS_FORMAT, FORMATS
+from agent.outputs.formats import FOCUS_FORMAT, FORECAST_DIMENSIONS, FORMATS
 
 # Only the parser and the modules it needs are imported here: `cz-agent --help` answers at once. Each command
 # imports what it runs (pandas, Arrow, SQLAlchemy, the web server, the Kubernetes client) when it runs.

@@ -18,9 +18,8 @@ from agent.core.forecast import HISTORY_MONTHS, ForecastRow, forecast_rows, proj
 from agent.core.model import DailyCost, StoredRun
 from agent.core.periods import Period
 from agent.errors import StoreError
+from agent.outputs.formats import FORECAST_DIMENSIONS
 
-# What a forecast may be summed by (besides currency), as the API's aggregate= names it.
-FORECAST_DIMENSIONS = ("company", "service", "category")
 CSV_COLUMNS = ("period", *FORECAST_DIMENSIONS, "currency", "expected", "lower", "upper")
 
 

@@ -19,7 +19,8 @@ from agent.core.model import CATEGORIES, NO_COMPANY, NamespaceRow, RunResult, Ru
 from agent.core.rules import Rules
 from agent.errors import AgentError, NoCostError
 from agent.outputs.explain import exact_amount_text, select_explanation, service_label
-from agent.outputs.forecast import FORECAST_DIMENSIONS, PeriodForecast
+from agent.outputs.forecast import PeriodForecast
+from agent.outputs.formats import FORECAST_DIMENSIONS
 
 _SHOWN_REJECTS = 10
 _ALLOCATED = [c for c in CATEGORIES if c != "unallocated"]

@@ -37,7 +37,8 @@ from agent.core.split import parse_dimensions as parse_split_dimensions
 from agent.errors import AgentError, BodyTooLarge, NoCostError, PeriodError, SplitError, StatementError, StoreError
 from agent.outputs.explain import exact_amount_text, select_explanation
 from agent.outputs.forecast import CSV_COLUMNS as FORECAST_CSV_COLUMNS
-from agent.outputs.forecast import FORECAST_DIMENSIONS, forecast_records, period_forecast
+from agent.outputs.forecast import forecast_records, period_forecast
+from agent.outputs.formats import FORECAST_DIMENSIONS
 from agent.outputs.report import render_csv
 from agent.outputs.split_summary import split_items
 from agent.outputs.statement import build_statement, render_html, statement_context
