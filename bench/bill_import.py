@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import billgen  # noqa: E402
+from agent.bills.detect import SPECS  # noqa: E402
 from agent.core.split import NO_VALUE  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -86,6 +87,27 @@ SELECT CASE GROUPING(sub_account) WHEN 1 THEN 'tag' ELSE 'split' END, valid, per
 FROM judged
 GROUP BY GROUPING SETS ((valid, period, currency, tag, tag_sub_account, tag_workspace, tag_api_key),
                         (valid, period, currency, sub_account, workspace, api_key))
+"""
+# Each generated line's charge date and charge kind, as text (native bills have neither).
+DAY_SOURCES_SQL = {
+    "native": "SELECT unblendedCost AS cost, currency, cz_container_bill AS tag, NULL AS day, NULL AS kind "
+              "FROM read_csv('{path}', all_varchar=true)",
+    "cur": ("SELECT \"lineItem/UnblendedCost\" AS cost, \"lineItem/CurrencyCode\" AS currency, "
+            "\"resourceTags/user:cz_container_bill\" AS tag, \"lineItem/UsageStartDate\" AS day, "
+            "\"lineItem/LineItemType\" AS kind FROM read_csv('{path}', all_varchar=true)"),
+    "focus": ("SELECT CAST(EffectiveCost AS VARCHAR) AS cost, BillingCurrency AS currency, "
+              "json_extract_string(Tags, '$.cz_container_bill') AS tag, CAST(ChargePeriodStart AS VARCHAR) AS day, "
+              "ChargeFrequency AS kind FROM read_parquet('{path}')"),
+}
+# The bill per (currency, tag, charge day, charge kind), as the run stores it (daily_costs): the day is the charge
+# date's first 10 characters (the generator writes ISO dates), the kind usage where the cell is empty or names one
+# of the format's usage kinds, else fixed. Generated bills hold no line outside the period and none rejected.
+DAYS_SQL = """
+SELECT upper(trim(currency)), coalesce(nullif(trim(tag), ''), ''), coalesce(left(trim(day), 10), ''),
+       CASE WHEN coalesce(trim(kind), '') = '' OR lower(trim(kind)) IN ({usage}) THEN 'usage' ELSE 'fixed' END,
+       sum(CAST(trim(cost) AS DECIMAL(38, 12))), count(*)
+FROM ({source})
+GROUP BY ALL
 """
 DUCKDB_SCRIPT = """
 import duckdb, json, sys
@@ -161,6 +183,16 @@ def run_floor(shape: str, path: Path, workdir: Path) -> tuple[Measure, FloorGrou
     return measure, groups
 
 
+def bill_days(shape: str, path: Path, workdir: Path) -> dict[tuple, tuple[Decimal, int]]:
+    """The bill's exact sum and line count per (currency, tag, charge day, charge kind), counted once by DuckDB, not
+    timed: every run's stored daily costs must equal them."""
+    usage = ", ".join(f"'{kind.lower()}'" for kind in SPECS[shape].usage_kinds) or "NULL"
+    sql = DAYS_SQL.format(source=DAY_SOURCES_SQL[shape].format(path=path), usage=usage)
+    out_file = workdir / "duckdb-days.json"
+    _wrapped([sys.executable, "-c", DUCKDB_SCRIPT, sql], stdout=out_file)
+    return {tuple(keys): (Decimal(amount), int(lines)) for *keys, amount, lines in json.loads(out_file.read_text())}
+
+
 def _wrapped(command: list[str], *, env: dict[str, str] | None = None, stdout: Path | None = None,
              stderr: Path | None = None) -> Measure:
     """Run the command under a small Python wrapper that reports its wall time, its CPU time (user and system,
@@ -192,13 +224,22 @@ def check_floor(floor: FloorGroups, expected: dict[str, str], *, lines: int) -> 
         raise SystemExit(f"duckdb: {counted} lines summed and {floor.rejected} rejected, expected {lines} and 0")
 
 
-def check_ours(store: sqlite3.Connection, floor: FloorGroups, expected: dict[str, str]) -> None:
-    """Our bill total per currency equals the generator's; our split groups equal the floor's, amount and lines."""
+def check_ours(store: sqlite3.Connection, floor: FloorGroups, expected: dict[str, str], *,
+               days: dict[tuple, tuple[Decimal, int]]) -> None:
+    """Our bill total per currency equals the generator's; our split groups equal the floor's, amount and lines; our
+    daily costs equal the bill's days (`bill_days`): a run that read another bill, or judged a kind differently, with
+    the same lines and totals per tag, would otherwise pass unseen."""
     with store:
         manifest = json.loads(store.execute("SELECT manifest FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0])
         splits = store.execute("SELECT currency, sub_account, workspace, api_key, amount, line_count FROM bill_splits "
                                "WHERE run_id = (SELECT max(id) FROM runs)").fetchall()
+        daily = store.execute("SELECT currency, tag, day, kind, amount, line_count FROM daily_costs "
+                              "WHERE run_id = (SELECT max(id) FROM runs)").fetchall()
     store.close()
+    ours_days = {tuple(keys): (Decimal(amount), lines) for *keys, amount, lines in daily}
+    if ours_days != days:
+        raise SystemExit(f"ours: the daily costs differ from the bill's days ({len(ours_days)} vs {len(days)} groups, "
+                         f"{len(ours_days.keys() ^ days.keys())} keys in one only)")
     per_currency: dict[str, Decimal] = defaultdict(Decimal)
     for key, amount in expected.items():
         per_currency[key.rsplit("|", 1)[1]] += Decimal(amount)
@@ -227,6 +268,7 @@ def benchmark(shapes: list[str], sizes: list[int], repeats: int) -> dict[tuple[s
         for size in sizes:
             for shape in shapes:
                 path, expected = bill(shape, size)
+                days = bill_days(shape, path, workdir)
                 runs: dict[str, list[Measure]] = {tool: [] for tool in TOOLS}
                 for repeat in range(repeats):
                     # The floor of this repeat, to check ours against, whichever ran first.
@@ -237,7 +279,7 @@ def benchmark(shapes: list[str], sizes: list[int], repeats: int) -> dict[tuple[s
                             check_floor(floor, expected, lines=size)
                         else:
                             measures[tool], store = run_ours(path, workdir)
-                    check_ours(store, floor, expected)
+                    check_ours(store, floor, expected, days=days)
                     for tool, measure in measures.items():
                         runs[tool].append(measure)
                         print(f"{shape} {size:>10,} {tool:<6} {measure.seconds:7.2f} s "
@@ -292,7 +334,8 @@ def report(results: dict[tuple[str, int], dict[str, list[Measure]]], started: di
                      f"{_spread([m.peak_mib for m in ours], '.0f')} | {_spread([m.peak_mib for m in floor], '.0f')} |")
     lines += ["", "Every run was checked: the floor's tag groups against the generator's exact totals, with no row "
               "rejected; our bill total per currency against the generator's, and our split groups (sub-account, "
-              "workspace, API key, currency) against the floor's, amount and line count of each.", "",
+              "workspace, API key, currency) against the floor's, amount and line count of each, and our daily costs "
+              "against the bill's sums per currency, tag, charge day and charge kind (an untimed DuckDB query).", "",
               *stage_table(results),
               "## Start-up", "",
               f"Wall time of the command, {len(started['python -c pass'])} runs each, alternating, after one "

@@ -4,6 +4,9 @@ tag) it adds up exactly to the tag lines; its days and kinds are those the bill 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,13 +14,16 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from agent.bills import ImportOptions, total_bill
+from agent.bills import ImportOptions, fast, reader, total_bill, totals
 from agent.bills.taglines import daily_costs_of, tag_lines_of
 from agent.bills.totals import BillTotals
 from agent.core.model import CHARGE_KINDS, DailyCost
 from agent.core.rules import Rules
+from agent.errors import FastReadError
 from tests.support.bills import judged_row_by_row, view
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "bills" / "real"
@@ -193,3 +199,84 @@ def test_days_that_do_not_add_up_to_the_tag_lines_fail_instead_of_storing_anothe
 
     with pytest.raises(RuntimeError, match="does not add up to its tag lines"):
         daily_costs_of([bill], tag_lines=lines)
+
+
+# A CUR bill whose charge days and kinds change from line to line, spelled as bills spell them; a few costs in
+# scientific notation, which convert.py takes row by row while their neighbours go through Arrow.
+CUR_HEADER = ["identity/LineItemId", "bill/BillingPeriodStartDate", "lineItem/UsageStartDate", "lineItem/LineItemType",
+              "lineItem/CurrencyCode", "lineItem/UnblendedCost", "resourceTags/user:cz_container_bill"]
+CUR_KINDS = ["Usage", "Tax", " usage ", "TAX", "", "NULL", "Fee", "SavingsPlanCoveredUsage", "RIFee", "DiscountedUsage"]
+CUR_COSTS = ["1.25", "-0.5", "3", "0.000125", "2.5E-1", "17.10"]
+# Small chunks and blocks, judges that remember three texts (so they start afresh between chunks), sums settled
+# every twenty lines: a line's day and kind must not depend on its chunk.
+SMALL_CHUNKS = [(reader, "CSV_BLOCK_BYTES", 1024), (reader, "CHUNK_ROWS", 7), (fast, "KNOWN_TEXTS", 3),
+                (totals, "SUM_ROWS", 20)]
+
+
+def varied_cur_rows(count: int) -> list[list[str]]:
+    chosen = random.Random(7)
+    rows = []
+    for number in range(count):
+        day = chosen.randint(1, 31)
+        charge = chosen.choice([f"2026-10-{day:02d}T00:00:00.000Z", f"2026-10-{day:02d}T13:00:00Z",
+                                f"2026-10-{day:02d}", ""])
+        rows.append([f"li-{number}", "2026-10-01T00:00:00.000Z", charge, chosen.choice(CUR_KINDS),
+                     chosen.choice(["USD", "usd", "EUR"]), chosen.choice(CUR_COSTS),
+                     chosen.choice(["web", " web", "db", "", "NULL"])])
+    return rows
+
+
+def counted_by_csv(path: Path) -> dict[tuple[str, str, date | None, str], tuple[Decimal, int]]:
+    """Exact sums and line counts per (currency, tag, charge day, kind), read with the csv module."""
+    usage = {kind.casefold() for kind in CUR_USAGE}
+    sums: dict[tuple[str, str, date | None, str], tuple[Decimal, int]] = {}
+    for row in rows_of(path):
+        tag = row["resourceTags/user:cz_container_bill"].strip()
+        charge = row["lineItem/UsageStartDate"].strip()
+        kind = row["lineItem/LineItemType"].strip()
+        key = (row["lineItem/CurrencyCode"].upper(), "" if tag == "NULL" else tag,
+               date.fromisoformat(charge[:10]) if charge else None,
+               "usage" if kind in ("", "NULL") or kind.casefold() in usage else "fixed")
+        amount, lines = sums.get(key, (Decimal(0), 0))
+        sums[key] = (amount + Decimal(row["lineItem/UnblendedCost"]), lines + 1)
+    return sums
+
+
+def written_as(container: str, path: Path, rows: list[list[str]]) -> Path:
+    if container == "parquet":
+        target = path.with_suffix(".parquet")
+        pq.write_table(pa.table({name: [row[i] for row in rows] for i, name in enumerate(CUR_HEADER)}), target)
+        return target
+    text = io.StringIO()
+    csv.writer(text).writerows([CUR_HEADER, *rows])
+    if container == "csv.gz":
+        target = path.with_suffix(".csv.gz")
+        target.write_bytes(gzip.compress(text.getvalue().encode()))
+        return target
+    path.write_text(text.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["small chunks", "one chunk"])
+@pytest.mark.parametrize("container", ["csv", "csv read by the fallback", "csv.gz", "parquet"])
+def test_days_and_kinds_varying_across_chunks_are_each_lines_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   container: str, small: bool):
+    rows = varied_cur_rows(210)
+    path = written_as(container, tmp_path / "cur.csv", rows)
+    expected = counted_by_csv(written_as("csv", tmp_path / "cur.csv", rows))
+    for module, name, value in SMALL_CHUNKS if small else []:
+        monkeypatch.setattr(module, name, value)
+    if container == "csv read by the fallback":
+        monkeypatch.setattr(reader, "_arrow_csv_batches", refuse_arrow)
+
+    bill = total_bill(path, options=ImportOptions(period="2026-10"))
+    daily = assert_adds_up_to_the_tag_lines(bill)
+
+    assert not bill.rejected and bill.accepted_rows == len(rows)
+    assert {(cost.currency, cost.tag, cost.day, cost.kind): (cost.amount, cost.line_count)
+            for cost in daily} == expected
+    assert {kind for *_, kind in expected} == {"usage", "fixed"} and None in {day for _, _, day, _ in expected}
+
+
+def refuse_arrow(*_args: object, **_kwargs: object) -> None:
+    raise FastReadError("refused by the test")
