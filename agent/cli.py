@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -274,15 +274,6 @@ def _run_of(args: argparse.Namespace, *, runs: LocalRuns | RemoteRuns) -> Stored
     return stored
 
 
-def _latest_of(runs: LocalRuns | RemoteRuns) -> Callable[[str], StoredRun | None]:
-    """A period's latest run among `runs`, None when it has none."""
-    def latest(period: str) -> StoredRun | None:
-        found = [run.id for run in runs.list_runs(period=period)]
-        return runs.load_run(max(found)) if found else None
-
-    return latest
-
-
 def _api_token(token_file: Path | None, *, settings: Settings) -> str | None:
     """The agent's API token: from the file given, else the settings' (CZ_AGENT_API_TOKEN, _FILE)."""
     from agent.settings import Settings
@@ -302,7 +293,7 @@ def _statement(args: argparse.Namespace, *, settings: Settings, console: Console
     runs = _stored_runs(args, settings=settings)
     stored = _run_of(args, runs=runs)
     budgets = load_rules(args.rules).budgets if args.rules else Budgets()
-    context = statement_context(stored, company=args.company, latest=_latest_of(runs),
+    context = statement_context(stored, company=args.company, latest=runs.latest_run,
                                 today=datetime.now(UTC).date(), budgets=budgets)
     statement = write_statement(stored, company=args.company, html_path=args.out, csv_path=csv_path,
                                 context=context)
@@ -371,7 +362,7 @@ def _forecast(args: argparse.Namespace, *, settings: Settings, console: Console)
     from agent.outputs.forecast import CSV_COLUMNS, forecast_records, period_forecast
     from agent.outputs.report import render_csv, write_atomically
 
-    forecast = period_forecast(args.period, latest=_latest_of(_stored_runs(args, settings=settings)),
+    forecast = period_forecast(args.period, latest=_stored_runs(args, settings=settings).latest_run,
                                today=datetime.now(UTC).date())
     summary.print_forecast(forecast, dimension=args.aggregate, console=console)
     if args.out is not None:

@@ -30,10 +30,19 @@ class RemoteRuns:
         return [summary_from_document(self._get(f"/api/v1/runs/{run['id']}")) for run in listed]
 
     def latest_run_id(self, *, period: str) -> int:
-        listed = self._get("/api/v1/runs", {"period": period})["runs"]
-        if not listed:
+        found = self._latest_id(period)
+        if found is None:
             raise StoreError(f"no stored run for period {period} at {self._url}")
-        return max(run["id"] for run in listed)
+        return found
+
+    def latest_run(self, period: str) -> StoredRun | None:
+        """The period's latest run, None when it has none."""
+        found = self._latest_id(period)
+        return None if found is None else self.load_run(found)
+
+    def _latest_id(self, period: str) -> int | None:
+        listed = self._get("/api/v1/runs", {"period": period})["runs"]
+        return max((run["id"] for run in listed), default=None)
 
     def load_run(self, run_id: int) -> StoredRun:
         document = self._get(f"/api/v1/runs/{run_id}/document")

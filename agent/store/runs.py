@@ -478,6 +478,11 @@ class LocalRuns:
     def latest_run_id(self, *, period: str) -> int:
         return latest_run_id(self._engine, period=period)
 
+    def latest_run(self, period: str) -> StoredRun | None:
+        """The period's latest run, None when it has none."""
+        found = list_runs(self._engine, period=period)
+        return load_run(self._engine, found[-1].id) if found else None
+
     def load_run(self, run_id: int) -> StoredRun:
         return load_run(self._engine, run_id)
 
