@@ -3,17 +3,15 @@ tag value, charge day and kind (the forecast's)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
-from decimal import Decimal
 
 import pandas as pd
 
 from agent.bills.totals import BillTotals, GroupTotal, RowSample
 from agent.core.allocation import allocate_lines
 from agent.core.attribution import attribute
-from agent.core.model import Allocation, DailyCost, NamespaceUsage, TagLine
+from agent.core.model import Allocation, DailyCost, NamespaceUsage, TagLine, totals_per_tag
 from agent.core.rules import Rules
 
 
@@ -78,14 +76,7 @@ def daily_costs_of(bills: Iterable[BillTotals], *, tag_lines: Sequence[TagLine])
 
 
 def _check_reconciled(daily: Sequence[DailyCost], tag_lines: Sequence[TagLine]) -> None:
-    by_day: dict[tuple[str, str], tuple[Decimal, int]] = defaultdict(lambda: (Decimal(0), 0))
-    for cost in daily:
-        amount, lines = by_day[(cost.currency, cost.tag)]
-        by_day[(cost.currency, cost.tag)] = (amount + cost.amount, lines + cost.line_count)
-    by_tag: dict[tuple[str, str], tuple[Decimal, int]] = defaultdict(lambda: (Decimal(0), 0))
-    for line in tag_lines:
-        amount, lines = by_tag[(line.currency, line.tag)]
-        by_tag[(line.currency, line.tag)] = (amount + line.amount, lines + line.line_count)
+    by_day, by_tag = totals_per_tag(daily), totals_per_tag(tag_lines)
     differing = sorted(key for key in by_day.keys() | by_tag.keys() if by_day.get(key) != by_tag.get(key))
     if differing:
         currency, tag = differing[0]

@@ -4,6 +4,7 @@ the allocation, and rejected bill rows."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -111,6 +112,15 @@ class DailyCost:
     kind: str           # one of CHARGE_KINDS
     amount: Decimal
     line_count: int
+
+
+def totals_per_tag(lines: Iterable[TagLine | DailyCost]) -> dict[tuple[str, str], tuple[Decimal, int]]:
+    """Amount and line count per (currency, tag value) of tag lines (summed over their rules) or daily costs."""
+    totals: dict[tuple[str, str], tuple[Decimal, int]] = {}
+    for line in lines:
+        amount, count = totals.get((line.currency, line.tag), (Decimal(0), 0))
+        totals[(line.currency, line.tag)] = (amount + line.amount, count + line.line_count)
+    return totals
 
 
 @dataclass

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from agent.core.forecast import HISTORY_MONTHS, ForecastRow, forecast_rows, project_tags
-from agent.core.model import DailyCost, StoredRun
+from agent.core.model import DailyCost, StoredRun, totals_per_tag
 from agent.core.periods import Period
 from agent.errors import StoreError
 from agent.outputs.formats import FORECAST_DIMENSIONS
@@ -83,16 +83,9 @@ def forecast_day(month: Period, daily: Sequence[DailyCost], *, today: date) -> d
 def _history(runs: Sequence[StoredRun | None]) -> dict[tuple[str, str], list[Decimal]]:
     """Each (currency, tag)'s total in each earlier month that has a run, oldest first (0 where a month's run has
     none of it)."""
-    totals = []
-    for run in runs:
-        if run is None:
-            continue
-        month: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-        for line in run.tag_lines:
-            month[(line.currency, line.tag)] += line.amount
-        totals.append(month)
+    totals = [totals_per_tag(run.tag_lines) for run in runs if run is not None]
     keys = {key for month in totals for key in month}
-    return {key: [month.get(key, Decimal(0)) for month in totals] for key in sorted(keys)}
+    return {key: [month.get(key, (Decimal(0), 0))[0] for month in totals] for key in sorted(keys)}
 
 
 def forecast_records(rows: Sequence[ForecastRow]) -> list[tuple[str, ...]]:
