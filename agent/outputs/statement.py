@@ -9,6 +9,7 @@ neutralised with a leading apostrophe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
@@ -130,11 +131,8 @@ class PreviousMonth:
 
     @classmethod
     def of(cls, stored: StoredRun, *, company: str) -> PreviousMonth:
-        totals: dict[str, Decimal] = defaultdict(Decimal)
-        for row in stored.rows:
-            if row.company == company:
-                totals[row.currency] += row.amount
-        return cls(period=stored.summary.period, run_id=stored.summary.id, totals=dict(totals))
+        return cls(period=stored.summary.period, run_id=stored.summary.id,
+                   totals=_currency_totals(row for row in stored.rows if row.company == company))
 
 
 @dataclass(frozen=True)
@@ -170,6 +168,8 @@ def statement_context(stored: StoredRun, *, company: str, latest: Callable[[str]
     """The statement's context: the latest run of the month before (`latest` gives a period's latest run), the
     company's budget, and, when the run is the latest of the month `today` is in, its month-end forecast (in the
     budget's currency, else in the company's only currency)."""
+    # The month before and the current month are read again by the forecast: each period's run is loaded once.
+    latest = functools.cache(latest)
     period = Period.parse(stored.summary.period)
     before = latest(str(period.previous()))
     budget = budgets.companies.get(company)
@@ -328,10 +328,16 @@ def _ratios(pieces: Sequence[Contribution], lines: dict[tuple[str, str, str], Ta
     return sorted(ratios, key=lambda r: (r.currency, CATEGORIES.index(r.category), r.tag, r.rule, r.service))
 
 
-def _reconciliation(rows: Sequence[ReportRow], totals: dict[str, CurrencyTotals]) -> list[Reconciliation]:
-    company_totals: dict[str, Decimal] = defaultdict(Decimal)
+def _currency_totals(rows: Iterable[ReportRow]) -> dict[str, Decimal]:
+    """The rows' rounded amounts summed per currency."""
+    totals: dict[str, Decimal] = defaultdict(Decimal)
     for row in rows:
-        company_totals[row.currency] += row.amount
+        totals[row.currency] += row.amount
+    return dict(totals)
+
+
+def _reconciliation(rows: Sequence[ReportRow], totals: dict[str, CurrencyTotals]) -> list[Reconciliation]:
+    company_totals = _currency_totals(rows)
     return [Reconciliation(currency=currency, company_total=company_totals[currency], run=t)
             for currency, t in sorted(totals.items()) if currency in company_totals]
 
