@@ -9,7 +9,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
 
@@ -422,13 +422,13 @@ class AllocationCollector:
 
     def _forecast(self, found: list[RunSummary], *, today: date) -> dict[str, Samples]:
         """The open period's forecast samples; none when the period has no run yet."""
-        newest = {run.period: run.id for run in sorted(found, key=lambda run: run.id)}
-        period = str(Period.of(datetime.combine(today, time(), UTC)))
+        newest = newest_by_period(found)
+        period = str(Period(today.year, today.month))
         if period not in newest:
             return {spec.name: {} for spec in FORECAST_SPECS}
 
         def latest(month: str) -> StoredRun | None:
-            return load_run(self._engine, newest[month]) if month in newest else None
+            return load_run(self._engine, newest[month].id) if month in newest else None
 
         return forecast_samples(period_forecast(period, latest=latest, today=today))
 
@@ -457,8 +457,14 @@ class AllocationCollector:
 
 def latest_runs(found: list[RunSummary], *, periods: int) -> list[RunSummary]:
     """The newest run of each of the last `periods` periods, newest period first."""
+    by_period = newest_by_period(found)
+    return [by_period[period] for period in sorted(by_period, reverse=True)[:periods]]
+
+
+def newest_by_period(found: list[RunSummary]) -> dict[str, RunSummary]:
+    """Each period's newest run (the highest id)."""
     by_period: dict[str, RunSummary] = {}
     for run in found:
         if run.period not in by_period or run.id > by_period[run.period].id:
             by_period[run.period] = run
-    return [by_period[period] for period in sorted(by_period, reverse=True)[:periods]]
+    return by_period
