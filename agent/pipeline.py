@@ -189,8 +189,7 @@ def run_allocation(request: RunRequest, *, engine: Engine, created_at: str,
     started = time.monotonic()
     run_id = save_run(engine, allocation=allocation, rejected=rejected, splits=split_totals(imports),
                       daily=daily_costs_of(imports, tag_lines=allocation.tag_lines), manifest=manifest,
-                      report_sha256=manifest.report.sha256,
-                      created_at=created_at, tool_version=__version__)
+                      report_sha256=manifest.report.sha256, created_at=created_at, tool_version=__version__)
     stage(f"stored run {run_id} in {time.monotonic() - started:.1f} s")
     return RunResult(run_id=run_id, stored=True, allocation=allocation, rejected=rejected, manifest=manifest,
                      report=report)
