@@ -7,9 +7,11 @@ resolution (`step_seconds`) by a subquery and summed: step `s` holds the last sa
 for [s, s + step); the period's steps are the multiples of the step in [start, end). CPU is a counter: its
 increase over each day, which counts the seconds between scrapes too.
 
-Each day's per-namespace answer is checked against the cluster total of a second query, and an
-answer carrying warnings (a partial response) is refused: a usage source that answers only in part
-must fail the run, never shift cost between namespaces unnoticed.
+Each day's per-namespace answer is checked by a second query, and an answer carrying warnings (a partial
+response) is refused: a usage source that answers only in part must fail the run, never shift cost between
+namespaces unnoticed. For a gauge the check is the cluster total, computed without grouping by namespace. For a
+counter a total would be a second full pass over the day's samples (its increase reads them all), so the check is
+the namespaces still counting at the window's end (a few minutes of samples): each must be in the answer.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 # Days queried at once. Prometheus evaluates a query on one core and runs up to 20 at a time by default.
 WINDOW_CONCURRENCY = 2
+# How far back from a window's end a counter's series must have two samples to be sure of an increase in the answer.
+ALIVE_LOOKBACK_MS = 5 * 60 * 1000
 # How often a counter's coverage is sampled: whether the cluster had a sample within the step before each such
 # moment. A counter loses nothing between its samples (its increase spans a gap), so its coverage only tells whether
 # the cluster was scraped, and asking it at every step would cost twice the counter's own integral.
@@ -93,8 +97,8 @@ class ClusterUsage:
 @dataclass(frozen=True)
 class Measure:
     """How one quantity's use over a window is asked of Prometheus: per namespace, and for the whole cluster (its
-    total and its steps with data, as `cluster_aggregates` answers), in units of `scale` seconds; the steps with data
-    are counted every `coverage_seconds`."""
+    steps with data, and its total or the namespaces alive at the end, as `cluster_aggregates` answers), in units of
+    `scale` seconds; the steps with data are counted every `coverage_seconds`."""
 
     name: str
     per_namespace: Callable[[int], str]  # window length in ms -> PromQL
@@ -105,7 +109,7 @@ class Measure:
 
 @dataclass(frozen=True)
 class _WindowAnswer:
-    """One day's answers: each namespace's byte-steps, the cluster's byte-steps, and its steps with data."""
+    """One day's answers, checked: each namespace's unit-steps, the cluster's, and its steps with data."""
 
     namespaces: dict[str, Decimal]
     total: Decimal
@@ -172,11 +176,11 @@ def resource_measure(resource: str, *, basis: str, selector: str, step_seconds: 
     return Measure(
         name="cpu",
         per_namespace=lambda window_ms: f"sum by (namespace) (increase({counter}[{window_ms}ms]))",
-        # The coverage's moments with a sample; the total is the same increase, summed independently.
+        # The coverage's moments with a sample, and the namespaces whose increase the answer must hold.
         aggregates=lambda window_ms: cluster_aggregates(
             steps=window_query("count_over_time", f"sum(last_over_time({counter}{_lookback(step_seconds)}))",
                                window_ms=window_ms, step_seconds=coverage_seconds),
-            total=f"sum(increase({counter}[{window_ms}ms]))"),
+            alive=f"group by (namespace) (count_over_time({counter}[{min(window_ms, ALIVE_LOOKBACK_MS)}ms]) > 1)"),
         scale=1,
         coverage_seconds=coverage_seconds,
     )
@@ -236,23 +240,27 @@ def _sum_windows(server: _Server, measure: Measure, capacity: Measure | None, *,
 
 
 def _window_answer(server: _Server, measure: Measure, *, window: tuple[int, int]) -> _WindowAnswer:
-    """The window's two queries, checked against each other."""
+    """The window's two queries, checked against each other: the namespaces must add up to the cluster total, or
+    hold every namespace alive at the window's end, else an answer lost a series on the way."""
     window_ms = window[1] - window[0]
     namespaces = server.window_values(measure.per_namespace(window_ms), window=window, key="namespace")
-    cluster = server.window_values(measure.aggregates(window_ms), window=window, key="aggregate")
-    answer = _WindowAnswer(namespaces=namespaces, total=cluster.get("total", Decimal(0)),
-                           steps=cluster.get("steps", Decimal(0)))
-    _check_complete(answer, server=server, window=window)
-    return answer
-
-
-def _check_complete(answer: _WindowAnswer, *, server: _Server, window: tuple[int, int]) -> None:
-    """The namespaces must add up to the cluster total, else an answer lost a series on the way."""
-    summed = sum(answer.namespaces.values(), Decimal(0))
-    if abs(summed - answer.total) > TOTAL_TOLERANCE * max(abs(answer.total), Decimal(1)):
-        raise UsageQueryError(
-            f"Prometheus {server.url} gave an incomplete answer for the day from {_iso(window[0])}: "
-            f"its namespaces add up to {summed} byte-steps but the cluster total is {answer.total}")
+    aggregates: dict[str, Decimal] = {}
+    alive: set[str] = set()
+    for sample in server.window_samples(measure.aggregates(window_ms), window=window):
+        if sample.labels.get("aggregate") == "alive":
+            alive.add(sample.labels.get("namespace", ""))
+        else:
+            aggregates[sample.labels.get("aggregate", "")] = sample.value
+    summed = sum(namespaces.values(), Decimal(0))
+    total = aggregates.get("total", summed)
+    incomplete = f"Prometheus {server.url} gave an incomplete answer for the day from {_iso(window[0])}"
+    if abs(summed - total) > TOTAL_TOLERANCE * max(abs(total), Decimal(1)):
+        raise UsageQueryError(f"{incomplete}: its namespaces add up to {summed} unit-steps of {measure.name} but the "
+                              f"cluster total is {total}")
+    if missing := sorted(alive - namespaces.keys()):
+        raise UsageQueryError(f"{incomplete}: namespace(s) {', '.join(missing)} had {measure.name} samples at its end "
+                              f"but no {measure.name} in the answer")
+    return _WindowAnswer(namespaces=namespaces, total=total, steps=aggregates.get("steps", Decimal(0)))
 
 
 def namespace_memory_promql(basis: str, *, selector: str, step_seconds: int) -> str:
@@ -304,9 +312,12 @@ def cluster_aggregates_promql(cluster_expression: str, *, window_ms: int, step_s
         total=window_query("sum_over_time", cluster_expression, window_ms=window_ms, step_seconds=step_seconds))
 
 
-def cluster_aggregates(*, steps: str, total: str) -> str:
-    return (f'label_replace({steps}, "aggregate", "steps", "", "") '
-            f'or label_replace({total}, "aggregate", "total", "", "")')
+def cluster_aggregates(*, steps: str, total: str | None = None, alive: str | None = None) -> str:
+    """One query answering the steps with data (`aggregate="steps"`), and the cluster total (`aggregate="total"`) or
+    the namespaces alive (`aggregate="alive"`, one series per namespace)."""
+    parts = {"steps": steps, "total": total, "alive": alive}
+    return " or ".join(f'label_replace({expression}, "aggregate", "{name}", "", "")'
+                       for name, expression in parts.items() if expression is not None)
 
 
 def _matchers(selector: str) -> str:
@@ -335,6 +346,12 @@ def window_query(function: str, expression: str, *, window_ms: int, step_seconds
 
 
 @dataclass(frozen=True)
+class _Sample:
+    labels: dict[str, str]
+    value: Decimal
+
+
+@dataclass(frozen=True)
 class _Server:
     session: requests.Session
     query_url: str
@@ -344,9 +361,14 @@ class _Server:
 
     def window_values(self, query: str, *, window: tuple[int, int], key: str) -> dict[str, Decimal]:
         """The query's value per `key` label ("" when a series lacks it), evaluated at the window's end."""
+        return {sample.labels.get(key, ""): sample.value for sample in self.window_samples(query, window=window)}
+
+    def window_samples(self, query: str, *, window: tuple[int, int]) -> list[_Sample]:
+        """The query's series, evaluated at the window's end."""
         at = _prometheus_time(window[1] - 1)
-        return {sample["metric"].get(key, ""): _sample_value(sample, where=self._where(query, at))
-                for sample in self.instant(query, at=at)}
+        # The value first: it checks that the sample is well formed.
+        return [_Sample(value=_sample_value(sample, where=self._where(query, at)), labels=sample["metric"])
+                for sample in self.instant(query, at=at)]
 
     def instant(self, query: str, *, at: str) -> list[dict]:
         log.debug("Prometheus %s: %s at %s", self.url, query, at)

@@ -3,14 +3,18 @@ true integrals are known (tests/support/promhistory.py)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from agent.core.model import IDLE_NAMESPACE, NamespaceUsage
 from agent.errors import UsageQueryError
 from agent.sources.prom import ClusterUsage, PrometheusTarget, query_usage
+from tests.support.faultproxy import HttpFaultProxy, HttpFaults
 from tests.support.fixtures_prom import PrometheusServer
 from tests.support.promhistory import MONTH_END, MONTH_START
 
@@ -132,3 +136,50 @@ def test_a_blend_measures_each_resource_of_every_namespace(prometheus_server: Pr
     assert records["mcmp"].gpu_device_seconds == 0
     assert records["mcmp"].memory_byte_seconds == prometheus_server.expected(cluster="prod", basis="usage")["mcmp"]
     assert isinstance(records["mcmp"], NamespaceUsage) and records["mcmp"].cpu_core_seconds > 0
+
+
+def without_namespace_in_usage_answers(namespace: str) -> Callable[[str, bytes], bytes]:
+    """Removes one namespace from the per-namespace usage answers only, as a proxy losing a series would; the
+    check's own query (cluster total, or the namespaces alive) comes through whole."""
+    def rewrite(path: str, body: bytes) -> bytes:
+        if not parse_qs(urlsplit(path).query)["query"][0].startswith(("sum by (namespace)",
+                                                                       "sum_over_time((sum by (namespace)")):
+            return body
+        document = json.loads(body)
+        document["data"]["result"] = [s for s in document["data"]["result"] if s["metric"]["namespace"] != namespace]
+        return json.dumps(document).encode()
+    return rewrite
+
+
+@pytest.mark.parametrize(("resource", "reason"), [
+    ("cpu", "namespace(s) mcmp had cpu samples at its end but no cpu in the answer"),
+    ("memory", "its namespaces add up to"),
+])
+def test_an_answer_that_lost_a_namespace_fails_for_counters_and_gauges(
+    prometheus_server: PrometheusServer, resource: str, reason: str,
+) -> None:
+    day = datetime(2026, 9, 12, tzinfo=UTC)
+    with HttpFaultProxy(prometheus_server.url).running() as proxy:
+        proxy.set_faults(HttpFaults(rewrite=without_namespace_in_usage_answers("mcmp")))
+        with pytest.raises(UsageQueryError) as error:
+            query_usage(cluster="prod", target=PrometheusTarget(url=proxy.url, selector='cluster="prod"'),
+                        start=day, end=day + timedelta(days=1), resources=(resource,), now=AFTER_MONTH)
+
+    assert f"Prometheus {proxy.url} gave an incomplete answer for the day from 2026-09-12T00:00:00+00:00" \
+        in str(error.value)
+    assert reason in str(error.value)
+
+
+def test_a_counter_with_one_sample_at_a_windows_end_is_not_taken_for_a_lost_namespace(
+    prometheus_server: PrometheusServer,
+) -> None:
+    # The batch namespace's only pod starts at 02:00 on the 10th, scraped every minute: a window ending at 02:00:30
+    # holds one of its samples, too few for an increase, and one ending at 02:01:30 holds two.
+    born = datetime(2026, 9, 10, 2, tzinfo=UTC)
+    first = measured(prometheus_server, cluster="prod", resources=("cpu",), start=born - timedelta(hours=1),
+                     end=born + timedelta(seconds=30))
+    second = measured(prometheus_server, cluster="prod", resources=("cpu",), start=born - timedelta(hours=1),
+                      end=born + timedelta(seconds=90))
+
+    assert "batch" not in by_namespace(first, "cpu") and "mcmp" in by_namespace(first, "cpu")
+    assert by_namespace(second, "cpu")["batch"] > 0
