@@ -6,9 +6,10 @@ For each bill shape (native CSV, FOCUS Parquet, CUR CSV.gz) and size, a seeded b
 
 - ours: `cz-agent allocate` (import, allocate, store, report), exact Decimal arithmetic;
 - the floor: DuckDB reducing the same bill to the same group sums as the import (agent.bills.totals): per
-  (period, currency, tag value, and for untagged lines sub-account, workspace and API key) and per (period,
-  currency, sub-account, workspace, API key), in one pass with GROUPING SETS, the cost read as text, checked
-  against a strict decimal pattern, cast exactly to DECIMAL(38, 12) and summed exactly, rejected rows counted.
+  (period, currency, tag value, and for untagged lines sub-account, workspace and API key), per (period,
+  currency, sub-account, workspace, API key) and per (period, currency, tag value, charge day, charge kind), in one
+  pass with GROUPING SETS, the cost read as text, checked against a strict decimal pattern, cast exactly to
+  DECIMAL(38, 12) and summed exactly, rejected rows counted.
 
 Each run's wall time and peak RSS (the child's ru_maxrss) are recorded. Every result is checked: the floor's tag
 groups against the generator's exact totals, its split groups against ours (amount and line count of each), ours'
@@ -53,26 +54,32 @@ CZ_AGENT = Path(sys.executable).with_name("cz-agent")
 SOURCES_SQL = {
     "native": ("SELECT unblendedCost AS cost, currency, cz_container_bill AS tag, "
                "left(trim(billingCycle), 7) AS period, loginName AS sub_account, workspaceName AS workspace, "
-               "apiKeyName AS api_key "
+               "apiKeyName AS api_key, NULL AS day, NULL AS kind "
                "FROM read_csv('{path}', all_varchar=true)"),
     "cur": ("SELECT \"lineItem/UnblendedCost\" AS cost, \"lineItem/CurrencyCode\" AS currency, "
             "\"resourceTags/user:cz_container_bill\" AS tag, "
             "coalesce(left(\"bill/BillingPeriodStartDate\", 7), left(\"lineItem/UsageStartDate\", 7)) AS period, "
-            "\"lineItem/UsageAccountId\" AS sub_account, NULL AS workspace, NULL AS api_key "
+            "\"lineItem/UsageAccountId\" AS sub_account, NULL AS workspace, NULL AS api_key, "
+            "\"lineItem/UsageStartDate\" AS day, \"lineItem/LineItemType\" AS kind "
             "FROM read_csv('{path}', all_varchar=true)"),
     "focus": ("SELECT CAST(EffectiveCost AS VARCHAR) AS cost, BillingCurrency AS currency, "
               "json_extract_string(Tags, '$.cz_container_bill') AS tag, "
               "coalesce(left(CAST(BillingPeriodStart AS VARCHAR), 7), left(CAST(ChargePeriodStart AS VARCHAR), 7)) "
-              "AS period, SubAccountName AS sub_account, NULL AS workspace, NULL AS api_key "
+              "AS period, SubAccountName AS sub_account, NULL AS workspace, NULL AS api_key, "
+              "CAST(ChargePeriodStart AS VARCHAR) AS day, ChargeFrequency AS kind "
               "FROM read_parquet('{path}')"),
 }
 # The fast path's own pattern (agent.bills.fast): a plain decimal of at most 24 digits before the point and 12 after.
 PLAIN_COST = r"[+-]?(?:[0-9]{1,24}(?:\.[0-9]{0,12})?|\.[0-9]{1,12})"
+# The charge day is the charge date's first 10 characters (the generator writes ISO dates), the kind usage where the
+# cell is empty or names one of the format's usage kinds, else fixed, as the run stores them (daily_costs).
 FLOOR_SQL = """
 WITH lines AS (
     SELECT trim(cost) AS cost, upper(trim(currency)) AS currency, nullif(trim(tag), '') AS tag, period,
            nullif(trim(sub_account), '') AS sub_account, nullif(trim(workspace), '') AS workspace,
-           nullif(trim(api_key), '') AS api_key
+           nullif(trim(api_key), '') AS api_key, left(trim(day), 10) AS day,
+           CASE WHEN coalesce(trim(kind), '') = '' OR lower(trim(kind)) IN ({usage}) THEN 'usage' ELSE 'fixed' END
+               AS kind
     FROM ({source})
 ), judged AS (
     SELECT *, coalesce(regexp_full_match(cost, '{pattern}'), false) AS valid,
@@ -81,33 +88,13 @@ WITH lines AS (
            CASE WHEN tag IS NULL THEN api_key END AS tag_api_key
     FROM lines
 )
-SELECT CASE GROUPING(sub_account) WHEN 1 THEN 'tag' ELSE 'split' END, valid, period, currency, tag,
-       tag_sub_account, tag_workspace, tag_api_key, sub_account, workspace, api_key,
+SELECT CASE WHEN GROUPING(sub_account) = 0 THEN 'split' WHEN GROUPING(kind) = 0 THEN 'day' ELSE 'tag' END, valid,
+       period, currency, tag, tag_sub_account, tag_workspace, tag_api_key, sub_account, workspace, api_key, day, kind,
        sum(CASE WHEN valid THEN CAST(cost AS DECIMAL(38, 12)) END), count(*)
 FROM judged
 GROUP BY GROUPING SETS ((valid, period, currency, tag, tag_sub_account, tag_workspace, tag_api_key),
-                        (valid, period, currency, sub_account, workspace, api_key))
-"""
-# Each generated line's charge date and charge kind, as text (native bills have neither).
-DAY_SOURCES_SQL = {
-    "native": "SELECT unblendedCost AS cost, currency, cz_container_bill AS tag, NULL AS day, NULL AS kind "
-              "FROM read_csv('{path}', all_varchar=true)",
-    "cur": ("SELECT \"lineItem/UnblendedCost\" AS cost, \"lineItem/CurrencyCode\" AS currency, "
-            "\"resourceTags/user:cz_container_bill\" AS tag, \"lineItem/UsageStartDate\" AS day, "
-            "\"lineItem/LineItemType\" AS kind FROM read_csv('{path}', all_varchar=true)"),
-    "focus": ("SELECT CAST(EffectiveCost AS VARCHAR) AS cost, BillingCurrency AS currency, "
-              "json_extract_string(Tags, '$.cz_container_bill') AS tag, CAST(ChargePeriodStart AS VARCHAR) AS day, "
-              "ChargeFrequency AS kind FROM read_parquet('{path}')"),
-}
-# The bill per (currency, tag, charge day, charge kind), as the run stores it (daily_costs): the day is the charge
-# date's first 10 characters (the generator writes ISO dates), the kind usage where the cell is empty or names one
-# of the format's usage kinds, else fixed. Generated bills hold no line outside the period and none rejected.
-DAYS_SQL = """
-SELECT upper(trim(currency)), coalesce(nullif(trim(tag), ''), ''), coalesce(left(trim(day), 10), ''),
-       CASE WHEN coalesce(trim(kind), '') = '' OR lower(trim(kind)) IN ({usage}) THEN 'usage' ELSE 'fixed' END,
-       sum(CAST(trim(cost) AS DECIMAL(38, 12))), count(*)
-FROM ({source})
-GROUP BY ALL
+                        (valid, period, currency, sub_account, workspace, api_key),
+                        (valid, period, currency, tag, day, kind))
 """
 DUCKDB_SCRIPT = """
 import duckdb, json, sys
@@ -136,10 +123,12 @@ class Measure:
 
 @dataclass
 class FloorGroups:
-    """The floor's result: exact sum and line count per tag group and per split group, and the rejected rows."""
+    """The floor's result: exact sum and line count per tag group, per split group and per (currency, tag, charge day,
+    charge kind) as the run stores its daily costs, and the rejected rows."""
 
     tag: dict[tuple, tuple[Decimal, int]]
     split: dict[tuple, tuple[Decimal, int]]
+    day: dict[tuple, tuple[Decimal, int]]
     rejected: int
 
 
@@ -169,28 +158,23 @@ def run_ours(path: Path, workdir: Path) -> tuple[Measure, sqlite3.Connection]:
 
 
 def run_floor(shape: str, path: Path, workdir: Path) -> tuple[Measure, FloorGroups]:
-    sql = FLOOR_SQL.format(source=SOURCES_SQL[shape].format(path=path), pattern=PLAIN_COST)
+    usage = ", ".join(f"'{kind.lower()}'" for kind in SPECS[shape].usage_kinds) or "NULL"
+    sql = FLOOR_SQL.format(source=SOURCES_SQL[shape].format(path=path), pattern=PLAIN_COST, usage=usage)
     out_file = workdir / "duckdb.json"
     measure = _wrapped([sys.executable, "-c", DUCKDB_SCRIPT, sql], stdout=out_file)
-    groups = FloorGroups(tag={}, split={}, rejected=0)
-    for kind, valid, *keys, amount, lines in json.loads(out_file.read_text()):
+    groups = FloorGroups(tag={}, split={}, day={}, rejected=0)
+    for group, valid, *keys, amount, lines in json.loads(out_file.read_text()):
+        total = (None if amount is None else Decimal(amount), int(lines))
         if valid == "False":
-            groups.rejected += int(lines) if kind == "split" else 0
-        elif kind == "tag":
-            groups.tag[tuple(keys[:6])] = (Decimal(amount), int(lines))
+            groups.rejected += int(lines) if group == "split" else 0
+        elif group == "tag":
+            groups.tag[tuple(keys[:6])] = total
+        elif group == "split":
+            groups.split[tuple(keys[:2] + keys[6:9])] = total
         else:
-            groups.split[tuple(keys[:2] + keys[6:])] = (Decimal(amount), int(lines))
+            currency, tag, day, kind = keys[1], keys[2], keys[9], keys[10]
+            groups.day[(currency, tag or "", day or "", kind)] = total
     return measure, groups
-
-
-def bill_days(shape: str, path: Path, workdir: Path) -> dict[tuple, tuple[Decimal, int]]:
-    """The bill's exact sum and line count per (currency, tag, charge day, charge kind), counted once by DuckDB, not
-    timed: every run's stored daily costs must equal them."""
-    usage = ", ".join(f"'{kind.lower()}'" for kind in SPECS[shape].usage_kinds) or "NULL"
-    sql = DAYS_SQL.format(source=DAY_SOURCES_SQL[shape].format(path=path), usage=usage)
-    out_file = workdir / "duckdb-days.json"
-    _wrapped([sys.executable, "-c", DUCKDB_SCRIPT, sql], stdout=out_file)
-    return {tuple(keys): (Decimal(amount), int(lines)) for *keys, amount, lines in json.loads(out_file.read_text())}
 
 
 def _wrapped(command: list[str], *, env: dict[str, str] | None = None, stdout: Path | None = None,
@@ -224,11 +208,10 @@ def check_floor(floor: FloorGroups, expected: dict[str, str], *, lines: int) -> 
         raise SystemExit(f"duckdb: {counted} lines summed and {floor.rejected} rejected, expected {lines} and 0")
 
 
-def check_ours(store: sqlite3.Connection, floor: FloorGroups, expected: dict[str, str], *,
-               days: dict[tuple, tuple[Decimal, int]]) -> None:
-    """Our bill total per currency equals the generator's; our split groups equal the floor's, amount and lines; our
-    daily costs equal the bill's days (`bill_days`): a run that read another bill, or judged a kind differently, with
-    the same lines and totals per tag, would otherwise pass unseen."""
+def check_ours(store: sqlite3.Connection, floor: FloorGroups, expected: dict[str, str]) -> None:
+    """Our bill total per currency equals the generator's; our split groups and daily costs equal the floor's, amount
+    and lines: a run that read another bill, or judged a kind differently, with the same lines and totals per tag,
+    would otherwise pass unseen."""
     with store:
         manifest = json.loads(store.execute("SELECT manifest FROM runs ORDER BY id DESC LIMIT 1").fetchone()[0])
         splits = store.execute("SELECT currency, sub_account, workspace, api_key, amount, line_count FROM bill_splits "
@@ -237,9 +220,9 @@ def check_ours(store: sqlite3.Connection, floor: FloorGroups, expected: dict[str
                               "WHERE run_id = (SELECT max(id) FROM runs)").fetchall()
     store.close()
     ours_days = {tuple(keys): (Decimal(amount), lines) for *keys, amount, lines in daily}
-    if ours_days != days:
-        raise SystemExit(f"ours: the daily costs differ from the bill's days ({len(ours_days)} vs {len(days)} groups, "
-                         f"{len(ours_days.keys() ^ days.keys())} keys in one only)")
+    if ours_days != floor.day:
+        raise SystemExit(f"ours: the daily costs differ from DuckDB's ({len(ours_days)} vs {len(floor.day)} groups, "
+                         f"{len(ours_days.keys() ^ floor.day.keys())} keys in one only)")
     per_currency: dict[str, Decimal] = defaultdict(Decimal)
     for key, amount in expected.items():
         per_currency[key.rsplit("|", 1)[1]] += Decimal(amount)
@@ -268,7 +251,6 @@ def benchmark(shapes: list[str], sizes: list[int], repeats: int) -> dict[tuple[s
         for size in sizes:
             for shape in shapes:
                 path, expected = bill(shape, size)
-                days = bill_days(shape, path, workdir)
                 runs: dict[str, list[Measure]] = {tool: [] for tool in TOOLS}
                 for repeat in range(repeats):
                     # The floor of this repeat, to check ours against, whichever ran first.
@@ -279,7 +261,7 @@ def benchmark(shapes: list[str], sizes: list[int], repeats: int) -> dict[tuple[s
                             check_floor(floor, expected, lines=size)
                         else:
                             measures[tool], store = run_ours(path, workdir)
-                    check_ours(store, floor, expected, days=days)
+                    check_ours(store, floor, expected)
                     for tool, measure in measures.items():
                         runs[tool].append(measure)
                         print(f"{shape} {size:>10,} {tool:<6} {measure.seconds:7.2f} s "
@@ -334,8 +316,8 @@ def report(results: dict[tuple[str, int], dict[str, list[Measure]]], started: di
                      f"{_spread([m.peak_mib for m in ours], '.0f')} | {_spread([m.peak_mib for m in floor], '.0f')} |")
     lines += ["", "Every run was checked: the floor's tag groups against the generator's exact totals, with no row "
               "rejected; our bill total per currency against the generator's, and our split groups (sub-account, "
-              "workspace, API key, currency) against the floor's, amount and line count of each, and our daily costs "
-              "against the bill's sums per currency, tag, charge day and charge kind (an untimed DuckDB query).", "",
+              "workspace, API key, currency) and our daily costs (currency, tag, charge day, charge kind) against the "
+              "floor's, amount and line count of each.", "",
               *stage_table(results),
               "## Start-up", "",
               f"Wall time of the command, {len(started['python -c pass'])} runs each, alternating, after one "
