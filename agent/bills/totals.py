@@ -17,7 +17,7 @@ decimals of its most precise line, as a plain sum of the lines' Decimals would.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -219,9 +219,9 @@ class BillTotals:
 class _Sums:
     """Exact sums of clean lines (agent.bills.fast.Lines) per group of `fields`, in integer arrays indexed by group.
 
-    A chunk's rows are grouped by their value numbers, hashed together; each distinct key of numbers is looked up
-    once per numbering, and groups are kept by their text, so that keys whose texts read the same fall in one
-    group. A cost, a 128-bit integer of 10**-DECIMALS, is summed in three int64 parts: its two low 32-bit words
+    A chunk's rows are grouped by their value numbers, hashed together; each distinct key of numbers gets its group
+    once per numbering (`_KeyCodes`), and groups are kept by their text, so that keys whose texts read the same fall
+    in one group. A cost, a 128-bit integer of 10**-DECIMALS, is summed in three int64 parts: its two low 32-bit words
     and its signed high 64-bit word, the last below 2**36 in magnitude (costs here are below 10**FAST_DIGITS):
     none wraps around over SUM_ROWS lines. With `sample`, the first ROW_SAMPLE rows of each group are kept too:
     chunks arrive in row order, and rows in order within a chunk.
@@ -232,8 +232,7 @@ class _Sums:
         self._sample = sample
         self._keys: list[tuple] = []
         self._by_text: dict[tuple, int] = {}
-        self._by_numbers: dict[tuple, int] = {}
-        self._generation: tuple[int, ...] | None = None
+        self._codes = _KeyCodes()
         self._parts = np.zeros((3, 0), dtype=np.int64)
         self._lines = np.zeros(0, dtype=np.int64)
         self._places = np.zeros(0, dtype=np.int64)
@@ -244,17 +243,12 @@ class _Sums:
     def add(self, lines: Lines, numbering: Numbering) -> None:
         if not len(lines):
             return
-        if numbering.generation != self._generation:
-            self._by_numbers = {}
-            self._generation = numbering.generation
         numbers = [lines.numbers[name] for name in self._fields]
-        local, first = _local_groups(numbers, [numbering.sizes[name] for name in self._fields])
-        keys = list(zip(*(column[first].tolist() for column in numbers)))
-        known = self._by_numbers
-        new = [key for key in keys if key not in known]
-        if new:
-            self._add_keys(new, numbering)
-        groups = np.array([known[key] for key in keys], dtype=np.int64)[local]
+        sizes = [numbering.sizes[name] for name in self._fields]
+        local, first = _local_groups(numbers, sizes)
+        codes = self._codes.encode([column[first] for column in numbers], sizes=sizes,
+                                   generation=numbering.generation)
+        groups = self._codes.groups(codes, lambda new: self._add_keys(new, numbering))[local]
         self._grow()
         low_words = lines.cost[:, 0]
         np.add.at(self._parts[0], groups, (low_words & 0xFFFFFFFF).view(np.int64))
@@ -277,18 +271,20 @@ class _Sums:
             yield (key, Decimal(value).scaleb(-DECIMALS, _EXACT), int(self._lines[group]), int(self._places[group]),
                    int(self._low[group]), int(self._high[group]), first.get(group, []))
 
-    def _add_keys(self, keys: list[tuple], numbering: Numbering) -> None:
-        """Number the keys of value numbers not met in this numbering yet. Each field's text is looked up once per
+    def _add_keys(self, keys: list[tuple], numbering: Numbering) -> list[int]:
+        """The groups of keys of value numbers not met in this numbering yet. Each field's text is looked up once per
         value number: tens of thousands of groups (a tag per day) combine a few values of each field."""
         columns = []
         for name, numbers in zip(self._fields, zip(*keys)):
             text_of = {number: numbering.text(name, number) for number in set(numbers)}
             columns.append([text_of[number] for number in numbers])
-        for numbers, text in zip(keys, zip(*columns)):
+        groups = []
+        for text in zip(*columns):
             group = self._by_text.setdefault(text, len(self._keys))
             if group == len(self._keys):
                 self._keys.append(text)
-            self._by_numbers[numbers] = group
+            groups.append(group)
+        return groups
 
     def _grow(self) -> None:
         """Room in the arrays for every group."""
@@ -325,6 +321,58 @@ class _Sums:
         groups, rows = groups[order], rows[order]
         starts = np.flatnonzero(np.diff(groups, prepend=-1))
         return {int(groups[start]): part.tolist() for start, part in zip(starts, np.split(rows, starts[1:]))}
+
+
+class _KeyCodes:
+    """The group of each key of value numbers met in one numbering, found for a chunk's keys at once: a key is coded
+    as one integer, its numbers side by side in fixed bit fields, and the codes met are kept sorted beside their
+    groups. The fields are sized when the numbering starts, with room to grow; a number outgrowing its field starts
+    the codes afresh (the groups stay). Codes of more than 62 bits are Python integers: slower, as exact."""
+
+    def __init__(self) -> None:
+        self._generation: tuple[int, ...] | None = None
+        self._bits: list[int] = []
+        self._codes = np.zeros(0, dtype=np.int64)
+        self._groups = np.zeros(0, dtype=np.int64)
+
+    def encode(self, numbers: list[np.ndarray], *, sizes: list[int], generation: tuple[int, ...]) -> np.ndarray:
+        """Each key's code; `numbers` holds one array per field, `sizes` the count of numbers of each field."""
+        if generation != self._generation or any(size > 1 << bits for size, bits in zip(sizes, self._bits)):
+            self._generation = generation
+            self._bits = [size.bit_length() + 1 for size in sizes]
+            wide = sum(self._bits) > 62
+            self._codes = np.zeros(0, dtype=object if wide else np.int64)
+            self._groups = np.zeros(0, dtype=np.int64)
+        code = np.zeros(len(numbers[0]), dtype=self._codes.dtype)
+        for column, bits in zip(numbers, self._bits):
+            code = (code << bits) | column.astype(self._codes.dtype)
+        return code
+
+    def groups(self, codes: np.ndarray, add: Callable[[list[tuple]], list[int]]) -> np.ndarray:
+        """The group of each of the distinct `codes`; `add` gives the groups of keys met for the first time (as
+        tuples of value numbers)."""
+        found = np.zeros(len(codes), dtype=bool)
+        at = np.searchsorted(self._codes, codes)
+        if len(self._codes):
+            at = np.minimum(at, len(self._codes) - 1)
+            found = self._codes[at] == codes
+        groups = np.zeros(len(codes), dtype=np.int64)
+        groups[found] = self._groups[at[found]]
+        if not found.all():
+            new = codes[~found]
+            added = np.array(add(self._decoded(new)), dtype=np.int64)
+            groups[~found] = added
+            codes_met = np.concatenate([self._codes, new])
+            order = np.argsort(codes_met, kind="stable")
+            self._codes, self._groups = codes_met[order], np.concatenate([self._groups, added])[order]
+        return groups
+
+    def _decoded(self, codes: np.ndarray) -> list[tuple]:
+        fields = []
+        for bits in reversed(self._bits):
+            fields.append((codes & ((1 << bits) - 1)).tolist())
+            codes = codes >> bits
+        return list(zip(*reversed(fields)))
 
 
 def _local_groups(numbers: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
