@@ -17,6 +17,7 @@ decimals of its most precise line, as a plain sum of the lines' Decimals would.
 from __future__ import annotations
 
 import decimal
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -59,7 +60,12 @@ class GroupTotal:
 
     def exact(self) -> Decimal:
         """The total with the decimals of its most precise line (`0.10 + 0.2` gives `0.30`)."""
-        return self.amount.quantize(Decimal(1).scaleb(-self.places), context=_EXACT)
+        return self.amount.quantize(_quantum(self.places), context=_EXACT)
+
+
+@functools.cache
+def _quantum(places: int) -> Decimal:
+    return Decimal(1).scaleb(-places)
 
 
 @dataclass

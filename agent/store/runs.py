@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
@@ -334,7 +335,8 @@ def _insert(connection: Any, table: Table, run_id: int, records: list[dict[str, 
     rows = [{"run_id": run_id, "position": i, **r} for i, r in enumerate(records)]
     statement = insert(table).compile(dialect=connection.dialect, column_keys=list(rows[0]))
     if statement.positional:
-        connection.exec_driver_sql(str(statement), [tuple(row[name] for name in statement.positiontup) for row in rows])
+        values = operator.itemgetter(*statement.positiontup)
+        connection.exec_driver_sql(str(statement), [values(row) for row in rows])
     else:
         connection.exec_driver_sql(str(statement), rows)
 
