@@ -60,6 +60,9 @@ def total_bill(path: Path, *, options: ImportOptions, on_rows: RowsRead | None =
             totals = _totals(chunks, columns=columns, options=options, source=source, on_rows=on_rows,
                              position=reader.ReadPosition(total=before[0]))
         totals.sha256 = sha256.result()
+    # Arrow's allocator keeps the pages the chunks used (tens of MiB); the next stages (another bill, the allocation,
+    # the store) would otherwise add their own on top of them.
+    pa.default_memory_pool().release_unused()
     if _identity(path, source=source) != before:
         raise BillFormatError("the file changed while it was read (its size, modification time or inode); it is "
                               "read again once it stops changing", source=source)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import operator
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
@@ -138,6 +139,8 @@ schema_version = Table(
 SCHEMA_VERSION = 5
 # A SQLite writer waits this long for another writer's lock before the write fails as "database is locked".
 SQLITE_BUSY_TIMEOUT_SECONDS = 15
+# A run's rows are sent this many at a time: its tens of thousands of daily costs never sit in memory three times.
+INSERT_BATCH_ROWS = 10_000
 # Marks a connection that is about to write: SQLite then takes the write lock at BEGIN (BEGIN IMMEDIATE), so
 # what the transaction reads cannot go stale before it writes.
 _WRITE_OPTION = "cz_agent_write"
@@ -246,7 +249,7 @@ def _add_daily_costs(connection: Connection) -> None:
         by_run.setdefault(run_id, []).append(DailyCost(currency=currency, tag=tag, day=None, kind=CHARGE_KINDS[0],
                                                        amount=amount, line_count=lines_summed))
     for run_id, costs in by_run.items():
-        _insert(connection, daily_costs, run_id, [_daily_cost_record(cost) for cost in costs])
+        _insert(connection, daily_costs, run_id, (_daily_cost_record(cost) for cost in costs))
 
 
 # MIGRATIONS[v - 1] takes a store from version v to v + 1.
@@ -315,30 +318,26 @@ def save_run(
                                     manifest=json.dumps(manifest_json, sort_keys=True),
                                     period_sequence=1 if latest is None else latest.period_sequence + 1)
             ).inserted_primary_key[0]
-            _insert(connection, allocation_rows, run_id, [_row_record(r) for r in allocation.rows])
-            _insert(connection, contributions, run_id, [_contribution_record(c) for c in allocation.contributions])
-            _insert(connection, tag_lines, run_id, [_tag_line_record(t) for t in allocation.tag_lines])
-            _insert(connection, rejected_rows, run_id, [_reject_record(r) for r in rejected])
-            _insert(connection, bill_splits, run_id, [_split_record(t) for t in splits])
-            _insert(connection, daily_costs, run_id, [_daily_cost_record(d) for d in daily])
+            _insert(connection, allocation_rows, run_id, (_row_record(r) for r in allocation.rows))
+            _insert(connection, contributions, run_id, (_contribution_record(c) for c in allocation.contributions))
+            _insert(connection, tag_lines, run_id, (_tag_line_record(t) for t in allocation.tag_lines))
+            _insert(connection, rejected_rows, run_id, (_reject_record(r) for r in rejected))
+            _insert(connection, bill_splits, run_id, (_split_record(t) for t in splits))
+            _insert(connection, daily_costs, run_id, (_daily_cost_record(d) for d in daily))
     except SQLAlchemyError as e:
         raise StoreError(f"cannot store the run of {allocation.period}: {_reason(e)}") from e
     return int(run_id)
 
 
-def _insert(connection: Any, table: Table, run_id: int, records: list[dict[str, Any]]) -> None:
-    """The records as the run's rows, in order, through the driver's executemany: the columns are plain text and
-    integers, and SQLAlchemy's per-row parameter handling would cost more than the database's own work for the tens
-    of thousands of daily costs of a large bill."""
-    if not records:
-        return
-    rows = [{"run_id": run_id, "position": i, **r} for i, r in enumerate(records)]
-    statement = insert(table).compile(dialect=connection.dialect, column_keys=list(rows[0]))
-    if statement.positional:
-        values = operator.itemgetter(*statement.positiontup)
-        connection.exec_driver_sql(str(statement), [values(row) for row in rows])
-    else:
-        connection.exec_driver_sql(str(statement), rows)
+def _insert(connection: Any, table: Table, run_id: int, records: Iterable[dict[str, Any]]) -> None:
+    """The records as the run's rows, in order, through the driver's executemany, INSERT_BATCH_ROWS at a time: the
+    columns are plain text and integers, and SQLAlchemy's per-row parameter handling would cost more than the
+    database's own work for the tens of thousands of daily costs of a large bill."""
+    statement = insert(table).compile(dialect=connection.dialect, column_keys=[column.name for column in table.columns])
+    values = operator.itemgetter(*statement.positiontup) if statement.positional else None
+    rows = ({"run_id": run_id, "position": i, **r} for i, r in enumerate(records))
+    while batch := list(itertools.islice(rows, INSERT_BATCH_ROWS)):
+        connection.exec_driver_sql(str(statement), batch if values is None else [values(row) for row in batch])
 
 
 def _row_record(row: ReportRow) -> dict[str, Any]:
