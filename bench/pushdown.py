@@ -179,8 +179,8 @@ def check(store: sqlite3.Connection, bill: Bill) -> None:
 
 
 def benchmark(sizes: list[int], *, repeats: int, lines_per_file: int, jobs: int, heap: str,
-              ) -> tuple[list[tuple[Bill, int, list[Run]]], dict[str, str]]:
-    """Each size's bill, its groups and runs; and the versions of Trino and its Java."""
+              ) -> tuple[list[tuple[Bill, int, int, list[Run]]], dict[str, str]]:
+    """Each size's bill, its groups, its daily costs and runs; and the versions of Trino and its Java."""
     bills = [bill(size, lines_per_file=lines_per_file, jobs=jobs) for size in sizes]
     results = []
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
@@ -198,12 +198,14 @@ def benchmark(sizes: list[int], *, repeats: int, lines_per_file: int, jobs: int,
                 runs = []
                 for _ in range(repeats):
                     run, store = run_agent(server, process.pid, table, work)
+                    daily = store.execute("SELECT count(*) FROM daily_costs "
+                                          "WHERE run_id = (SELECT max(id) FROM runs)").fetchone()[0]
                     check(store, generated)
                     runs.append(run)
                     print(f"{generated.lines:>12,} lines {run.agent.seconds:8.1f} s agent "
                           f"{run.agent.peak_mib:6.0f} MiB, Trino {run.trino_cpu_seconds:7.1f} s CPU "
                           f"{run.trino_peak_mib:6.0f} MiB, load {run.load:.2f}", file=sys.stderr)
-                results.append((generated, groups(server, table), runs))
+                results.append((generated, groups(server, table), daily, runs))
     return results, versions
 
 
@@ -212,7 +214,7 @@ def java_version(home: Path) -> str:
     return answer.stderr.splitlines()[0]
 
 
-def report(results: list[tuple[Bill, int, list[Run]]], versions: dict[str, str], *, repeats: int, heap: str,
+def report(results: list[tuple[Bill, int, int, list[Run]]], versions: dict[str, str], *, repeats: int, heap: str,
            lines_per_file: int) -> str:
     lines = ["# Push-down of a bill table to Trino, at scale", "",
              "Written by `bench/pushdown.py`. A whole `cz-agent allocate` run whose rules read the bill from a Hive "
@@ -228,12 +230,13 @@ def report(results: list[tuple[Bill, int, list[Run]]], versions: dict[str, str],
              f"{versions['java']} |",
              f"| Trino JVM | -Xmx{heap} {' '.join(JVM_OPTIONS)} |",
              f"| load average after the run | {', '.join(f'{x:.2f}' for x in os.getloadavg())} |", "",
-             "| lines | files | Parquet MiB | generation s | groups returned | agent wall s | of which push-down s | "
-             "k lines/s | agent CPU s | agent peak MiB | Trino CPU s | Trino peak MiB | load after |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for generated, group_count, runs in results:
+             "| lines | files | Parquet MiB | generation s | groups returned | daily costs | agent wall s | "
+             "of which push-down s | k lines/s | agent CPU s | agent peak MiB | Trino CPU s | Trino peak MiB | "
+             "load after |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for generated, group_count, daily, runs in results:
         lines.append(f"| {generated.lines:,} | {len(generated.files)} | {generated.mib:,.0f} | "
-                     f"{generated.generation_seconds:,.0f} | {group_count:,} | "
+                     f"{generated.generation_seconds:,.0f} | {group_count:,} | {daily:,} | "
                      f"{_spread([r.agent.seconds for r in runs], '.1f')} | "
                      f"{_spread([r.agent.stages.get('read', 0.0) for r in runs], '.1f')} | "
                      f"{generated.lines / 1e3 / statistics.median(r.agent.seconds for r in runs):,.0f} | "
@@ -247,14 +250,15 @@ def report(results: list[tuple[Bill, int, list[Run]]], versions: dict[str, str],
               "`cz-agent allocate` reports as reading the bill: the query, its answer and the judging of its texts. "
               "Generation is the seconds the bill's files took to write, once (they are cached); \"groups returned\" "
               "counts the distinct (currency, tags text, sub-account, billing and charge month) of the table, the "
-              "rows of sums the query sends the agent. The load is the machine's 1-minute load average at the end "
+              "rows of sums the query sends the agent, beside its day groups: \"daily costs\" counts the (currency, tag, "
+              "charge day, charge kind) the run stored. The load is the machine's 1-minute load average at the end "
               "of the run: above 2, other work shared the 2 cores with Trino and the agent.", "", *reading(results)]
     return "\n".join(lines) + "\n"
 
 
-def reading(results: list[tuple[Bill, int, list[Run]]]) -> list[str]:
+def reading(results: list[tuple[Bill, int, int, list[Run]]]) -> list[str]:
     peaks = [(generated.lines, group_count, statistics.median(r.agent.peak_mib for r in runs),
-              statistics.median(r.agent.seconds for r in runs)) for generated, group_count, runs in results]
+              statistics.median(r.agent.seconds for r in runs), daily) for generated, group_count, daily, runs in results]
     low, high = min(peak[2] for peak in peaks), max(peak[2] for peak in peaks)
     flat = high <= PEAK_FLAT * low
     first, last = peaks[0], peaks[-1]
@@ -262,9 +266,17 @@ def reading(results: list[tuple[Bill, int, list[Run]]]) -> list[str]:
             f"From {first[0]:,} to {last[0]:,} lines ({last[0] / first[0]:g}x) the agent's peak went from "
             f"{first[2]:.0f} to {last[2]:.0f} MiB (range {low:.0f}-{high:.0f} MiB): "
             + (f"flat, within {PEAK_FLAT - 1:.0%}." if flat else f"**not flat** (more than {PEAK_FLAT - 1:.0%} apart).")
-            + f" The rows it receives follow the groups, {first[1]:,} to {last[1]:,}, not the lines. The wall time "
+            + f" The rows it receives follow the groups, {first[1]:,} to {last[1]:,}, not the lines, and so does what "
+            f"it keeps: {first[4]:,} to {last[4]:,} daily costs (a generated bill holds more distinct tags as it grows), "
+            f"{_per_cost_kib(first, last)}. The wall time "
             f"is Trino's scan: {first[0] / 1e3 / first[3]:,.0f} k lines/s at {first[0]:,} lines, "
             f"{last[0] / 1e3 / last[3]:,.0f} k at {last[0]:,}.", ""]
+
+
+def _per_cost_kib(first: tuple, last: tuple) -> str:
+    if last[4] == first[4]:
+        return "as many at each size"
+    return f"{(last[2] - first[2]) * 1024 / (last[4] - first[4]):.1f} KiB of peak per daily cost more"
 
 
 def _spread(values: list[float], form: str) -> str:

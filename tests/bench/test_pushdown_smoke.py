@@ -12,7 +12,7 @@ pytestmark = pytest.mark.bench
 
 def test_pushdown_benchmark_smoke():
     report = smoke_report("pushdown.py", timeout=600)
-    assert "| lines | files | Parquet MiB | generation s | groups returned | agent wall s |" in report
+    assert "| lines | files | Parquet MiB | generation s | groups returned | daily costs | agent wall s |" in report
     assert "| 20,000 | 4 | " in report
     assert "| Trino JVM | -Xmx1G " in report
     assert "the agent's peak went from" in report
