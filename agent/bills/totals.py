@@ -45,7 +45,7 @@ _SPLIT_COLUMNS = ["period", "currency", "sub_account", "workspace", "api_key"]
 _DAY_COLUMNS = ["period", "currency", "tag", "day", "kind"]
 
 
-@dataclass
+@dataclass(slots=True)
 class GroupTotal:
     """Exact total and line count of a group; `places` is the most decimals any of its lines had."""
 

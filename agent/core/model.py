@@ -103,7 +103,7 @@ class TagLine:
 CHARGE_KINDS = ("usage", "fixed")  # usage accrues by day; fixed = one-off and monthly fees, taxes, credits...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DailyCost:
     """The accepted bill lines of one (currency, tag value, charge day, charge kind), summed exactly."""
     currency: str
