@@ -11,6 +11,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from agent.core.manifest import RunManifest
+from agent.core.money import exact_arithmetic
 
 CATEGORIES = ("cluster", "service_common", "service_exclusive", "common", "idle", "unallocated")
 # The company of cost no company carries: unallocated cost, and idle capacity under `idle: unallocated`.
@@ -117,9 +118,11 @@ class DailyCost:
 def totals_per_tag(lines: Iterable[TagLine | DailyCost]) -> dict[tuple[str, str], tuple[Decimal, int]]:
     """Amount and line count per (currency, tag value) of tag lines (summed over their rules) or daily costs."""
     totals: dict[tuple[str, str], tuple[Decimal, int]] = {}
-    for line in lines:
-        amount, count = totals.get((line.currency, line.tag), (Decimal(0), 0))
-        totals[(line.currency, line.tag)] = (amount + line.amount, count + line.line_count)
+    # Exact: the default context would round past 28 digits, and a month split into days rounds otherwise than whole.
+    with exact_arithmetic():
+        for line in lines:
+            amount, count = totals.get((line.currency, line.tag), (Decimal(0), 0))
+            totals[(line.currency, line.tag)] = (amount + line.amount, count + line.line_count)
     return totals
 
 

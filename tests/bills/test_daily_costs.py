@@ -22,6 +22,7 @@ from agent.bills import ImportOptions, fast, reader, total_bill, totals
 from agent.bills.taglines import daily_costs_of, tag_lines_of
 from agent.bills.totals import BillTotals
 from agent.core.model import CHARGE_KINDS, DailyCost
+from agent.core.money import exact_arithmetic
 from agent.core.rules import Rules
 from agent.errors import FastReadError
 from tests.support.bills import judged_row_by_row, view
@@ -68,13 +69,14 @@ def assert_adds_up_to_the_tag_lines(bill: BillTotals) -> list[DailyCost]:
     lines_of_tags = tag_lines_of([bill], rules=RULES)
     daily = daily_costs_of([bill], tag_lines=lines_of_tags)
     tagged: dict[tuple[str, str], tuple[Decimal, int]] = {}
-    for line in lines_of_tags:
-        amount, lines = tagged.get((line.currency, line.tag), (Decimal(0), 0))
-        tagged[(line.currency, line.tag)] = (amount + line.amount, lines + line.line_count)
     summed: dict[tuple[str, str], tuple[Decimal, int]] = {}
-    for cost in daily:
-        amount, lines = summed.get((cost.currency, cost.tag), (Decimal(0), 0))
-        summed[(cost.currency, cost.tag)] = (amount + cost.amount, lines + cost.line_count)
+    with exact_arithmetic():
+        for line in lines_of_tags:
+            amount, lines = tagged.get((line.currency, line.tag), (Decimal(0), 0))
+            tagged[(line.currency, line.tag)] = (amount + line.amount, lines + line.line_count)
+        for cost in daily:
+            amount, lines = summed.get((cost.currency, cost.tag), (Decimal(0), 0))
+            summed[(cost.currency, cost.tag)] = (amount + cost.amount, lines + cost.line_count)
     assert summed == tagged
     assert {cost.kind for cost in daily} <= set(CHARGE_KINDS)
     assert sum(cost.line_count for cost in daily) == bill.accepted_rows
@@ -199,6 +201,22 @@ def test_days_that_do_not_add_up_to_the_tag_lines_fail_instead_of_storing_anothe
 
     with pytest.raises(RuntimeError, match="does not add up to its tag lines"):
         daily_costs_of([bill], tag_lines=lines)
+
+
+def test_days_of_costs_past_28_digits_add_up_to_their_tag_line_exactly(tmp_path):
+    # Costs of 30 digits: summed in Decimal's default context, each day would be rounded to 28 digits before the
+    # month is, and these two days would then miss their month by a unit of the 28th digit.
+    costs = ["318881839909643594.410540603165", "675725255829103812.531666907077"]
+    path = tmp_path / "bill.csv"
+    path.write_text("\n".join([",".join(CUR_HEADER), *(
+        f"{day},2024-09-01T00:00:00Z,2024-09-0{day}T00:00:00Z,Usage,USD,{cost},web"
+        for day, cost in enumerate(costs, start=1))]) + "\n")
+    bill = total_bill(path, options=ImportOptions(period="2024-09"))
+
+    daily = assert_adds_up_to_the_tag_lines(bill)
+
+    assert [day.amount for day in daily] == [Decimal(cost) for cost in costs]
+    assert tag_lines_of([bill], rules=RULES)[0].amount == Decimal("994607095738747406.942207510242")
 
 
 # A CUR bill whose charge days and kinds change from line to line, spelled as bills spell them; a few costs in
