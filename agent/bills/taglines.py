@@ -67,12 +67,14 @@ def daily_costs_of(bills: Iterable[BillTotals], *, tag_lines: Sequence[TagLine])
             parts.setdefault((currency, tag or "", day or "", kind), []).append(group)
     # A bill has tens of thousands of groups over a month's few days: each day is parsed once.
     days = {day: date.fromisoformat(day) for day in {key[2] for key in parts} if day}
+    daily = []
     # The keys sorted alone: sorting the items would compare each key nested in a pair, at twice the cost.
-    daily = [DailyCost(currency=currency, tag=tag, day=days.get(day), kind=kind, amount=total.exact(),
-                       line_count=total.lines)
-             for currency, tag, day, kind in sorted(parts)
-             for groups in [parts[(currency, tag, day, kind)]]
-             for total in [groups[0] if len(groups) == 1 else _merged(groups)]]
+    for key in sorted(parts):
+        currency, tag, day, kind = key
+        groups = parts[key]
+        total = groups[0] if len(groups) == 1 else _merged(groups)
+        daily.append(DailyCost(currency=currency, tag=tag, day=days.get(day), kind=kind, amount=total.exact(),
+                               line_count=total.lines))
     _check_reconciled(daily, tag_lines)
     return daily
 
