@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import threading
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from agent.outputs.formats import FORECAST_DIMENSIONS
 from agent.outputs.report import render_csv
 from agent.outputs.split_summary import split_items
 from agent.outputs.statement import build_statement, render_html, statement_context
-from agent.service.metrics import exposition
+from agent.service.metrics import exposition, newest_by_period
 from agent.service.upload import place, staging
 from agent.store.runs import list_runs, load_run, run_document
 
@@ -483,15 +484,10 @@ def run_out(run: RunSummary) -> RunOut:
 
 def periods_out(found: list[RunSummary]) -> list[PeriodOut]:
     """Each period with its latest run (the highest id) and that run's totals, newest period first."""
-    by_period: dict[str, list[RunSummary]] = defaultdict(list)
-    for run in found:
-        by_period[run.period].append(run)
-    periods = []
-    for period in sorted(by_period, reverse=True):
-        latest = max(by_period[period], key=lambda run: run.id)
-        periods.append(PeriodOut(period=period, latest_run_id=latest.id, runs=len(by_period[period]),
-                                 totals=latest.manifest.totals_json()))
-    return periods
+    newest = newest_by_period(found)
+    runs = Counter(run.period for run in found)
+    return [PeriodOut(period=period, latest_run_id=newest[period].id, runs=runs[period],
+                      totals=newest[period].manifest.totals_json()) for period in sorted(newest, reverse=True)]
 
 
 # ----------------------------------------------------------------------------------------------- routes
@@ -570,9 +566,11 @@ def api_router(reader: RunReader, *, budgets: Callable[[], Budgets] = Budgets) -
         report_format: Annotated[Literal["json", "csv"], Query(alias="format")] = "json",
     ) -> ForecastOut | Response:
         """The period's month-end cost from its bill so far, with a range, as `cz-agent forecast` prints it."""
-        if reader.latest_stored(period) is None:
+        # Each period's runs listed once: the forecast asks again for the period it was just checked for.
+        latest = functools.cache(reader.latest_stored)
+        if latest(period) is None:
             raise not_found(f"no stored run for period {period}: a forecast starts from the month's bill so far")
-        found = period_forecast(period, latest=reader.latest_stored, today=datetime.now(UTC).date())
+        found = period_forecast(period, latest=latest, today=datetime.now(UTC).date())
         records = forecast_records(found.aggregated(aggregate))
         if report_format == "csv":
             return Response(render_csv(FORECAST_CSV_COLUMNS, records), media_type="text/csv")
